@@ -1,0 +1,103 @@
+"""Self-attention of a timm ViT block, with optional E²VPT key-value prompts.
+
+Two paths compute the same maths:
+
+* fused: ``F.scaled_dot_product_attention`` (flash / memory-efficient kernels), used for training and inference;
+* manual: explicit ``softmax(q kᵀ / sqrt(d)) v`` that also returns the attention probabilities, used only while an
+  :class:`AttentionRecorder` is active (``with record_attention(model) as rec: ...``).
+
+Key-value prompts live in head space: they are concatenated to the keys and values *after* the frozen
+``qkv`` projection, so they never pass through W_K / W_V. The query count is unchanged.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class AttentionRecorder:
+    """Collects attention probabilities, one tensor per block, while it is attached to a model.
+
+    ``probs[i]`` has shape (B, heads, N, T_i + N): N queries over T_i key-value prompts followed by the N tokens
+    (T_i = 0 for blocks without key-value prompts).
+    """
+
+    def __init__(self) -> None:
+        self.probs: list[torch.Tensor] = []
+
+    def add(self, probs: torch.Tensor) -> None:
+        self.probs.append(probs.detach())
+
+
+def attention_forward(
+        attn: nn.Module,
+        x: torch.Tensor,
+        key_prompts: Optional[torch.Tensor] = None,
+        value_prompts: Optional[torch.Tensor] = None,
+        recorder: Optional[AttentionRecorder] = None,
+) -> torch.Tensor:
+    """Run a timm ``Attention`` module's weights on ``x`` with key-value prompts.
+
+    Args:
+        attn: a ``timm.layers.Attention`` (its ``qkv``, ``q_norm``, ``k_norm``, ``norm``, ``proj`` are reused).
+        x: tokens (B, N, C), already normalised by the block's ``norm1``.
+        key_prompts: (heads, T, head_dim) prompts prepended to the keys, or None.
+        value_prompts: (heads, T, head_dim) prompts prepended to the values; None shares ``key_prompts``.
+        recorder: when given, the manual path runs and the probabilities (B, heads, N, T+N) are recorded.
+
+    Returns:
+        (B, N, C) attention output after the output projection.
+    """
+    B, N, C = x.shape
+    gate = attn.gate(x).sigmoid() if getattr(attn, "gate", None) is not None else None
+    qkv = attn.qkv(x).reshape(B, N, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv.unbind(0)  # each (B, heads, N, head_dim)
+    q, k = attn.q_norm(q), attn.k_norm(k)
+
+    if key_prompts is not None:
+        value_prompts = key_prompts if value_prompts is None else value_prompts
+        k = torch.cat([key_prompts.to(k.dtype).expand(B, -1, -1, -1), k], dim=2)  # (B, heads, T+N, head_dim)
+        v = torch.cat([value_prompts.to(v.dtype).expand(B, -1, -1, -1), v], dim=2)
+
+    dropout_p = attn.attn_drop.p if attn.training else 0.0
+    if recorder is None:
+        x = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
+    else:
+        probs = ((q * attn.scale) @ k.transpose(-2, -1)).softmax(dim=-1)  # (B, heads, N, T+N)
+        recorder.add(probs)
+        x = attn.attn_drop(probs) @ v
+
+    x = x.transpose(1, 2).reshape(B, N, attn.attn_dim)
+    x = attn.norm(x)
+    if gate is not None:
+        x = x * gate
+    return attn.proj_drop(attn.proj(x))
+
+
+@contextmanager
+def record_attention(model: nn.Module) -> Iterator[AttentionRecorder]:
+    """Switch a :class:`~e2vpt_viz.model.PromptedViT` to the manual attention path and record probabilities.
+
+    Example::
+
+        with record_attention(model) as rec:
+            model(images)
+        rec.probs[-1]  # (B, heads, N, T + N) for the last block
+
+    The model returns to the fused path when the block exits, also after an exception.
+    """
+    if not hasattr(model, "attention_recorder"):
+        raise TypeError(
+            f"record_attention needs a model made by e2vpt_viz.apply_prompts, got {type(model).__name__}. "
+            "Wrap a timm ViT first: model = apply_prompts(backbone, config, num_classes)."
+        )
+    recorder = AttentionRecorder()
+    previous, model.attention_recorder = model.attention_recorder, recorder
+    try:
+        yield recorder
+    finally:
+        model.attention_recorder = previous

@@ -1,0 +1,266 @@
+"""Tuning methods as small config dataclasses plus one wrapping call, ``apply_prompts(backbone, config, num_classes)``.
+
+Every method, prompts and baselines alike, goes through the same entry point, so a notebook or the CLI can compare
+them by name::
+
+    model = apply_prompts(load_backbone("vit_base_patch16_224"), E2VPTConfig(num_prompts=5, num_kv_prompts=5), 200)
+    model = apply_prompts(backbone, method_config("vpt-deep", num_prompts=50), 200)
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar, Literal, Optional
+
+import torch
+from torch import nn
+
+from .model import PromptedViT, PromptLayout, check_supported_backbone
+
+
+def _check_positive_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+
+
+def _check_dropout(value: Any) -> None:
+    if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        raise ValueError(f"dropout must be a number in [0, 1), got {value!r}.")
+
+
+@dataclass
+class MethodConfig:
+    """Base of all method configs: what to add to the backbone and which backbone weights to train."""
+
+    name: ClassVar[str] = ""
+
+    def layout(self, depth: int) -> PromptLayout:
+        """Prompts to add to a backbone with ``depth`` blocks."""
+        return PromptLayout()
+
+    def prepare_backbone(self, backbone: nn.Module) -> nn.Module:
+        """Modify the backbone before wrapping (LoRA injects adapters here)."""
+        return backbone
+
+    def trains_backbone_param(self, param_name: str, depth: int) -> bool:
+        """Whether a backbone parameter stays trainable."""
+        return False
+
+    def method_name(self) -> str:
+        return self.name
+
+    def to_dict(self) -> dict:
+        """Serialisable form, read back by :func:`config_from_dict`."""
+        return {"method": self.method_name(), **asdict(self)}
+
+
+@dataclass
+class LinearConfig(MethodConfig):
+    """Linear probe: only the head trains."""
+
+    name: ClassVar[str] = "linear"
+
+
+@dataclass
+class FullConfig(MethodConfig):
+    """Full fine-tuning: every backbone weight trains."""
+
+    name: ClassVar[str] = "full"
+
+    def trains_backbone_param(self, param_name: str, depth: int) -> bool:
+        return True
+
+
+@dataclass
+class BiasConfig(MethodConfig):
+    """Bias-only tuning (BitFit): every bias of the backbone trains."""
+
+    name: ClassVar[str] = "bias"
+
+    def trains_backbone_param(self, param_name: str, depth: int) -> bool:
+        return param_name.endswith("bias")
+
+
+@dataclass
+class PartialConfig(MethodConfig):
+    """Partial-k: the last ``num_blocks`` blocks and the final norm train."""
+
+    name: ClassVar[str] = "partial"
+    num_blocks: int = 1
+
+    def __post_init__(self) -> None:
+        _check_positive_int("num_blocks", self.num_blocks)
+
+    def trains_backbone_param(self, param_name: str, depth: int) -> bool:
+        if self.num_blocks > depth:
+            raise ValueError(f"partial tuning of {self.num_blocks} blocks needs a backbone with at least that many; "
+                             f"this one has {depth}.")
+        tuned_blocks = tuple(f"blocks.{i}." for i in range(depth - self.num_blocks, depth))
+        return param_name.startswith(tuned_blocks + ("norm.", "fc_norm."))
+
+
+@dataclass
+class LoRAConfig(MethodConfig):
+    """LoRA on the fused ``qkv`` projection through HF peft (rank ``rank``, scaling ``alpha / rank``)."""
+
+    name: ClassVar[str] = "lora"
+    rank: int = 8
+    alpha: int = 8
+    dropout: float = 0.0
+    target_modules: tuple[str, ...] = ("qkv",)
+
+    def __post_init__(self) -> None:
+        _check_positive_int("rank", self.rank)
+        _check_positive_int("alpha", self.alpha)
+        _check_dropout(self.dropout)
+        self.target_modules = tuple(self.target_modules)
+
+    def prepare_backbone(self, backbone: nn.Module) -> nn.Module:
+        from peft import LoraConfig as PeftLoraConfig, inject_adapter_in_model
+
+        peft_config = PeftLoraConfig(r=self.rank, lora_alpha=self.alpha, lora_dropout=self.dropout,
+                                     target_modules=list(self.target_modules))
+        return inject_adapter_in_model(peft_config, backbone)
+
+    def trains_backbone_param(self, param_name: str, depth: int) -> bool:
+        return "lora_" in param_name
+
+
+@dataclass
+class VPTConfig(MethodConfig):
+    """Visual Prompt Tuning: ``num_prompts`` learned tokens after the prefix tokens, no position embedding.
+
+    Shallow prompts enter before block 0 and flow through; deep prompts are replaced before every block.
+    ``dropout`` defaults to 0.1 for deep and 0 for shallow prompts (the paper's settings).
+    """
+
+    name: ClassVar[str] = "vpt"
+    num_prompts: int = 50
+    deep: bool = False
+    dropout: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        _check_positive_int("num_prompts", self.num_prompts)
+        if self.dropout is None:
+            self.dropout = 0.1 if self.deep else 0.0
+        _check_dropout(self.dropout)
+
+    def method_name(self) -> str:
+        return "vpt-deep" if self.deep else "vpt-shallow"
+
+    def layout(self, depth: int) -> PromptLayout:
+        return PromptLayout(num_prompts=self.num_prompts, prompt_depth=depth if self.deep else 1,
+                            prompt_dropout=self.dropout)
+
+
+@dataclass
+class E2VPTConfig(MethodConfig):
+    """E²VPT: deep visual prompts + per-layer, per-head key-value prompts + token/segment pruning masks.
+
+    Args:
+        num_prompts: visual prompts P per layer.
+        num_kv_prompts: key-value prompts T per head and layer.
+        dropout: prompt dropout on the visual prompts.
+        shared_kv: one tensor is both the key and the value prompt (paper setting); False gives separate ones.
+        kv_layers: "all" blocks or only the "first" get key-value prompts.
+        masks: learnable token (P,) and segment (P, 16) masks, the handles for pruning.
+    """
+
+    name: ClassVar[str] = "e2vpt"
+    num_prompts: int = 5
+    num_kv_prompts: int = 5
+    dropout: float = 0.1
+    shared_kv: bool = True
+    kv_layers: Literal["all", "first"] = "all"
+    masks: bool = True
+
+    def __post_init__(self) -> None:
+        _check_positive_int("num_prompts", self.num_prompts)
+        _check_positive_int("num_kv_prompts", self.num_kv_prompts)
+        _check_dropout(self.dropout)
+        if self.kv_layers not in ("all", "first"):
+            raise ValueError(f"kv_layers must be 'all' or 'first', got {self.kv_layers!r}.")
+
+    def layout(self, depth: int) -> PromptLayout:
+        return PromptLayout(num_prompts=self.num_prompts, prompt_depth=depth, prompt_dropout=self.dropout,
+                            num_kv_prompts=self.num_kv_prompts, kv_depth=depth if self.kv_layers == "all" else 1,
+                            shared_kv=self.shared_kv, masks=self.masks)
+
+
+METHODS: dict[str, tuple[type[MethodConfig], dict]] = {
+    "linear": (LinearConfig, {}),
+    "full": (FullConfig, {}),
+    "bias": (BiasConfig, {}),
+    "partial": (PartialConfig, {}),
+    "lora": (LoRAConfig, {}),
+    "vpt-shallow": (VPTConfig, {"deep": False}),
+    "vpt-deep": (VPTConfig, {"deep": True}),
+    "e2vpt": (E2VPTConfig, {}),
+}
+
+
+def method_config(method: str, **overrides: Any) -> MethodConfig:
+    """Config of a method by name (see ``METHODS``), with field overrides: ``method_config("vpt-deep", num_prompts=10)``."""
+    if method not in METHODS:
+        raise ValueError(f"Unknown method {method!r}; choose one of {sorted(METHODS)}.")
+    cls, defaults = METHODS[method]
+    try:
+        return cls(**{**defaults, **overrides})
+    except TypeError as err:
+        fields = sorted(cls.__dataclass_fields__)
+        raise ValueError(f"Bad option for method {method!r} ({err}); its options are {fields}.") from None
+
+
+def config_from_dict(data: dict) -> MethodConfig:
+    """Inverse of ``MethodConfig.to_dict``."""
+    data = dict(data)
+    return method_config(data.pop("method"), **data)
+
+
+def apply_prompts(backbone: nn.Module, config: MethodConfig, num_classes: int) -> PromptedViT:
+    """Wrap a timm ViT for a tuning method: add prompts and a new head, freeze what the method does not train.
+
+    Args:
+        backbone: a timm ``VisionTransformer`` (its classifier is removed in place).
+        config: a method config, e.g. ``E2VPTConfig(num_prompts=5, num_kv_prompts=5)``.
+        num_classes: classes of the downstream task.
+
+    Returns:
+        A :class:`PromptedViT` whose trainable parameters are the prompts, masks, head and whatever backbone weights
+        the method tunes.
+    """
+    if not isinstance(config, MethodConfig):
+        raise TypeError(f"config must be a method config such as E2VPTConfig(...), got {type(config).__name__}.")
+    _check_positive_int("num_classes", num_classes)
+    check_supported_backbone(backbone)
+    backbone.reset_classifier(0)
+    backbone = config.prepare_backbone(backbone)
+    depth = len(backbone.blocks)
+    model = PromptedViT(backbone, num_classes, config.layout(depth))
+    model.method_config = config
+    for name, param in backbone.named_parameters():
+        param.requires_grad_(config.trains_backbone_param(name, depth))
+    return model
+
+
+def count_parameters(model: PromptedViT) -> dict[str, Any]:
+    """Parameter counts in the papers' convention.
+
+    Visual prompts count ``layers × non-zero entries of (γ_k · Γ_{k,r})`` when masks exist, so pruned entries are
+    subtracted; masks count while they are trainable (before pruning). ``backbone`` is the pre-trained backbone
+    (adapter weights excluded), ``backbone_tuned`` its trainable part (full, bias, partial, LoRA),
+    ``tunable_pct`` = 100 · tunable / backbone.
+    """
+    visual = 0
+    if model.visual_prompts is not None:
+        depth = model.visual_prompts.shape[0]
+        visual = (depth * int(torch.count_nonzero(model.mask_matrix().detach())) if model.token_mask is not None
+                  else model.visual_prompts.numel())
+    kv = sum(p.numel() for p in (model.kv_prompts, model.value_prompts) if p is not None)
+    masks = sum(p.numel() for p in (model.token_mask, model.segment_mask) if p is not None and p.requires_grad)
+    head = sum(p.numel() for p in model.head.parameters())
+    backbone = sum(p.numel() for n, p in model.backbone.named_parameters() if "lora_" not in n)
+    backbone_tuned = sum(p.numel() for p in model.backbone.parameters() if p.requires_grad)
+    tunable = visual + kv + masks + head + backbone_tuned
+    return {"visual_prompts": visual, "kv_prompts": kv, "masks": masks, "head": head,
+            "backbone_tuned": backbone_tuned, "backbone": backbone, "tunable": tunable,
+            "tunable_pct": 100.0 * tunable / backbone}

@@ -1,0 +1,200 @@
+"""A timm Vision Transformer with visual prompts (VPT) and key-value prompts (E²VPT).
+
+The backbone is wrapped, never forked: :class:`PromptedViT` reads the backbone's own modules (patch embedding,
+position embedding, blocks, final norm, pooling) and only changes the token sequence between blocks and the keys and
+values inside attention.
+
+Token layout inside the blocks: ``[prefix (class + register tokens) | P visual prompts | patches]``.
+"""
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator, Optional
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from .attention import AttentionRecorder, attention_forward
+
+NUM_SEGMENTS = 16  # E²VPT segment count R: segment r of a prompt is the strided channel set {r, r+R, r+2R, ...}
+
+
+@dataclass(frozen=True)
+class PromptLayout:
+    """Where prompts go; made by a method config, consumed by :class:`PromptedViT`.
+
+    Attributes:
+        num_prompts: visual prompts P per layer that has them.
+        prompt_depth: number of leading blocks that get fresh visual prompts (0 none, 1 shallow, depth = deep).
+        prompt_dropout: dropout on visual prompts in train mode.
+        num_kv_prompts: key-value prompts T per head.
+        kv_depth: number of leading blocks with key-value prompts (0 none, 1 first only, depth = all).
+        shared_kv: one tensor serves as key and value prompt (E²VPT default); else separate value prompts.
+        masks: learnable token mask (P,) and segment mask (P, 16) multiplied into the visual prompts.
+    """
+
+    num_prompts: int = 0
+    prompt_depth: int = 0
+    prompt_dropout: float = 0.0
+    num_kv_prompts: int = 0
+    kv_depth: int = 0
+    shared_kv: bool = True
+    masks: bool = False
+
+
+def check_supported_backbone(backbone: nn.Module) -> None:
+    """Raise a clear error unless ``backbone`` is a timm VisionTransformer with standard pre-norm blocks."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    if not isinstance(backbone, VisionTransformer):
+        raise TypeError(
+            f"apply_prompts needs a timm VisionTransformer, got {type(backbone).__name__}. "
+            "Create one with e2vpt_viz.load_backbone('vit_base_patch16_224') or timm.create_model('vit_...')."
+        )
+    block_parts = ("norm1", "attn", "ls1", "drop_path1", "norm2", "mlp", "ls2", "drop_path2")
+    for i, blk in enumerate(backbone.blocks):
+        missing = [p for p in block_parts if not hasattr(blk, p)]
+        if missing or not hasattr(blk.attn, "qkv"):
+            raise TypeError(
+                f"Block {i} of this ViT ({type(blk).__name__}) is not a standard pre-norm timm Block "
+                f"(missing {missing or ['attn.qkv']}); prompts are supported on models built from "
+                "timm.models.vision_transformer.Block, e.g. vit_*, deit_*, vit_*_reg*."
+            )
+    if getattr(backbone, "dynamic_img_size", False):
+        raise ValueError("Backbones with dynamic_img_size=True are not supported; create it with a fixed img_size.")
+
+
+class PromptedViT(nn.Module):
+    """A frozen timm ViT plus prompts and a linear head on the pooled, final-normed features.
+
+    Args:
+        backbone: a timm ``VisionTransformer`` whose classifier has been removed (``num_classes=0``).
+        num_classes: classes of the task head.
+        layout: which prompts to add (see :class:`PromptLayout`).
+
+    Parameters it adds (None when the layout has none):
+        visual_prompts: (prompt_depth, P, D); (1, P, D) for shallow prompts.
+        kv_prompts: (kv_depth, heads, T, head_dim), the key prompts and, when shared, also the value prompts.
+        value_prompts: (kv_depth, heads, T, head_dim) when key and value prompts are separate.
+        token_mask: (P,) gates γ; segment_mask: (P, 16) gates Γ; all ones = no effect.
+        head: ``nn.Linear(D, num_classes)``.
+    """
+
+    def __init__(self, backbone: nn.Module, num_classes: int, layout: PromptLayout = PromptLayout()) -> None:
+        super().__init__()
+        check_supported_backbone(backbone)
+        self.backbone = backbone
+        self.layout = layout
+        self.num_classes = num_classes
+        embed_dim = backbone.embed_dim
+        attn = backbone.blocks[0].attn
+        self.num_backbone_prefix = backbone.num_prefix_tokens
+        self.num_prompts = layout.num_prompts if layout.prompt_depth else 0
+        self.num_prefix_tokens = self.num_backbone_prefix + self.num_prompts  # tokens before the patches
+        self.grad_checkpointing = False
+        self.prompts_enabled = True
+        self.attention_recorder: Optional[AttentionRecorder] = None
+
+        self.visual_prompts = self.token_mask = self.segment_mask = None
+        self.kv_prompts = self.value_prompts = None
+        if self.num_prompts:
+            patch_h, patch_w = backbone.patch_embed.patch_size
+            bound = math.sqrt(6.0 / (3 * patch_h * patch_w + embed_dim))  # xavier bound of the patch projection
+            self.visual_prompts = nn.Parameter(torch.empty(layout.prompt_depth, self.num_prompts, embed_dim))
+            nn.init.uniform_(self.visual_prompts, -bound, bound)
+            if layout.masks:
+                self.token_mask = nn.Parameter(torch.ones(self.num_prompts))
+                self.segment_mask = nn.Parameter(torch.ones(self.num_prompts, NUM_SEGMENTS))
+                self.register_buffer("segment_of_channel", torch.arange(embed_dim) % NUM_SEGMENTS, persistent=False)
+        self.prompt_dropout = nn.Dropout(layout.prompt_dropout) if layout.prompt_dropout > 0 else nn.Identity()
+        if layout.kv_depth:
+            shape = (layout.kv_depth, attn.num_heads, layout.num_kv_prompts, attn.head_dim)
+            bound = math.sqrt(6.0 / (layout.num_kv_prompts * attn.head_dim))  # kaiming-uniform, fan_in = T·head_dim
+            self.kv_prompts = nn.Parameter(torch.empty(shape).uniform_(-bound, bound))
+            if not layout.shared_kv:
+                self.value_prompts = nn.Parameter(torch.empty(shape).uniform_(-bound, bound))
+
+        self.head = nn.Linear(backbone.num_features, num_classes)
+        nn.init.kaiming_normal_(self.head.weight, mode="fan_out")
+        nn.init.constant_(self.head.bias, -math.log((1 - 0.01) / 0.01))  # prior probability 0.01, as in VPT
+        self.backbone.eval()
+
+    def train(self, mode: bool = True) -> "PromptedViT":
+        """Train mode for the prompt dropout only: the backbone always stays in eval mode."""
+        super().train(mode)
+        self.backbone.eval()
+        return self
+
+    @contextmanager
+    def disable_prompts(self) -> Iterator[None]:
+        """Run the plain backbone (no visual or key-value prompts) inside the block."""
+        previous, self.prompts_enabled = self.prompts_enabled, False
+        try:
+            yield
+        finally:
+            self.prompts_enabled = previous
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute block activations in the backward pass to save memory."""
+        self.grad_checkpointing = enable
+
+    def mask_matrix(self) -> torch.Tensor:
+        """γ_k · Γ_{k, j mod 16} for every prompt k and channel j: (P, D)."""
+        return self.token_mask[:, None] * self.segment_mask[:, self.segment_of_channel]
+
+    def _layer_prompts(self, layer: int, batch_size: int) -> torch.Tensor:
+        """(B, P, D) prompts for a block: dropout per sample, then the masks."""
+        prompts = self.visual_prompts[layer].expand(batch_size, -1, -1)
+        prompts = self.prompt_dropout(prompts)
+        if self.token_mask is not None:
+            prompts = prompts * self.mask_matrix()
+        return prompts
+
+    def _block(self, blk: nn.Module, x: torch.Tensor, layer: int) -> torch.Tensor:
+        """One pre-norm timm Block with this layer's key-value prompts: (B, N, D) -> (B, N, D)."""
+        keys = values = None
+        if self.prompts_enabled and layer < self.layout.kv_depth:
+            keys = self.kv_prompts[layer]
+            values = None if self.value_prompts is None else self.value_prompts[layer]
+        attn_out = attention_forward(blk.attn, blk.norm1(x), keys, values, self.attention_recorder)
+        x = x + blk.drop_path1(blk.ls1(attn_out))
+        return x + blk.drop_path2(blk.ls2(blk.mlp(blk.norm2(x))))
+
+    def forward_features(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (B, 3, H, W) -> all tokens after the final norm (B, prefix + P + patches, D).
+
+        With prompts disabled the prompt slots are absent: (B, prefix + patches, D).
+        """
+        bb = self.backbone
+        x = bb.norm_pre(bb.patch_drop(bb._pos_embed(bb.patch_embed(images))))  # (B, prefix + patches, D)
+        n, P = self.num_backbone_prefix, self.num_prompts
+        use_prompts = self.prompts_enabled and P > 0
+        for layer, blk in enumerate(bb.blocks):
+            if use_prompts and layer < self.layout.prompt_depth:
+                prompts = self._layer_prompts(layer, x.shape[0])  # (B, P, D)
+                rest = x[:, n:] if layer == 0 else x[:, n + P:]  # deep prompts replace the previous layer's
+                x = torch.cat([x[:, :n], prompts, rest], dim=1)
+            if self.grad_checkpointing and self.training:
+                x = checkpoint(self._block, blk, x, layer, use_reentrant=False)
+            else:
+                x = self._block(blk, x, layer)
+        return bb.norm(x)
+
+    def forward_head(self, tokens: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Tokens (B, N, D) -> logits (B, num_classes), or pooled features (B, D) with ``pre_logits``.
+
+        Prompt tokens are dropped first, so the backbone's own pooling (class token, or mean over patches) and
+        its ``fc_norm`` see exactly the tokens they were trained on.
+        """
+        n = self.num_backbone_prefix
+        if self.prompts_enabled and self.num_prompts:
+            tokens = torch.cat([tokens[:, :n], tokens[:, n + self.num_prompts:]], dim=1)
+        features = self.backbone.forward_head(tokens, pre_logits=True)  # pool -> fc_norm -> head_drop
+        return features if pre_logits else self.head(features)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (B, 3, H, W) -> logits (B, num_classes)."""
+        return self.forward_head(self.forward_features(images))

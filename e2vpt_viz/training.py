@@ -1,0 +1,238 @@
+"""The training loop: plain functions you can read top to bottom.
+
+``fit`` trains whatever a method left trainable (prompts, masks, head, tuned backbone weights) with SGD-momentum
+(the papers' default) or AdamW, a linear warm-up then cosine decay per step, and the papers' learning-rate scaling
+``lr = base_lr · batch_size / 256``. Every epoch it evaluates, calls the callbacks (live plots) and atomically
+writes a resumable training state; an interrupted run started again with the same arguments continues from the
+last finished epoch and ends with the same prompts as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Literal, Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from .checkpoint import atomic_write, check_signature, model_signature, save_prompts, trained_state
+from .model import PromptedViT
+
+STATE_FILE = "train_state.pt"
+PROMPTS_FILE = "prompts.safetensors"
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is left as it was."""
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings (defaults: the papers' prompt-tuning recipe).
+
+    Attributes:
+        epochs / warmup_epochs: schedule length; warm-up is linear, then cosine to zero, updated every step.
+        batch_size: images per step (used to build loaders; the lr is scaled by the loader's real batch size).
+        base_lr: learning rate before scaling by batch_size / 256.
+        weight_decay: applied to every trained tensor except the head bias.
+        optimizer: "sgd" (momentum 0.9) or "adamw".
+        seed: drives data order, augmentation and prompt dropout, per epoch (so resuming is exact).
+        device: "auto" (CUDA when present), "cpu" or "cuda[:i]". amp: bf16 autocast on CUDA.
+    """
+
+    epochs: int = 100
+    warmup_epochs: int = 10
+    batch_size: int = 128
+    base_lr: float = 0.1
+    weight_decay: float = 1e-4
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    momentum: float = 0.9
+    seed: int = 42
+    device: str = "auto"
+    amp: bool = True
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        if not 0 <= self.warmup_epochs < self.epochs:
+            raise ValueError(f"warmup_epochs must be in [0, epochs), got {self.warmup_epochs} for {self.epochs} epochs.")
+        if not self.base_lr > 0 or not self.weight_decay >= 0:
+            raise ValueError(f"base_lr must be > 0 and weight_decay >= 0, got {self.base_lr} and {self.weight_decay}.")
+        if self.optimizer not in ("sgd", "adamw"):
+            raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {self.optimizer!r}.")
+
+    def resolve_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
+
+
+def get_lr(step: int, total_steps: int, warmup_steps: int, peak_lr: float) -> float:
+    """Learning rate at a 0-based step: linear warm-up to ``peak_lr``, then half-cosine to 0."""
+    if step < warmup_steps:
+        return peak_lr * (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return 0.5 * peak_lr * (1.0 + math.cos(math.pi * progress))
+
+
+def make_optimizer(model: PromptedViT, config: TrainConfig) -> torch.optim.Optimizer:
+    """SGD-momentum or AdamW over the trainable tensors; the head bias gets no weight decay (as in VPT)."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            (no_decay if name == "head.bias" else decay).append(param)
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.base_lr, momentum=config.momentum)
+    return torch.optim.AdamW(groups, lr=config.base_lr)
+
+
+def _autocast(device: torch.device, enabled: bool):
+    return torch.autocast("cuda", dtype=torch.bfloat16) if enabled and device.type == "cuda" else nullcontext()
+
+
+@torch.no_grad()
+def evaluate(model: PromptedViT, loader: DataLoader, device: Union[str, torch.device, None] = None,
+             amp: bool = True) -> dict:
+    """Top-1 accuracy, mean loss and per-class accuracy of ``model`` on ``loader``."""
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    num_classes = model.num_classes
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros(num_classes, device=device)
+    total = torch.zeros(num_classes, device=device)
+    for images, labels in loader:
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        with _autocast(device, amp):
+            logits = model(images)
+        loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum")
+        total += torch.bincount(labels, minlength=num_classes)
+        correct += torch.bincount(labels[logits.argmax(-1) == labels], minlength=num_classes)
+    model.train(was_training)
+    count = total.sum().item()
+    if count == 0:
+        raise ValueError("evaluate() got an empty loader.")
+    per_class = (correct / total.clamp(min=1)).tolist()
+    return {"acc": correct.sum().item() / count, "loss": loss_sum.item() / count, "per_class_acc": per_class,
+            "count": int(count)}
+
+
+def train_one_epoch(model: PromptedViT, loader: DataLoader, optimizer: torch.optim.Optimizer,
+                    lr_at: Callable[[int], float], first_step: int, device: torch.device, amp: bool,
+                    progress: bool = False) -> dict:
+    """One pass over ``loader``; returns mean loss and accuracy. No host sync inside the loop."""
+    model.train()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device)
+    seen = 0
+    for i, (images, labels) in enumerate(tqdm(loader, leave=False, disable=not progress, desc="batches")):
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(first_step + i)
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        with _autocast(device, amp):
+            logits = model(images)
+        loss = F.cross_entropy(logits.float(), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss.detach() * labels.shape[0]
+        correct += (logits.argmax(-1) == labels).sum()
+        seen += labels.shape[0]
+    return {"train_loss": loss_sum.item() / seen, "train_acc": correct.item() / seen, "steps": i + 1}
+
+
+def _seed_epoch(loader: DataLoader, seed: int, epoch: int) -> None:
+    """Make an epoch's data order, augmentation and dropout depend only on (seed, epoch)."""
+    torch.manual_seed(seed * 1_000_003 + epoch)
+    if loader.generator is not None:
+        loader.generator.manual_seed(seed * 1_000_003 + epoch)
+
+
+def _load_state(path: Path, model: PromptedViT, optimizer: torch.optim.Optimizer, config: TrainConfig) -> tuple:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    expected = {"model": model_signature(model), "train": asdict(config)}
+    found = {"model": state.get("signature"), "train": state.get("train_config")}
+    # progress bars and device do not change the result, so a resume may differ in them
+    for cfg in (expected["train"], found["train"] or {}):
+        cfg.pop("progress", None), cfg.pop("device", None)
+    check_signature(found, expected, f"Training state {path}")
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in state["trained"].items():
+            params[name].copy_(value)
+    optimizer.load_state_dict(state["optimizer"])
+    return state["epoch"], state["history"]
+
+
+def _save_state(path: Path, model: PromptedViT, optimizer: torch.optim.Optimizer, config: TrainConfig,
+                epoch: int, history: list) -> None:
+    state = {"signature": model_signature(model), "train_config": asdict(config), "epoch": epoch,
+             "history": history, "trained": trained_state(model), "optimizer": optimizer.state_dict()}
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def fit(model: PromptedViT, train_loader: DataLoader, val_loader: Optional[DataLoader], config: TrainConfig,
+        checkpoint_dir: Union[str, Path, None] = None,
+        callbacks: Sequence[Callable[[dict, PromptedViT], None]] = ()) -> list[dict]:
+    """Train ``model`` and return the per-epoch history (a list of dicts).
+
+    Args:
+        model: from :func:`~e2vpt_viz.apply_prompts`.
+        train_loader / val_loader: FGVC loaders (``val_loader`` may be None).
+        config: optimisation settings.
+        checkpoint_dir: where ``train_state.pt`` (resumable) and ``prompts.safetensors`` (final, kilobytes) go.
+            If a training state is there, training resumes from it.
+        callbacks: called as ``callback(record, model)`` after every epoch (e.g. a live plot).
+
+    Each record: epoch (1-based), lr, train_loss, train_acc, val_loss, val_acc, seconds.
+    """
+    device = config.resolve_device()
+    model.to(device)
+    optimizer = make_optimizer(model, config)
+    steps_per_epoch = len(train_loader)
+    peak_lr = config.base_lr * train_loader.batch_size / 256
+    total_steps = config.epochs * steps_per_epoch
+
+    def lr_at(step: int) -> float:
+        return get_lr(step, total_steps, config.warmup_epochs * steps_per_epoch, peak_lr)
+
+    state_path = Path(checkpoint_dir) / STATE_FILE if checkpoint_dir is not None else None
+    start_epoch, history = 0, []
+    if state_path is not None and state_path.exists():
+        start_epoch, history = _load_state(state_path, model, optimizer, config)
+
+    epochs = tqdm(range(start_epoch, config.epochs), disable=not config.progress, desc="epochs",
+                  initial=start_epoch, total=config.epochs)
+    for epoch in epochs:
+        started = time.perf_counter()
+        _seed_epoch(train_loader, config.seed, epoch)
+        record = {"epoch": epoch + 1, "lr": lr_at((epoch + 1) * steps_per_epoch - 1)}
+        record.update(train_one_epoch(model, train_loader, optimizer, lr_at, epoch * steps_per_epoch, device,
+                                      config.amp, config.progress))
+        if not math.isfinite(record["train_loss"]):
+            where = f" The last good checkpoint in {state_path.parent} is intact." if state_path else ""
+            raise TrainingDivergedError(f"Loss became {record['train_loss']} in epoch {epoch + 1}; lower base_lr "
+                                        f"(now {config.base_lr}) or weight_decay.{where}")
+        if val_loader is not None:
+            val = evaluate(model, val_loader, device, config.amp)
+            record.update(val_loss=val["loss"], val_acc=val["acc"])
+        record["seconds"] = time.perf_counter() - started
+        del record["steps"]
+        history.append(record)
+        if state_path is not None:
+            _save_state(state_path, model, optimizer, config, epoch + 1, history)
+        epochs.set_postfix(loss=f"{record['train_loss']:.3f}", val_acc=f"{record.get('val_acc', float('nan')):.3f}")
+        for callback in callbacks:
+            callback(record, model)
+    if checkpoint_dir is not None:
+        save_prompts(model, Path(checkpoint_dir) / PROMPTS_FILE, history=history)
+    return history

@@ -103,11 +103,10 @@ def load_backbone(name: str, pretrained: bool = True,
                             f"ViT names to try: {_close_vit_names(name)}.")
     if path is None and not pretrained:
         return model
-    if path is not None:
-        overlay = dict(file=str(path)) if path.suffix == ".npz" else dict(state_dict=_read_state_dict(path))
-    else:
-        overlay = None
     try:
+        overlay = None
+        if path is not None:
+            overlay = dict(file=str(path)) if path.suffix == ".npz" else dict(state_dict=_read_state_dict(path))
         return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay, num_classes=0,
                                  **timm_kwargs)
     except RuntimeError as err:
@@ -117,7 +116,8 @@ def load_backbone(name: str, pretrained: bool = True,
         raise _download_error(name, err) from None
     except Exception as err:  # network and hub errors come in many types (OSError, HTTPError, LocalEntryNotFound)
         if path is not None:
-            raise BackboneError(f"Could not read weights from {path}: {err}") from None
+            raise BackboneError(f"Could not read weights from {path} (only plain tensors are loaded): "
+                                f"{str(err).splitlines()[0][:300]}") from None
         raise _download_error(name, err) from None
 
 

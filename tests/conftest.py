@@ -1,0 +1,22 @@
+import pytest
+import torch
+from timm.models.vision_transformer import VisionTransformer
+
+# Tiny ViT variants covering the token layouts of timm's zoo.
+VARIANTS = {
+    "class_token": dict(),
+    "reg_tokens": dict(reg_tokens=2),
+    "no_embed_class": dict(no_embed_class=True, reg_tokens=1),
+    "mean_pool": dict(class_token=False, global_pool="avg", fc_norm=True),
+}
+
+
+def tiny_vit(**overrides) -> VisionTransformer:
+    """(B, 3, 32, 32) images, 8-px patches (4 x 4 grid), width 32, 2 heads, 3 blocks, no classifier."""
+    args = dict(img_size=32, patch_size=8, embed_dim=32, depth=3, num_heads=2, num_classes=0)
+    return VisionTransformer(**{**args, **overrides})
+
+
+@pytest.fixture
+def images() -> torch.Tensor:
+    return torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))

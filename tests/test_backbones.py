@@ -1,0 +1,81 @@
+"""load_backbone: timm names, local weights files, offline errors, unknown and non-ViT names."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import timm
+import torch
+from safetensors.torch import save_file
+
+from e2vpt_viz import BackboneError, load_backbone
+
+
+@pytest.fixture(scope="module")
+def reference():
+    torch.manual_seed(0)
+    return timm.create_model("vit_tiny_patch16_224", num_classes=1000)
+
+
+def test_timm_name_without_weights_builds_a_headless_vit():
+    model = load_backbone("vit_small_patch16_224", pretrained=False)
+    assert model.num_classes == 0 and model.embed_dim == 384 and len(model.blocks) == 12
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
+def test_local_weights_file_loads_exactly(tmp_path, reference, suffix):
+    path = tmp_path / f"weights{suffix}"
+    if suffix == ".safetensors":
+        save_file(reference.state_dict(), str(path))
+    else:
+        torch.save({"model": reference.state_dict()}, path)
+    model = load_backbone("vit_tiny_patch16_224", checkpoint=path)
+    assert model.num_classes == 0
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, reference.state_dict()[name]), name
+
+
+def test_pickled_code_in_a_checkpoint_is_refused(tmp_path, reference):
+    path = tmp_path / "evil.pth"
+    torch.save({"model": reference.state_dict(), "payload": np.dtype("float64")}, path)  # non-tensor object
+    with pytest.raises(BackboneError, match="Could not read weights"):
+        load_backbone("vit_tiny_patch16_224", checkpoint=path)
+
+
+def test_weights_of_another_architecture_give_a_clear_error(tmp_path, reference):
+    path = tmp_path / "tiny.safetensors"
+    save_file(reference.state_dict(), str(path))
+    with pytest.raises(BackboneError, match="do not fit 'vit_small_patch16_224'"):
+        load_backbone("vit_small_patch16_224", checkpoint=path)
+
+
+def test_missing_checkpoint_file():
+    with pytest.raises(BackboneError, match="does not exist"):
+        load_backbone("vit_tiny_patch16_224", checkpoint="/nonexistent/weights.safetensors")
+
+
+def test_offline_download_failure_says_what_to_do():
+    code = ("from e2vpt_viz import load_backbone, BackboneError\n"
+            "try:\n    load_backbone('vit_tiny_patch16_224')\n"
+            "except BackboneError as e:\n    print('CLEAR:', e)\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert "CLEAR:" in out.stdout, out.stderr
+    assert "checkpoint=" in out.stdout and "starter-vit" in out.stdout
+    assert "Traceback" not in out.stderr
+
+
+def test_unknown_name_lists_close_matches():
+    with pytest.raises(BackboneError, match="Close matches: .*vit_base_patch16_224"):
+        load_backbone("vit_bse_patch16_224", pretrained=False)
+
+
+def test_non_vit_name_is_refused():
+    with pytest.raises(BackboneError, match="ResNet, not a Vision Transformer"):
+        load_backbone("resnet18", pretrained=False)
+
+
+def test_starter_backbone_builds_without_weights():
+    model = load_backbone("starter-vit", pretrained=False)
+    assert model.patch_embed.img_size == (64, 64) and model.embed_dim == 96 and model.num_classes == 0

@@ -1,0 +1,92 @@
+"""Command line: ``python -m e2vpt_viz {train,eval,report,pretrain-starter} ...``.
+
+Errors a user can fix (bad config, missing data, unusable backbone, mismatched checkpoint, diverged training) are
+printed as one line starting with ``error:`` and exit with status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Optional, Sequence
+
+from .backbones import BackboneError
+from .checkpoint import CheckpointMismatchError
+from .data import DatasetLayoutError
+from .training import TrainingDivergedError
+
+USER_ERRORS = (BackboneError, CheckpointMismatchError, DatasetLayoutError, TrainingDivergedError, ValueError,
+               FileNotFoundError)
+
+
+def _add_config(parser: argparse.ArgumentParser, default: Optional[str] = None) -> None:
+    parser.add_argument("--config", required=default is None, default=default,
+                        help="packaged config name (starter, cub_e2vpt) or a YAML file")
+    parser.add_argument("overrides", nargs="*", help="section.field=value, e.g. train.epochs=5 method.num_prompts=10")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m e2vpt_viz", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train one method; resumes from output_dir if interrupted")
+    _add_config(train)
+    train.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    evaluate = sub.add_parser("eval", help="evaluate saved prompts")
+    _add_config(evaluate)
+    evaluate.add_argument("--checkpoint", help="prompts file (default: output_dir/prompts.safetensors)")
+    evaluate.add_argument("--split", default="test", choices=("train", "val", "test"))
+
+    report = sub.add_parser("report", help="train several methods and write report.md / report.html")
+    _add_config(report, default="starter")
+    report.add_argument("--methods", nargs="+", default=["linear", "vpt-shallow", "vpt-deep", "e2vpt"])
+    report.add_argument("--out", default="results/starter")
+    report.add_argument("--quiet", action="store_true")
+
+    pretrain = sub.add_parser("pretrain-starter", help="re-create the offline starter's tiny ViT weights")
+    pretrain.add_argument("--data", default="data/starter-source", help="source-species dataset root")
+    pretrain.add_argument("--out", default=None, help="weights file (default: the packaged one)")
+    pretrain.add_argument("--epochs", type=int, default=None)
+    pretrain.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from .run import compare_methods, evaluate_run, load_run_config, train_run
+
+    if args.command == "train":
+        result = train_run(load_run_config(args.config, args.overrides), progress=not args.quiet)
+        print(f"{result['method']}: test accuracy {100 * result['test_acc']:.2f}% "
+              f"({result['parameters']['tunable']:,} tunable parameters, {result['train_seconds']:.0f} s); "
+              f"saved to {result['config'].get('output_dir')}")
+    elif args.command == "eval":
+        result = evaluate_run(load_run_config(args.config, args.overrides), args.checkpoint, args.split)
+        print(json.dumps({"split": args.split, "acc": result["acc"], "loss": result["loss"],
+                          "count": result["count"]}))
+    elif args.command == "report":
+        from .report import markdown_table, write_report
+
+        cfg = load_run_config(args.config, args.overrides)
+        results = compare_methods(cfg, args.methods, args.out, progress=not args.quiet)
+        paths = write_report(results, args.out, title=f"e2vpt-viz report: {args.config}")
+        print(markdown_table(results))
+        print(f"report written to {paths['markdown']} and {paths['html']}")
+    elif args.command == "pretrain-starter":
+        from .starter import pretrain_starter
+
+        path = pretrain_starter(args.data, out=args.out, epochs=args.epochs, seed=args.seed)
+        print(f"starter weights written to {path}")
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run_command(args)
+    except USER_ERRORS as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to resume from the last finished epoch", file=sys.stderr)
+        return 130

@@ -1,0 +1,67 @@
+"""A short results report (Markdown + self-contained HTML with the learning curves) for a set of runs."""
+from __future__ import annotations
+
+import html
+import platform
+from pathlib import Path
+from typing import Sequence, Union
+
+import torch
+
+from .checkpoint import atomic_write
+
+COLUMNS = ("method", "test acc (%)", "val acc (%)", "tunable params", "tunable (%)", "train time (s)")
+
+
+def results_table(results: Sequence[dict]) -> list[tuple]:
+    """One row per run: method, test and val accuracy (%), tunable parameters, tunable % of the backbone, seconds."""
+    return [(r["method"], f"{100 * r['test_acc']:.1f}", f"{100 * (r['val_acc'] or 0):.1f}",
+             f"{r['parameters']['tunable']:,}", f"{r['parameters']['tunable_pct']:.2f}",
+             f"{r['train_seconds']:.0f}") for r in results]
+
+
+def markdown_table(results: Sequence[dict]) -> str:
+    rows = [COLUMNS, *results_table(results)]
+    lines = ["| " + " | ".join(map(str, row)) + " |" for row in rows]
+    lines.insert(1, "|" + "---|" * len(COLUMNS))
+    return "\n".join(lines)
+
+
+def _environment() -> str:
+    return (f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
+            f"{'CUDA ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'}, "
+            f"Python {platform.python_version()}")
+
+
+def write_report(results: Sequence[dict], out_dir: Union[str, Path], title: str) -> dict[str, Path]:
+    """Write ``report.md`` and ``report.html`` (plotly curves inlined, readable offline) under ``out_dir``."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    out = Path(out_dir)
+    dataset = results[0]["config"]["data"]["root"] if results else "?"
+    backbone = results[0]["backbone"] if results else "?"
+    intro = (f"Dataset `{dataset}`, backbone `{backbone}`. Accuracy is top-1 on the test split after the last "
+             f"epoch; tunable parameters follow the papers' convention. Environment: {_environment()}.")
+    md = f"# {title}\n\n{intro}\n\n{markdown_table(results)}\n"
+    atomic_write(out / "report.md", lambda tmp: Path(tmp).write_text(md))
+
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("training loss", "validation accuracy"))
+    for r in results:
+        epochs = [h["epoch"] for h in r["history"]]
+        fig.add_trace(go.Scatter(x=epochs, y=[h["train_loss"] for h in r["history"]], name=r["method"],
+                                 legendgroup=r["method"]), row=1, col=1)
+        fig.add_trace(go.Scatter(x=epochs, y=[h.get("val_acc") for h in r["history"]], name=r["method"],
+                                 legendgroup=r["method"], showlegend=False), row=1, col=2)
+    fig.update_xaxes(title_text="epoch")
+    fig.update_layout(height=380, margin=dict(t=40, b=40))
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>"
+                   for row in results_table(results))
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            "<style>body{font-family:sans-serif;max-width:960px;margin:2em auto}"
+            "td,th{padding:4px 10px;border-bottom:1px solid #ddd;text-align:right}</style></head><body>"
+            f"<h1>{html.escape(title)}</h1><p>{html.escape(intro)}</p><table><tr>{head}</tr>{body}</table>"
+            f"{fig.to_html(full_html=False, include_plotlyjs=True)}</body></html>")
+    atomic_write(out / "report.html", lambda tmp: Path(tmp).write_text(page))
+    return {"markdown": out / "report.md", "html": out / "report.html"}

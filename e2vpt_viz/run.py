@@ -1,0 +1,148 @@
+"""Runs described by a YAML config: data + backbone + method + training, as used by the CLI and the notebooks.
+
+A run config has the sections ``data``, ``backbone``, ``method``, ``train`` and an ``output_dir``; packaged
+configs are addressed by name (``starter``, ``cub_e2vpt``) or by path, and any field can be overridden with
+``section.field=value`` (the value is parsed as YAML: ``train.epochs=5``, ``method.name=vpt-deep``).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence, Union
+
+import yaml
+
+from .backbones import load_backbone
+from .checkpoint import atomic_write, load_prompts
+from .data import make_loaders
+from .methods import apply_prompts, count_parameters, method_config
+from .model import PromptedViT
+from .training import PROMPTS_FILE, TrainConfig, evaluate, fit
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+SECTIONS = ("data", "backbone", "method", "train", "output_dir", "compare")
+
+
+@dataclass
+class DataConfig:
+    """Where the images are and how to read them.
+
+    Attributes:
+        root: FGVC root with train/val/test.json.
+        synthetic: generate the offline starter dataset at ``root`` if it is missing.
+        crop_size: model input size (224 for ViT-B/16, 64 for the starter).
+        cache: keep decoded images in memory. num_workers: DataLoader workers.
+    """
+
+    root: str
+    synthetic: bool = False
+    crop_size: int = 224
+    cache: bool = False
+    num_workers: int = 4
+
+
+def packaged_configs() -> list[str]:
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def _set_dotted(cfg: dict, dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = cfg
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ValueError(f"Override {dotted!r}: {key!r} is not a section.")
+    node[keys[-1]] = value
+
+
+def load_run_config(config: Union[str, Path, dict], overrides: Sequence[str] = ()) -> dict:
+    """A run config from a packaged name, a YAML path or a dict, with ``section.field=value`` overrides applied."""
+    if isinstance(config, dict):
+        cfg = copy.deepcopy(config)
+    else:
+        path = Path(config)
+        if not path.is_file():
+            path = CONFIG_DIR / f"{config}.yaml"
+        if not path.is_file():
+            raise ValueError(f"Config {config!r} is neither a file nor a packaged config ({packaged_configs()}).")
+        cfg = yaml.safe_load(path.read_text()) or {}
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"Override {item!r} must look like section.field=value, e.g. train.epochs=5.")
+        key, raw = item.split("=", 1)
+        _set_dotted(cfg, key.strip(), yaml.safe_load(raw))
+    unknown = sorted(set(cfg) - set(SECTIONS))
+    missing = [s for s in ("data", "backbone", "method", "train") if s not in cfg]
+    if unknown or missing:
+        raise ValueError(f"Run config sections must be {list(SECTIONS)}; unknown {unknown}, missing {missing}.")
+    DataConfig(**cfg["data"]), TrainConfig(**cfg["train"]), _method(cfg)  # validate every section now
+    return cfg
+
+
+def _method(cfg: dict):
+    options = dict(cfg["method"])
+    return method_config(options.pop("name"), **options)
+
+
+def prepare_data(cfg: dict, batch_size: int, seed: int) -> dict:
+    """Train / val / test loaders; generates the synthetic starter dataset first when asked to and missing."""
+    data = DataConfig(**cfg["data"])
+    root = Path(data.root).expanduser()
+    if data.synthetic and not (root / "test.json").exists():
+        from data_prep.synthetic import generate_synthetic
+
+        generate_synthetic(root, task="target")
+    return make_loaders(root, data.crop_size, batch_size, data.num_workers, data.cache, seed)
+
+
+def build_model(cfg: dict, num_classes: int) -> PromptedViT:
+    """Backbone by name + the method's prompts; the prompt init is drawn from the run's seed."""
+    import torch
+
+    backbone = load_backbone(**cfg["backbone"])
+    torch.manual_seed(cfg["train"].get("seed", 42))
+    return apply_prompts(backbone, _method(cfg), num_classes)
+
+
+def train_run(cfg: dict, callbacks: Sequence[Callable] = (), progress: bool = True) -> dict:
+    """Train one run, evaluate on test, write ``metrics.json`` beside the checkpoints; resumes if interrupted."""
+    train_config = TrainConfig(**{**cfg["train"], "progress": progress})
+    loaders = prepare_data(cfg, train_config.batch_size, train_config.seed)
+    model = build_model(cfg, loaders["train"].dataset.num_classes)
+    out = Path(cfg.get("output_dir") or "results/run")
+    started = time.perf_counter()
+    history = fit(model, loaders["train"], loaders["val"], train_config, out, callbacks)
+    seconds = time.perf_counter() - started
+    test = evaluate(model, loaders["test"], amp=train_config.amp)
+    metrics = {"method": model.method_config.method_name(), "backbone": cfg["backbone"]["name"],
+               "test_acc": test["acc"], "val_acc": history[-1].get("val_acc"), "train_seconds": seconds,
+               "epochs": len(history), "parameters": count_parameters(model),
+               "per_class_acc": test["per_class_acc"], "history": history, "config": cfg}
+    atomic_write(out / "metrics.json", lambda tmp: Path(tmp).write_text(json.dumps(metrics, indent=1)))
+    return {**metrics, "model": model}
+
+
+def evaluate_run(cfg: dict, checkpoint: Union[str, Path, None] = None, split: str = "test") -> dict:
+    """Accuracy of the prompts saved by a run (default ``output_dir/prompts.safetensors``) on one split."""
+    train_config = TrainConfig(**{**cfg["train"], "progress": False})
+    loaders = prepare_data(cfg, train_config.batch_size, train_config.seed)
+    model = build_model(cfg, loaders["train"].dataset.num_classes)
+    load_prompts(model, checkpoint or Path(cfg.get("output_dir") or "results/run") / PROMPTS_FILE)
+    model.to(train_config.resolve_device())
+    return evaluate(model, loaders[split], amp=train_config.amp)
+
+
+def compare_methods(cfg: dict, methods: Sequence[str], out_dir: Union[str, Path],
+                    progress: bool = True) -> list[dict]:
+    """Train several methods on the same data and backbone; per-method overrides come from the ``compare`` section."""
+    presets = cfg.get("compare", {})
+    results = []
+    for method in methods:
+        overrides = [f"{k}={json.dumps(v)}" for k, v in presets.get(method, {}).items()]
+        run_cfg = load_run_config(cfg, [f"method={json.dumps({'name': method})}", *overrides,
+                                        f"output_dir={Path(out_dir) / method}"])
+        results.append(train_run(run_cfg, progress=progress))
+    return results

@@ -1,0 +1,1 @@
+"""Dataset preparation: download-free synthetic data and converters for real fine-grained benchmarks."""

@@ -1,4 +1,4 @@
-"""Command line: ``python -m e2vpt_viz {train,eval,report,pretrain-starter} ...``.
+"""Command line: ``python -m e2vpt_viz {train,eval,report,sweep,pretrain-starter} ...``.
 
 Errors a user can fix (bad config, missing data, unusable backbone, mismatched checkpoint, diverged training) are
 printed as one line starting with ``error:`` and exit with status 2.
@@ -44,6 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", default="results/starter")
     report.add_argument("--quiet", action="store_true")
 
+    sweep = sub.add_parser("sweep", help="lr x weight-decay grid, selected on last-epoch validation accuracy")
+    _add_config(sweep)
+    sweep.add_argument("--lrs", nargs="+", type=float, required=True, help="base learning rates (before bs/256)")
+    sweep.add_argument("--wds", nargs="+", type=float, default=[0.01, 0.001, 0.0001, 0.0])
+    sweep.add_argument("--out", default="results/sweep")
+
     pretrain = sub.add_parser("pretrain-starter", help="re-create the offline starter's tiny ViT weights")
     pretrain.add_argument("--data", default="data/starter-source", help="source-species dataset root")
     pretrain.add_argument("--out", default=None, help="weights file (default: the packaged one)")
@@ -53,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from .run import compare_methods, evaluate_run, load_run_config, train_run
+    from .run import compare_methods, evaluate_run, grid_search, load_run_config, train_run
 
     if args.command == "train":
         result = train_run(load_run_config(args.config, args.overrides), progress=not args.quiet)
@@ -72,6 +78,13 @@ def run_command(args: argparse.Namespace) -> int:
         paths = write_report(results, args.out, title=f"e2vpt-viz report: {args.config}")
         print(markdown_table(results))
         print(f"report written to {paths['markdown']} and {paths['html']}")
+    elif args.command == "sweep":
+        search = grid_search(load_run_config(args.config, args.overrides), args.lrs, args.wds, args.out)
+        for run in search["runs"]:
+            print(f"lr {run['base_lr']:<8g} wd {run['weight_decay']:<8g} val {100 * run['val_acc']:.1f}%  "
+                  f"test {100 * run['test_acc']:.1f}%")
+        best = search["best"]
+        print(f"best: base_lr={best['base_lr']} weight_decay={best['weight_decay']} (val {100 * best['val_acc']:.1f}%)")
     elif args.command == "pretrain-starter":
         from .starter import pretrain_starter
 

@@ -11,7 +11,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import yaml
 
@@ -135,14 +135,71 @@ def evaluate_run(cfg: dict, checkpoint: Union[str, Path, None] = None, split: st
     return evaluate(model, loaders[split], amp=train_config.amp)
 
 
-def compare_methods(cfg: dict, methods: Sequence[str], out_dir: Union[str, Path],
-                    progress: bool = True) -> list[dict]:
-    """Train several methods on the same data and backbone; per-method overrides come from the ``compare`` section."""
+def compare_methods(cfg: dict, methods: Sequence[str], out_dir: Union[str, Path], progress: bool = True,
+                    callback_for: Optional[Callable[[str], Callable]] = None) -> list[dict]:
+    """Train several methods on the same data and backbone; per-method overrides come from the ``compare`` section.
+
+    ``callback_for(method)`` may return an epoch callback per method (e.g. ``LiveCurves().callback``).
+    """
     presets = cfg.get("compare", {})
     results = []
     for method in methods:
         overrides = [f"{k}={json.dumps(v)}" for k, v in presets.get(method, {}).items()]
         run_cfg = load_run_config(cfg, [f"method={json.dumps({'name': method})}", *overrides,
                                         f"output_dir={Path(out_dir) / method}"])
-        results.append(train_run(run_cfg, progress=progress))
+        callbacks = [callback_for(method)] if callback_for else []
+        results.append(train_run(run_cfg, callbacks, progress=progress))
     return results
+
+
+def choose_run_config(dataset: str = "auto", data_dir: Union[str, Path] = "data",
+                      backbone: str = "auto", epochs: Optional[int] = None,
+                      device: str = "auto") -> tuple[dict, str]:
+    """The notebooks' switch between real CUB + a pre-trained ViT-B/16 and the offline starter.
+
+    Args:
+        dataset: "cub", "starter", or "auto" (CUB when ``data_dir/CUB_200_2011`` holds a prepared split, else the
+            starter, generated at ``data_dir/starter`` if missing).
+        backbone: a timm ViT name, or "auto" (the config's: ViT-B/16 IN-21k for CUB, ``starter-vit`` offline).
+        epochs: shorten the schedule (warm-up shrinks in proportion); None keeps the config's.
+
+    Returns:
+        (run config, a one-line note saying what was chosen and why).
+    """
+    if dataset not in ("auto", "cub", "starter"):
+        raise ValueError(f"dataset must be 'auto', 'cub' or 'starter', got {dataset!r}.")
+    cub_root, starter_root = Path(data_dir) / "CUB_200_2011", Path(data_dir) / "starter"
+    if dataset == "cub" or (dataset == "auto" and (cub_root / "train.json").is_file()):
+        cfg = load_run_config("cub_e2vpt", [f"data.root={cub_root}"])
+        note = f"Real CUB-200-2011 from {cub_root}."
+    else:
+        cfg = load_run_config("starter", [f"data.root={starter_root}"])
+        note = ("Offline starter: synthetic fine-grained birds and a tiny ViT pre-trained on other species "
+                f"(no prepared CUB at {cub_root}; `python -m data_prep cub --root {cub_root}` prepares it).")
+    if backbone != "auto":
+        cfg["backbone"]["name"] = backbone
+    if epochs is not None:
+        train = cfg["train"]
+        train["warmup_epochs"] = min(epochs - 1, round(train["warmup_epochs"] * epochs / train["epochs"]))
+        train["epochs"] = epochs
+    cfg["train"]["device"] = device
+    return load_run_config(cfg), note + f" Backbone: {cfg['backbone']['name']}."
+
+
+def grid_search(cfg: dict, base_lrs: Sequence[float], weight_decays: Sequence[float], out_dir: Union[str, Path],
+                progress: bool = False) -> dict:
+    """The papers' lr x wd grid: train each pair, pick the best last-epoch validation accuracy (ties: smaller lr).
+
+    Returns ``{"best": {"base_lr", "weight_decay", "val_acc"}, "runs": [...]}``; each run keeps its checkpoint
+    under ``out_dir/lr{lr}_wd{wd}``, so an interrupted search resumes.
+    """
+    runs = []
+    for lr in base_lrs:
+        for wd in weight_decays:
+            run_cfg = load_run_config(cfg, [f"train.base_lr={lr}", f"train.weight_decay={wd}",
+                                            f"output_dir={Path(out_dir) / f'lr{lr}_wd{wd}'}"])
+            result = train_run(run_cfg, progress=progress)
+            runs.append({"base_lr": lr, "weight_decay": wd, "val_acc": result["val_acc"],
+                         "test_acc": result["test_acc"]})
+    best = max(runs, key=lambda r: (r["val_acc"], -r["base_lr"]))
+    return {"best": best, "runs": runs}

@@ -1,0 +1,33 @@
+"""The set-up promises: one dependency list in pyproject.toml and environment.yml, README commands used by CI."""
+import re
+import tomllib
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_environment_yml_matches_pyproject():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = set(project["dependencies"]) | {d for extra in project["optional-dependencies"].values() for d in extra}
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert set(pip_section) - {"-e ."} == wanted
+
+
+def test_torch_is_never_pinned_to_the_broken_local_wheel():
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    torch = next(d for d in deps if d.startswith("torch") and not d.startswith("torchvision"))
+    assert "==" not in torch and "!=2.13.0" in torch
+
+
+def test_readme_leads_with_the_two_commands_and_ci_runs_the_second():
+    readme = (ROOT / "README.md").read_text()
+    commands = re.findall(r"```bash\n(.+?)\n```", readme, flags=re.S)
+    main_job, tests = commands[0].strip(), commands[1].strip()
+    assert "e2vpt_viz report" in main_job and "pip install" in main_job
+    assert tests.endswith("python -m pytest -q") and "pip install" in tests
+    assert readme.index(main_job) < readme.index("## Use it")
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert tests in ci.splitlines()

@@ -1,0 +1,113 @@
+"""Run configs, the CLI end to end on a tiny synthetic dataset, and its error messages."""
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from data_prep.synthetic import generate_synthetic
+from e2vpt_viz.cli import main
+from e2vpt_viz.run import choose_run_config, load_run_config, packaged_configs
+
+TINY = dict(num_classes=4, train_per_class=6, val_per_class=2, test_per_class=3)
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory):
+    return generate_synthetic(tmp_path_factory.mktemp("data") / "tiny", task="target", seed=1, **TINY)
+
+
+def overrides(root, out, **extra):
+    items = {"data.root": str(root), "backbone.pretrained": False, "train.epochs": 2, "train.warmup_epochs": 1,
+             "train.batch_size": 8, "output_dir": str(out), **extra}
+    return [f"{k}={v}" for k, v in items.items()]
+
+
+def test_packaged_configs_load_and_validate():
+    assert {"starter", "cub_e2vpt"} <= set(packaged_configs())
+    cub = load_run_config("cub_e2vpt")
+    assert cub["method"] == {"name": "e2vpt", "num_prompts": 5, "num_kv_prompts": 5, "dropout": 0.1}
+    assert (cub["train"]["batch_size"], cub["train"]["epochs"], cub["train"]["warmup_epochs"]) == (128, 100, 10)
+    assert cub["train"]["optimizer"] == "sgd"
+
+
+def test_overrides_are_parsed_as_yaml():
+    cfg = load_run_config("starter", ["train.epochs=7", "method.num_prompts=3", "data.cache=false"])
+    assert cfg["train"]["epochs"] == 7 and cfg["method"]["num_prompts"] == 3 and cfg["data"]["cache"] is False
+
+
+@pytest.mark.parametrize("bad, message", [
+    (["train.epochs=0"], "epochs must be a positive integer"),
+    (["method.num_prompts=-2"], "num_prompts must be a positive integer"),
+    (["method.name=prefix"], "Unknown method 'prefix'"),
+    (["epochs=5"], "sections must be"),
+    (["train.epochs"], "section.field=value"),
+])
+def test_bad_overrides_fail_at_load(bad, message):
+    with pytest.raises(ValueError, match=message):
+        load_run_config("starter", bad)
+
+
+def test_choose_run_config_falls_back_to_the_starter(tmp_path):
+    cfg, note = choose_run_config("auto", tmp_path, epochs=3)
+    assert cfg["backbone"]["name"] == "starter-vit" and "Offline starter" in note
+    assert cfg["data"]["root"] == str(tmp_path / "starter")
+    assert cfg["train"]["epochs"] == 3 and 0 <= cfg["train"]["warmup_epochs"] < 3
+    (tmp_path / "CUB_200_2011").mkdir()
+    (tmp_path / "CUB_200_2011" / "train.json").write_text("{}")
+    cfg, note = choose_run_config("auto", tmp_path)
+    assert cfg["backbone"]["name"] == "vit_base_patch16_224.orig_in21k" and "Real CUB" in note
+
+
+def test_cli_train_eval_and_resume(tiny_root, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "--config", "starter", "--quiet", *overrides(tiny_root, out)]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "e2vpt: test accuracy" in printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["epochs"] == 2 and len(metrics["per_class_acc"]) == 4
+    assert (out / "prompts.safetensors").stat().st_size < 200_000
+    assert main(["eval", "--config", "starter", *overrides(tiny_root, out)]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    assert evaluated["count"] == 12 and evaluated["acc"] == pytest.approx(metrics["test_acc"])
+    # a finished run started again resumes at its end: same metrics, no extra epochs
+    assert main(args) == 0
+    assert json.loads((out / "metrics.json").read_text())["history"] == metrics["history"]
+
+
+def test_cli_report_writes_markdown_and_html(tiny_root, tmp_path, capsys):
+    out = tmp_path / "report"
+    assert main(["report", "--quiet", "--methods", "linear", "vpt-deep", "--out", str(out),
+                 *overrides(tiny_root, tmp_path / "unused")]) == 0
+    table = (out / "report.md").read_text()
+    assert "| linear |" in table and "| vpt-deep |" in table
+    html = (out / "report.html").read_text()
+    assert "<table>" in html and "plotly" in html.lower()
+    assert {p.name for p in out.iterdir()} >= {"linear", "vpt-deep", "report.md", "report.html"}
+
+
+def test_cli_errors_are_one_line_without_traceback(tmp_path):
+    cases = [
+        (["train", "--config", "starter", f"data.root={tmp_path / 'nothing'}", "data.synthetic=false"],
+         "does not exist"),
+        (["train", "--config", "starter", "backbone.name=vit_bsae_patch16_224"], "Close matches"),
+        (["train", "--config", str(tmp_path / "missing.yaml")], "neither a file nor a packaged config"),
+    ]
+    for argv, message in cases:
+        done = subprocess.run([sys.executable, "-m", "e2vpt_viz", *argv], capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.startswith("error:") and message in done.stderr
+        assert "Traceback" not in done.stderr
+
+
+def test_checkpoint_from_another_config_is_refused_by_the_cli(tiny_root, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--config", "starter", "--quiet", *overrides(tiny_root, out)]) == 0
+    state = (out / "train_state.pt").read_bytes()
+    assert main(["train", "--config", "starter", "--quiet", *overrides(tiny_root, out),
+                 "method.num_prompts=7"]) == 2
+    assert "num_prompts" in capsys.readouterr().err
+    assert (out / "train_state.pt").read_bytes() == state

@@ -6,11 +6,17 @@ shape, ...; see ``synthetic_render.ATTRIBUTES``). Two tasks come from the same g
 * ``source``: many species for pre-training a small backbone; they vary ``source_attributes``.
 * ``target``: the downstream fine-grained task; its species vary ``target_attributes``.
 
-Attributes that a task does not vary keep their default value (the first listed value), except
-``nuisance_attributes``, which are redrawn for every image. The target task must vary at least one
-attribute that the source task keeps at its default, and every target species takes a non-default
-value there, so no target species can ever occur in the source task. Per-image nuisance: body
-colour, pose (mirror, rotation, scale, position), colour jitter, background and pixel noise.
+Attributes that a task does not vary keep their default value (the first listed value), except its
+nuisance attributes (``source_nuisance`` / ``target_nuisance``), which are redrawn for every image.
+Every target species carries ``target_marker``, a non-default value of an attribute that the source task
+always keeps at its default, so no target image can ever occur in the source task. Per-image nuisance
+besides: body colour, pose (mirror, rotation, scale, position), colour jitter, background, pixel noise.
+
+The default design is a miniature of ImageNet pre-training followed by fine-grained transfer: the source
+species differ in colours (crown, breast, wing, beak), while eye ring, wing pattern and beak shape vary
+per image as nuisance. A backbone pre-trained on the source task therefore *sees* those parts but learns
+to discard them from its class token; the target species differ exactly in them. A linear probe on the
+frozen class token cannot recover them well; prompt tuning, which re-routes the frozen features, can.
 
 Output is byte-identical for equal (task, seed, spec): every image draws from its own
 ``numpy.random.default_rng([seed, task, class, image])`` stream, so worker count does not matter.
@@ -49,9 +55,11 @@ METADATA_FILES = (
 )
 SPLITS = ("train", "val", "test")
 
-DEFAULT_SOURCE_ATTRIBUTES = ("crown_color", "breast_color", "wing_color", "tail_shape", "beak_color")
-DEFAULT_TARGET_ATTRIBUTES = ("breast_color", "eye_ring", "wing_pattern", "beak_shape")
-DEFAULT_NUISANCE_ATTRIBUTES = ("tail_color",)
+DEFAULT_SOURCE_ATTRIBUTES = ("crown_color", "breast_color", "wing_color", "beak_color")
+DEFAULT_TARGET_ATTRIBUTES = ("eye_ring", "wing_pattern", "beak_shape")
+DEFAULT_SOURCE_NUISANCE = ("eye_ring", "wing_pattern", "beak_shape", "tail_color")
+DEFAULT_TARGET_NUISANCE = ("breast_color", "tail_color")
+DEFAULT_TARGET_MARKER = ("tail_shape", "forked")  # source birds always have the default square tail
 # Per-task defaults that differ from the SyntheticSpec field defaults (which are the target task's).
 TASK_DEFAULTS: dict[str, dict[str, Any]] = {
     "target": {},
@@ -90,14 +98,17 @@ class SyntheticSpec:
     image_size: int = 80
     source_attributes: tuple[str, ...] = DEFAULT_SOURCE_ATTRIBUTES
     target_attributes: tuple[str, ...] = DEFAULT_TARGET_ATTRIBUTES
-    nuisance_attributes: tuple[str, ...] = DEFAULT_NUISANCE_ATTRIBUTES
+    source_nuisance: tuple[str, ...] = DEFAULT_SOURCE_NUISANCE
+    target_nuisance: tuple[str, ...] = DEFAULT_TARGET_NUISANCE
+    target_marker: tuple[str, str] = DEFAULT_TARGET_MARKER
     scale_range: tuple[float, float] = (0.75, 1.15)
     max_rotation_deg: float = 15.0
     color_jitter: float = 0.08
     pixel_noise: float = 4.0
 
     def __post_init__(self) -> None:
-        for name in ("source_attributes", "target_attributes", "nuisance_attributes", "scale_range"):
+        for name in ("source_attributes", "target_attributes", "source_nuisance", "target_nuisance",
+                     "target_marker", "scale_range"):
             object.__setattr__(self, name, _as_tuple(name, getattr(self, name)))  # lists (e.g. from JSON) -> tuples
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
@@ -125,8 +136,8 @@ class SyntheticSpec:
             )
 
     def _check_attributes(self) -> None:
-        """Known names, no duplicates, non-empty task lists, disjoint nuisance list, a target-only attribute."""
-        for name in ("source_attributes", "target_attributes", "nuisance_attributes"):
+        """Known names, no duplicates, non-empty task lists, nuisance apart from species attributes, a valid marker."""
+        for name in ("source_attributes", "target_attributes", "source_nuisance", "target_nuisance"):
             values = getattr(self, name)
             unknown = [a for a in values if a not in ATTRIBUTES]
             if unknown:
@@ -135,14 +146,21 @@ class SyntheticSpec:
                 raise ValueError(f"{name} lists an attribute twice: {list(values)}")
         if not self.source_attributes or not self.target_attributes:
             raise ValueError("source_attributes and target_attributes must both be non-empty")
-        overlap = set(self.nuisance_attributes) & (set(self.source_attributes) | set(self.target_attributes))
-        if overlap:
-            raise ValueError(f"nuisance_attributes must not be species attributes, but {sorted(overlap)} are")
-        if not self.target_only_attributes:
+        for task in TASKS:
+            overlap = set(getattr(self, f"{task}_nuisance")) & set(getattr(self, f"{task}_attributes"))
+            if overlap:
+                raise ValueError(f"{task}_nuisance must not be {task} species attributes, but {sorted(overlap)} are")
+        if len(self.target_marker) != 2:
+            raise ValueError(f"target_marker must be (attribute, value), got {self.target_marker}")
+        attribute, value = self.target_marker
+        if attribute not in ATTRIBUTES or value not in ATTRIBUTES[attribute][1:]:
+            raise ValueError(f"target_marker {self.target_marker} must be a non-default value of a known attribute")
+        used = set(self.source_attributes) | set(self.source_nuisance) | set(self.target_attributes) | set(
+            self.target_nuisance)
+        if attribute in used:
             raise ValueError(
-                "target_attributes must include an attribute that is not in source_attributes "
-                "(it is what keeps target species disjoint from source species)"
-            )
+                f"target_marker attribute {attribute!r} must stay at its default in the source task and not vary "
+                "in the target task (it is what keeps target species disjoint from source species)")
 
     @classmethod
     def for_task(cls, task: str, **overrides: Any) -> SyntheticSpec:
@@ -161,9 +179,15 @@ class SyntheticSpec:
         return self.source_attributes if self.task == "source" else self.target_attributes
 
     @property
-    def target_only_attributes(self) -> tuple[str, ...]:
-        """Target attributes that the source task never varies (always at their default there)."""
-        return tuple(a for a in self.target_attributes if a not in self.source_attributes)
+    def nuisance_attributes(self) -> tuple[str, ...]:
+        """Attributes redrawn for every image of this task."""
+        return self.source_nuisance if self.task == "source" else self.target_nuisance
+
+    def fixed_value(self, attribute: str) -> str:
+        """Value of an attribute this task neither varies nor redraws: the marker (target) or the default."""
+        if self.task == "target" and attribute == self.target_marker[0]:
+            return self.target_marker[1]
+        return ATTRIBUTES[attribute][0]
 
     @property
     def images_per_class(self) -> int:
@@ -250,13 +274,8 @@ def generate_synthetic(
 
 
 def count_species(spec: SyntheticSpec) -> int:
-    """Number of distinct species the task's varying attributes allow (target: excluding source look-alikes)."""
-    sizes = {a: len(ATTRIBUTES[a]) for a in spec.varying_attributes}
-    total = math.prod(sizes.values())
-    if spec.task == "source":
-        return total
-    all_target_only_default = math.prod(sizes[a] for a in spec.varying_attributes if a in spec.source_attributes)
-    return total - all_target_only_default
+    """Number of distinct species the task's varying attributes allow."""
+    return math.prod(len(ATTRIBUTES[a]) for a in spec.varying_attributes)
 
 
 def draw_species(spec: SyntheticSpec, seed: int) -> list[Species]:
@@ -266,15 +285,12 @@ def draw_species(spec: SyntheticSpec, seed: int) -> list[Species]:
     sizes = [len(ATTRIBUTES[a]) for a in varying]
     rng = np.random.default_rng([seed, _TASK_STREAM[spec.task], _SPECIES_STREAM])
     codes = np.stack(np.unravel_index(rng.permutation(math.prod(sizes)), sizes), axis=1)  # (combos, attributes)
-    if spec.task == "target":
-        target_only = [varying.index(a) for a in spec.target_only_attributes]
-        codes = codes[(codes[:, target_only] != 0).any(axis=1)]  # never all-default: no source look-alikes
     species = []
     for code in codes[: spec.num_classes]:
         chosen = {a: ATTRIBUTES[a][int(i)] for a, i in zip(varying, code)}
         attributes = {
-            a: None if a in spec.nuisance_attributes else chosen.get(a, values[0])
-            for a, values in ATTRIBUTES.items()
+            a: None if a in spec.nuisance_attributes else chosen.get(a, spec.fixed_value(a))
+            for a in ATTRIBUTES
         }
         species.append(Species(name=_species_name(attributes, varying), attributes=attributes))
     return species
@@ -291,7 +307,7 @@ def _species_name(attributes: dict[str, str | None], varying: tuple[str, ...]) -
             words.append("bare_eyed" if value == "none" else f"{value}_ringed")
         elif attribute in _SHAPE_WORDS:
             words.append(_SHAPE_WORDS[attribute][value])
-    words.append(_BEAK_NOUNS[attributes["beak_shape"]])
+    words.append(_BEAK_NOUNS.get(attributes["beak_shape"], "Bird"))  # beak shape may be per-image nuisance
     name = "_".join(words)
     return name[0].upper() + name[1:]
 
@@ -382,6 +398,7 @@ def _attributes_document(spec: SyntheticSpec, species: list[Species]) -> dict[st
         "task": spec.task,
         "varying_attributes": list(spec.varying_attributes),
         "nuisance_attributes": list(spec.nuisance_attributes),
+        "marker": list(spec.target_marker) if spec.task == "target" else None,
         "attribute_values": {a: list(values) for a, values in ATTRIBUTES.items()},
         "classes": [
             {"class_id": label + 1, "label": label, "name": s.name, "directory": _class_directory(label, s),

@@ -13,10 +13,10 @@ always keeps at its default, so no target image can ever occur in the source tas
 besides: body colour, pose (mirror, rotation, scale, position), colour jitter, background, pixel noise.
 
 The default design is a miniature of ImageNet pre-training followed by fine-grained transfer: the source
-species differ in colours (crown, breast, wing, beak), while eye ring, wing pattern and beak shape vary
-per image as nuisance. A backbone pre-trained on the source task therefore *sees* those parts but learns
-to discard them from its class token; the target species differ exactly in them. A linear probe on the
-frozen class token cannot recover them well; prompt tuning, which re-routes the frozen features, can.
+species differ in crown, breast, wing and beak colour and tail shape, while tail colour varies per image as
+nuisance, so a backbone pre-trained on the source task learns to discount it. The target species differ in
+breast colour (a cue the backbone knows) and tail colour (one it learned to ignore), and all wear a white eye
+ring, which no source bird has.
 
 Output is byte-identical for equal (task, seed, spec): every image draws from its own
 ``numpy.random.default_rng([seed, task, class, image])`` stream, so worker count does not matter.
@@ -55,11 +55,11 @@ METADATA_FILES = (
 )
 SPLITS = ("train", "val", "test")
 
-DEFAULT_SOURCE_ATTRIBUTES = ("crown_color", "breast_color", "wing_color", "beak_color")
-DEFAULT_TARGET_ATTRIBUTES = ("eye_ring", "wing_pattern", "beak_shape")
-DEFAULT_SOURCE_NUISANCE = ("eye_ring", "wing_pattern", "beak_shape", "tail_color")
-DEFAULT_TARGET_NUISANCE = ("breast_color", "tail_color")
-DEFAULT_TARGET_MARKER = ("tail_shape", "forked")  # source birds always have the default square tail
+DEFAULT_SOURCE_ATTRIBUTES = ("crown_color", "breast_color", "wing_color", "tail_shape", "beak_color")
+DEFAULT_TARGET_ATTRIBUTES = ("breast_color", "tail_color")
+DEFAULT_SOURCE_NUISANCE = ("tail_color",)
+DEFAULT_TARGET_NUISANCE: tuple[str, ...] = ()
+DEFAULT_TARGET_MARKER = ("eye_ring", "white")  # source birds never have an eye ring
 # Per-task defaults that differ from the SyntheticSpec field defaults (which are the target task's).
 TASK_DEFAULTS: dict[str, dict[str, Any]] = {
     "target": {},

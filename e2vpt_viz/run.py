@@ -69,11 +69,18 @@ def load_run_config(config: Union[str, Path, dict], overrides: Sequence[str] = (
         if not path.is_file():
             raise ValueError(f"Config {config!r} is neither a file nor a packaged config ({packaged_configs()}).")
         cfg = yaml.safe_load(path.read_text()) or {}
+    parsed = []
     for item in overrides:
         if "=" not in item:
             raise ValueError(f"Override {item!r} must look like section.field=value, e.g. train.epochs=5.")
         key, raw = item.split("=", 1)
-        _set_dotted(cfg, key.strip(), yaml.safe_load(raw))
+        parsed.append((key.strip(), yaml.safe_load(raw)))
+    # A new method name comes first and drops the old method's options (they belong to another method).
+    parsed.sort(key=lambda kv: kv[0] not in ("method", "method.name"))
+    for key, value in parsed:
+        if key == "method.name" and value != cfg.get("method", {}).get("name"):
+            cfg["method"] = {}
+        _set_dotted(cfg, key, value)
     unknown = sorted(set(cfg) - set(SECTIONS))
     missing = [s for s in ("data", "backbone", "method", "train") if s not in cfg]
     if unknown or missing:
@@ -94,7 +101,7 @@ def prepare_data(cfg: dict, batch_size: int, seed: int) -> dict:
     if data.synthetic and not (root / "test.json").exists():
         from data_prep.synthetic import generate_synthetic
 
-        generate_synthetic(root, task="target")
+        generate_synthetic(root, task="target", workers=1)  # in-process: safe from scripts and notebooks
     return make_loaders(root, data.crop_size, batch_size, data.num_workers, data.cache, seed)
 
 

@@ -19,7 +19,7 @@ from data_prep.synthetic_render import ATTRIBUTES, COLORS, EYE_COLOR, PART_NAMES
 
 SMALL = {"num_classes": 5, "train_per_class": 3, "val_per_class": 2, "test_per_class": 3}
 # Species differ in crown, beak and breast colour, so keypoints can be checked against known part colours.
-COLOURFUL = {"target_attributes": ("crown_color", "beak_color", "breast_color", "eye_ring"),
+COLOURFUL = {"target_attributes": ("crown_color", "beak_color", "breast_color", "wing_color"),
              "target_nuisance": ("tail_color",)}
 
 
@@ -164,22 +164,20 @@ def test_source_and_target_species_are_disjoint():
     # Exhaustively: every possible target species differs from every possible source species.
     all_source = SyntheticSpec.for_task("source", num_classes=count_species(SyntheticSpec.for_task("source")))
     all_target = SyntheticSpec.for_task("target", num_classes=count_species(SyntheticSpec.for_task("target")))
-    assert count_species(all_source) == 6 * 6 * 6 * 4 and count_species(all_target) == 5 * 4 * 3
+    assert count_species(all_source) == 6 * 6 * 6 * 4 * 4 and count_species(all_target) == 6 * 4
     every_source, every_target = draw_species(all_source, 0), draw_species(all_target, 0)
     assert not {signature(s) for s in every_source} & {signature(s) for s in every_target}
-    # the marker: every source bird has the default square tail, every target bird a forked one
-    assert {s.attributes["tail_shape"] for s in every_source} == {"square"}
-    assert {s.attributes["tail_shape"] for s in every_target} == {"forked"}
+    # the marker: no source bird has an eye ring, every target bird a white one
+    assert {s.attributes["eye_ring"] for s in every_source} == {"none"}
+    assert {s.attributes["eye_ring"] for s in every_target} == {"white"}
 
 
-def test_target_parts_are_per_image_nuisance_in_the_source_task():
-    """The source task shows eye rings, wing patterns and beak shapes, but never as species traits."""
+def test_tail_colour_is_per_image_nuisance_in_the_source_task_and_a_trait_in_the_target():
     source = draw_species(SyntheticSpec.for_task("source"), 0)
     target = draw_species(SyntheticSpec.for_task("target"), 0)
-    for attribute in ("eye_ring", "wing_pattern", "beak_shape"):
-        assert all(s.attributes[attribute] is None for s in source)  # None = redrawn for every image
-        assert len({s.attributes[attribute] for s in target}) > 1
-    assert all(s.attributes["breast_color"] is None for s in target)
+    assert all(s.attributes["tail_color"] is None for s in source)  # None = redrawn for every image
+    assert len({s.attributes["tail_color"] for s in target}) == 4
+    assert len({s.attributes["breast_color"] for s in target}) == 6
 
 
 def test_generated_source_and_target_datasets_share_no_species(tmp_path, target_root):
@@ -189,10 +187,9 @@ def test_generated_source_and_target_datasets_share_no_species(tmp_path, target_
     assert len(source_sets) == len(target_sets) == 5
     assert not source_sets & target_sets
     assert documents[0]["varying_attributes"] == list(synthetic.DEFAULT_SOURCE_ATTRIBUTES)
-    for c in documents[0]["classes"]:  # source: target parts are per-image nuisance, the marker stays default
-        assert c["attributes"]["eye_ring"] is None and c["attributes"]["wing_pattern"] is None
-        assert c["attributes"]["tail_shape"] == "square"
-    assert documents[1]["marker"] == ["tail_shape", "forked"] and documents[0]["marker"] is None
+    for c in documents[0]["classes"]:  # source: tail colour is per-image nuisance, the marker stays default
+        assert c["attributes"]["tail_color"] is None and c["attributes"]["eye_ring"] == "none"
+    assert documents[1]["marker"] == ["eye_ring", "white"] and documents[0]["marker"] is None
 
 
 def test_default_target_has_species_differing_in_a_single_part():
@@ -248,9 +245,9 @@ def test_interrupted_generation_leaves_nothing_behind(tmp_path, monkeypatch):
     ({"train_per_class": 0}, "train_per_class must be >= 1"),
     ({"test_per_class": 2.5}, "test_per_class must be an integer"),
     ({"image_size": 16}, "image_size must be in"),
-    ({"num_classes": 5000}, "exceeds the 60 distinct target species"),
+    ({"num_classes": 5000}, "exceeds the 24 distinct target species"),
     ({"target_attributes": ("breast_color", "wing_tint")}, "unknown attributes"),
-    ({"target_nuisance": ("eye_ring",)}, "target_nuisance must not be target species attributes"),
+    ({"target_nuisance": ("tail_color",)}, "target_nuisance must not be target species attributes"),
     ({"source_nuisance": ("crown_color",)}, "source_nuisance must not be source species attributes"),
     ({"target_marker": ("tail_shape", "square")}, "non-default value"),
     ({"target_marker": ("crown_color", "red")}, "must stay at its default in the source task"),

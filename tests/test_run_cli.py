@@ -37,6 +37,13 @@ def test_overrides_are_parsed_as_yaml():
     assert cfg["train"]["epochs"] == 7 and cfg["method"]["num_prompts"] == 3 and cfg["data"]["cache"] is False
 
 
+def test_a_new_method_name_drops_the_old_methods_options():
+    cfg = load_run_config("starter", ["method.num_prompts=10", "method.name=vpt-deep"])
+    assert cfg["method"] == {"name": "vpt-deep", "num_prompts": 10}
+    assert load_run_config("starter", ["method.name=linear"])["method"] == {"name": "linear"}
+    assert load_run_config("starter", ["method.name=e2vpt"])["method"]["num_kv_prompts"] == 5  # same method: kept
+
+
 @pytest.mark.parametrize("bad, message", [
     (["train.epochs=0"], "epochs must be a positive integer"),
     (["method.num_prompts=-2"], "num_prompts must be a positive integer"),

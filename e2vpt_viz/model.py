@@ -145,13 +145,14 @@ class PromptedViT(nn.Module):
         """γ_k · Γ_{k, j mod 16} for every prompt k and channel j: (P, D)."""
         return self.token_mask[:, None] * self.segment_mask[:, self.segment_of_channel]
 
-    def _layer_prompts(self, layer: int, batch_size: int) -> torch.Tensor:
-        """(B, P, D) prompts for a block: dropout per sample, then the masks."""
-        prompts = self.visual_prompts[layer].expand(batch_size, -1, -1)
-        prompts = self.prompt_dropout(prompts)
-        if self.token_mask is not None:
-            prompts = prompts * self.mask_matrix()
-        return prompts
+    def masked_prompts(self) -> torch.Tensor:
+        """Visual prompts of every prompted layer with the token and segment masks applied: (prompt_depth, P, D).
+
+        Computed once per forward; masking before the (element-wise) dropout equals masking after it.
+        """
+        if self.token_mask is None:
+            return self.visual_prompts
+        return self.visual_prompts * self.mask_matrix()
 
     def _block(self, blk: nn.Module, x: torch.Tensor, layer: int) -> torch.Tensor:
         """One pre-norm timm Block with this layer's key-value prompts: (B, N, D) -> (B, N, D)."""
@@ -172,9 +173,10 @@ class PromptedViT(nn.Module):
         x = bb.norm_pre(bb.patch_drop(bb._pos_embed(bb.patch_embed(images))))  # (B, prefix + patches, D)
         n, P = self.num_backbone_prefix, self.num_prompts
         use_prompts = self.prompts_enabled and P > 0
+        prompts_per_layer = self.masked_prompts() if use_prompts else None  # (prompt_depth, P, D)
         for layer, blk in enumerate(bb.blocks):
             if use_prompts and layer < self.layout.prompt_depth:
-                prompts = self._layer_prompts(layer, x.shape[0])  # (B, P, D)
+                prompts = self.prompt_dropout(prompts_per_layer[layer].expand(x.shape[0], -1, -1))  # (B, P, D)
                 rest = x[:, n:] if layer == 0 else x[:, n + P:]  # deep prompts replace the previous layer's
                 x = torch.cat([x[:, :n], prompts, rest], dim=1)
             if self.grad_checkpointing and self.training:

@@ -97,10 +97,6 @@ class FGVCDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    @property
-    def targets(self) -> list[int]:
-        return [label for _, label in self.samples]
-
     def __getitem__(self, index: int):
         path, label = self.samples[index]
         if self._cache is None:

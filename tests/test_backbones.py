@@ -79,3 +79,17 @@ def test_non_vit_name_is_refused():
 def test_starter_backbone_builds_without_weights():
     model = load_backbone("starter-vit", pretrained=False)
     assert model.patch_embed.img_size == (64, 64) and model.embed_dim == 96 and model.num_classes == 0
+
+
+def test_committed_starter_weights_load_and_record_how_they_were_made():
+    from safetensors.torch import load_file
+
+    from e2vpt_viz.backbones import starter_metadata, starter_weights_path
+
+    model = load_backbone("starter-vit")
+    saved = load_file(str(starter_weights_path()))
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in saved.items())
+    meta = starter_metadata()
+    assert meta["seed"] == 0 and "pretrain-starter" in meta["command"]
+    assert meta["architecture"]["embed_dim"] == 96 and meta["source_val_acc"] > 0.8
+    assert starter_weights_path().stat().st_size < 5_000_000

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
 
+import torch
 import yaml
 
 from .backbones import load_backbone
@@ -107,19 +108,22 @@ def prepare_data(cfg: dict, batch_size: int, seed: int) -> dict:
 
 def build_model(cfg: dict, num_classes: int) -> PromptedViT:
     """Backbone by name + the method's prompts; the prompt init is drawn from the run's seed."""
-    import torch
-
     backbone = load_backbone(**cfg["backbone"])
     torch.manual_seed(cfg["train"].get("seed", 42))
     return apply_prompts(backbone, _method(cfg), num_classes)
 
 
-def train_run(cfg: dict, callbacks: Sequence[Callable] = (), progress: bool = True) -> dict:
-    """Train one run, evaluate on test, write ``metrics.json`` beside the checkpoints; resumes if interrupted."""
+def _setup(cfg: dict, progress: bool) -> tuple[TrainConfig, dict, PromptedViT, Path]:
+    """Training settings, loaders, model and output folder of a run config."""
     train_config = TrainConfig(**{**cfg["train"], "progress": progress})
     loaders = prepare_data(cfg, train_config.batch_size, train_config.seed)
     model = build_model(cfg, loaders["train"].dataset.num_classes)
-    out = Path(cfg.get("output_dir") or "results/run")
+    return train_config, loaders, model, Path(cfg.get("output_dir") or "results/run")
+
+
+def train_run(cfg: dict, callbacks: Sequence[Callable] = (), progress: bool = True) -> dict:
+    """Train one run, evaluate on test, write ``metrics.json`` beside the checkpoints; resumes if interrupted."""
+    train_config, loaders, model, out = _setup(cfg, progress)
     started = time.perf_counter()
     history = fit(model, loaders["train"], loaders["val"], train_config, out, callbacks)
     seconds = time.perf_counter() - started
@@ -134,10 +138,8 @@ def train_run(cfg: dict, callbacks: Sequence[Callable] = (), progress: bool = Tr
 
 def evaluate_run(cfg: dict, checkpoint: Union[str, Path, None] = None, split: str = "test") -> dict:
     """Accuracy of the prompts saved by a run (default ``output_dir/prompts.safetensors``) on one split."""
-    train_config = TrainConfig(**{**cfg["train"], "progress": False})
-    loaders = prepare_data(cfg, train_config.batch_size, train_config.seed)
-    model = build_model(cfg, loaders["train"].dataset.num_classes)
-    load_prompts(model, checkpoint or Path(cfg.get("output_dir") or "results/run") / PROMPTS_FILE)
+    train_config, loaders, model, out = _setup(cfg, progress=False)
+    load_prompts(model, checkpoint or out / PROMPTS_FILE)
     model.to(train_config.resolve_device())
     return evaluate(model, loaders[split], amp=train_config.amp)
 

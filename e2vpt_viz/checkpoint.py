@@ -69,6 +69,18 @@ def trained_state(model: PromptedViT) -> dict[str, torch.Tensor]:
     return state
 
 
+def restore_trained_state(model: PromptedViT, state: dict[str, torch.Tensor], source: str) -> PromptedViT:
+    """Copy saved trained tensors (see :func:`trained_state`) into ``model``; every one it trains must be there."""
+    missing = set(trained_state(model)) - set(state)
+    if missing:
+        raise CheckpointMismatchError(f"{source} lacks {sorted(missing)[:5]}.")
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for key, value in state.items():
+            params[key].copy_(value)
+    return model
+
+
 def check_signature(found: dict, expected: dict, source: str) -> None:
     """Raise :class:`CheckpointMismatchError` naming each field that differs."""
     diffs = [f"{key}: checkpoint {found.get(key)!r} vs model {expected[key]!r}"
@@ -99,15 +111,6 @@ def load_prompts(model: PromptedViT, path: Union[str, Path]) -> PromptedViT:
         raise FileNotFoundError(f"Prompt checkpoint {path} does not exist.")
     meta = read_prompt_metadata(path)
     check_signature(meta.get("signature", {}), model_signature(model), f"Checkpoint {path}")
-    state = {}
     with safe_open(str(path), framework="pt") as f:
-        for key in f.keys():
-            state[key] = f.get_tensor(key)
-    missing = set(trained_state(model)) - set(state)
-    if missing:
-        raise CheckpointMismatchError(f"Checkpoint {path} lacks {sorted(missing)[:5]}.")
-    with torch.no_grad():
-        params = dict(model.named_parameters())
-        for key, value in state.items():
-            params[key].copy_(value)
-    return model
+        state = {key: f.get_tensor(key) for key in f.keys()}
+    return restore_trained_state(model, state, f"Checkpoint {path}")

@@ -35,8 +35,7 @@ def _environment() -> str:
 
 def write_report(results: Sequence[dict], out_dir: Union[str, Path], title: str) -> dict[str, Path]:
     """Write ``report.md`` and ``report.html`` (plotly curves inlined, readable offline) under ``out_dir``."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
+    from .plots import training_curves
 
     out = Path(out_dir)
     dataset = results[0]["config"]["data"]["root"] if results else "?"
@@ -46,15 +45,7 @@ def write_report(results: Sequence[dict], out_dir: Union[str, Path], title: str)
     md = f"# {title}\n\n{intro}\n\n{markdown_table(results)}\n"
     atomic_write(out / "report.md", lambda tmp: Path(tmp).write_text(md))
 
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("training loss", "validation accuracy"))
-    for r in results:
-        epochs = [h["epoch"] for h in r["history"]]
-        fig.add_trace(go.Scatter(x=epochs, y=[h["train_loss"] for h in r["history"]], name=r["method"],
-                                 legendgroup=r["method"]), row=1, col=1)
-        fig.add_trace(go.Scatter(x=epochs, y=[h.get("val_acc") for h in r["history"]], name=r["method"],
-                                 legendgroup=r["method"], showlegend=False), row=1, col=2)
-    fig.update_xaxes(title_text="epoch")
-    fig.update_layout(height=380, margin=dict(t=40, b=40))
+    fig = training_curves({r["method"]: r["history"] for r in results})
     head = "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>"
                    for row in results_table(results))

@@ -22,7 +22,7 @@ from .backbones import STARTER_BACKBONES, starter_weights_path
 from .checkpoint import atomic_write
 from .data import make_loaders
 from .methods import FullConfig, apply_prompts
-from .training import TrainConfig, evaluate, fit
+from .training import TrainConfig, evaluate, fit, result_settings
 
 # From-scratch recipe: AdamW, lr 1e-3 at batch 128 (base_lr is scaled by batch/256), short warm-up, cosine decay.
 PRETRAIN_CONFIG = TrainConfig(epochs=30, warmup_epochs=2, batch_size=128, base_lr=2e-3, weight_decay=0.05,
@@ -62,7 +62,7 @@ def pretrain_starter(data_root: Union[str, Path] = "data/starter-source", out: U
         "name": name, "architecture": STARTER_BACKBONES[name], "seed": seed,
         "command": " ".join(["python -m e2vpt_viz pretrain-starter", *sys.argv[2:]]) if sys.argv[1:2] == [
             "pretrain-starter"] else f"pretrain_starter({str(data_root)!r}, epochs={epochs}, seed={seed})",
-        "train_config": {k: v for k, v in config.__dict__.items() if k not in ("progress", "device")},
+        "train_config": result_settings(config.__dict__),
         "data_spec": json.loads(spec_file.read_text()) if spec_file.exists() else None,
         "source_val_acc": val["acc"], "final_train_loss": history[-1]["train_loss"],
         "train_seconds": round(time.perf_counter() - started, 1), "torch": torch.__version__,

@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .checkpoint import atomic_write, check_signature, model_signature, save_prompts, trained_state
+from .checkpoint import (atomic_write, check_signature, model_signature, restore_trained_state, save_prompts,
+                         trained_state)
 from .model import PromptedViT
 
 STATE_FILE = "train_state.pt"
@@ -157,25 +158,24 @@ def _seed_epoch(loader: DataLoader, seed: int, epoch: int) -> None:
         loader.generator.manual_seed(seed * 1_000_003 + epoch)
 
 
+def result_settings(settings: dict) -> dict:
+    """The training settings that change the trained prompts (a resume may differ in progress bars and device)."""
+    return {k: v for k, v in settings.items() if k not in ("progress", "device")}
+
+
 def _load_state(path: Path, model: PromptedViT, optimizer: torch.optim.Optimizer, config: TrainConfig) -> tuple:
     state = torch.load(path, map_location="cpu", weights_only=True)
-    expected = {"model": model_signature(model), "train": asdict(config)}
-    found = {"model": state.get("signature"), "train": state.get("train_config")}
-    # progress bars and device do not change the result, so a resume may differ in them
-    for cfg in (expected["train"], found["train"] or {}):
-        cfg.pop("progress", None), cfg.pop("device", None)
+    expected = {"model": model_signature(model), "train": result_settings(asdict(config))}
+    found = {"model": state.get("signature"), "train": result_settings(state.get("train_config") or {})}
     check_signature(found, expected, f"Training state {path}")
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for name, value in state["trained"].items():
-            params[name].copy_(value)
+    restore_trained_state(model, state["trained"], f"Training state {path}")
     optimizer.load_state_dict(state["optimizer"])
     return state["epoch"], state["history"]
 
 
 def _save_state(path: Path, model: PromptedViT, optimizer: torch.optim.Optimizer, config: TrainConfig,
                 epoch: int, history: list) -> None:
-    state = {"signature": model_signature(model), "train_config": asdict(config), "epoch": epoch,
+    state = {"signature": model_signature(model), "train_config": result_settings(asdict(config)), "epoch": epoch,
              "history": history, "trained": trained_state(model), "optimizer": optimizer.state_dict()}
     atomic_write(path, lambda tmp: torch.save(state, tmp))
 

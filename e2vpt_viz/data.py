@@ -1,14 +1,19 @@
 """FGVC-format datasets: ``{train,val,test}.json`` mapping a relative image path to a class id, as in VPT.
 
 The same class reads real CUB / NABirds / Flowers / Dogs / Cars roots prepared by ``data_prep`` and the offline
-starter's synthetic dataset (``python -m data_prep synthetic --root DIR``).
+starter's synthetic dataset (``python -m data_prep synthetic --root DIR``). A teaching subset folder (written by
+``python -m data_prep <dataset> --classes N --shots K``) has its own split files and a ``subset.json`` whose
+``source`` points at the full root, where the images and annotations are.
 """
 from __future__ import annotations
 
 import json
+import warnings
+from functools import cached_property
 from pathlib import Path
 from typing import Callable, Optional, Union
 
+import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
@@ -18,6 +23,10 @@ from .backbones import IMAGENET_MEAN, IMAGENET_STD
 
 SPLITS = ("train", "val", "test")
 IMAGE_DIRS = ("images", "Images", "")  # CUB/NABirds/synthetic, Stanford Dogs, Cars/Flowers (keys carry the folder)
+SUBSET_FILE = "subset.json"
+CLASS_NAMES_FILE = "class_names.json"
+# What PIL raises for a truncated, corrupt or unreadable image file.
+UNREADABLE_IMAGE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
 class DatasetLayoutError(FileNotFoundError):
@@ -57,6 +66,79 @@ def read_split(root: Path, split: str) -> dict[str, int]:
         return {str(k): int(v) for k, v in json.load(f).items()}
 
 
+def source_root(root: Path) -> Path:
+    """The folder with the images and annotation files of ``root``: ``root`` itself, or for a subset folder
+    the full root that its ``subset.json`` points at."""
+    pointer = root / SUBSET_FILE
+    if not pointer.is_file():
+        return root
+    return (root / json.loads(pointer.read_text())["source"]).resolve()
+
+
+def read_cub_table(path: Path) -> dict[str, str]:
+    """A CUB-format text table (``<id> <value...>`` per line, e.g. images.txt) as {id: rest of the line}."""
+    if not path.is_file():
+        raise DatasetLayoutError(f"{path} is missing (CUB-format roots have images.txt, classes.txt, "
+                                 "bounding_boxes.txt, parts/parts.txt and parts/part_locs.txt)")
+    rows = (line.split(" ", 1) for line in path.read_text().splitlines() if line.strip())
+    return {row[0]: row[1].strip() if len(row) > 1 else "" for row in rows}
+
+
+class CUBAnnotations:
+    """Per-image annotations of a CUB-format root (CUB-200-2011, NABirds, the synthetic starter).
+
+    Images are named by their ``images.txt`` path (the split key). Coordinates are pixels of the original image.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._image_ids = {path: image_id for image_id, path in read_cub_table(root / "images.txt").items()}
+        parts = read_cub_table(root / "parts" / "parts.txt")
+        self.part_names = list(parts.values())
+        self._part_index = {part_id: i for i, part_id in enumerate(parts)}
+
+    def _image_id(self, key: str) -> str:
+        if key not in self._image_ids:
+            raise KeyError(f"{key} is not listed in {self.root / 'images.txt'}")
+        return self._image_ids[key]
+
+    @cached_property
+    def _parts(self) -> dict[str, np.ndarray]:
+        table: dict[str, np.ndarray] = {}
+        path = self.root / "parts" / "part_locs.txt"
+        if not path.is_file():
+            raise DatasetLayoutError(f"{path} is missing")
+        for line in path.read_text().splitlines():
+            image_id, part_id, x, y, visible = line.split()[:5]
+            if image_id not in table:
+                table[image_id] = np.zeros((len(self.part_names), 3), dtype=np.float32)
+            table[image_id][self._part_index[part_id]] = (float(x), float(y), float(visible))
+        return table
+
+    @cached_property
+    def _boxes(self) -> dict[str, np.ndarray]:
+        rows = read_cub_table(self.root / "bounding_boxes.txt")
+        return {image_id: np.array(value.split(), dtype=np.float32) for image_id, value in rows.items()}
+
+    def parts(self, key: str) -> np.ndarray:
+        """(P, 3) float32: x, y, visible (0/1) of every part in ``part_names`` order; hidden parts are 0, 0, 0."""
+        return self._parts.get(self._image_id(key), np.zeros((len(self.part_names), 3), dtype=np.float32))
+
+    def bbox(self, key: str) -> np.ndarray:
+        """(4,) float32: x, y, width, height of the bird's bounding box."""
+        return self._boxes[self._image_id(key)]
+
+
+def read_class_names(root: Path) -> dict[int, str]:
+    """{class id: name} from ``class_names.json`` (written by data_prep), else from a CUB-format ``classes.txt``
+    (1-based ids; split files use id - 1, as the synthetic starter does)."""
+    if (root / CLASS_NAMES_FILE).is_file():
+        return {int(k): v for k, v in json.loads((root / CLASS_NAMES_FILE).read_text()).items()}
+    if (root / "classes.txt").is_file():
+        return {int(k) - 1: v for k, v in read_cub_table(root / "classes.txt").items()}
+    raise DatasetLayoutError(f"{root} has neither {CLASS_NAMES_FILE} nor classes.txt")
+
+
 class FGVCDataset(Dataset):
     """One split of an FGVC root.
 
@@ -67,6 +149,11 @@ class FGVCDataset(Dataset):
         cache: keep decoded images in memory (for small datasets such as the offline starter).
 
     Items are ``(image, label)``; labels are contiguous 0..C-1 in the sorted order of the training set's ids.
+    An image that cannot be read is skipped with a RuntimeWarning naming the file: the item is the next readable
+    sample (wrapping around), so an epoch never stops on a corrupt file. ``python -m data_prep verify`` lists them.
+
+    CUB-format roots (CUB, NABirds, synthetic) also give :meth:`parts`, :meth:`bbox` and ``part_names``; every
+    prepared root gives ``class_names``.
     """
 
     def __init__(self, root: Union[str, Path], split: str = "train",
@@ -75,37 +162,71 @@ class FGVCDataset(Dataset):
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}.")
         self.root = Path(root).expanduser()
         entries = read_split(self.root, split)
+        self.source_root = source_root(self.root)
         class_ids = sorted(set(read_split(self.root, "train").values()))
+        self.class_ids = class_ids
         self.class_to_index = {c: i for i, c in enumerate(class_ids)}
         unknown = sorted(set(entries.values()) - set(class_ids))
         if unknown:
             raise DatasetLayoutError(f"{split}.json in {self.root} has class ids {unknown[:5]} that train.json lacks.")
         self.image_dir = self._find_image_dir(next(iter(entries)) if entries else "")
-        self.samples = [(self.image_dir / rel, self.class_to_index[c]) for rel, c in sorted(entries.items())]
+        self.keys = sorted(entries)
+        self.samples = [(self.image_dir / rel, self.class_to_index[entries[rel]]) for rel in self.keys]
         self.num_classes = len(class_ids)
         self.transform = transform
         self._cache: Optional[dict[int, Image.Image]] = {} if cache else None
 
     def _find_image_dir(self, first_key: str) -> Path:
         for sub in IMAGE_DIRS:
-            if (self.root / sub / first_key).is_file():
-                return self.root / sub
+            if (self.source_root / sub / first_key).is_file():
+                return self.source_root / sub
         raise DatasetLayoutError(
             f"Image {first_key!r} listed in the split files of {self.root} was not found under "
-            f"{', '.join(str(self.root / s) for s in IMAGE_DIRS)}. Check that the images were extracted.")
+            f"{', '.join(str(self.source_root / s) for s in IMAGE_DIRS)}. Check that the images were extracted.")
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, index: int):
-        path, label = self.samples[index]
+        for offset in range(len(self.samples)):
+            candidate = (index + offset) % len(self.samples)
+            try:
+                image = self._load(candidate)
+            except UNREADABLE_IMAGE_ERRORS as error:
+                warnings.warn(f"skipping unreadable image {self.samples[candidate][0]} ({error})", RuntimeWarning)
+                continue
+            return (self.transform(image) if self.transform else image), self.samples[candidate][1]
+        raise DatasetLayoutError(f"no image of the {len(self.samples)} in {self.root} can be read")
+
+    def _load(self, index: int) -> Image.Image:
         if self._cache is None:
-            image = load_rgb(path)
-        else:
-            if index not in self._cache:
-                self._cache[index] = load_rgb(path)
-            image = self._cache[index]
-        return (self.transform(image) if self.transform else image), label
+            return load_rgb(self.samples[index][0])
+        if index not in self._cache:
+            self._cache[index] = load_rgb(self.samples[index][0])
+        return self._cache[index]
+
+    @cached_property
+    def annotations(self) -> CUBAnnotations:
+        """Parts and boxes of a CUB-format root (DatasetLayoutError for other datasets)."""
+        return CUBAnnotations(self.source_root)
+
+    @property
+    def part_names(self) -> list[str]:
+        return self.annotations.part_names
+
+    def parts(self, index: int) -> np.ndarray:
+        """(P, 3) float32 x, y, visible of sample ``index``'s parts, in original-image pixels."""
+        return self.annotations.parts(self.keys[index])
+
+    def bbox(self, index: int) -> np.ndarray:
+        """(4,) float32 x, y, width, height of sample ``index``'s bounding box, in original-image pixels."""
+        return self.annotations.bbox(self.keys[index])
+
+    @cached_property
+    def class_names(self) -> list[str]:
+        """Name of every label 0..C-1."""
+        names = read_class_names(self.source_root)
+        return [names.get(c, str(c)) for c in self.class_ids]
 
 
 def make_loaders(root: Union[str, Path], crop_size: int, batch_size: int, num_workers: int = 0,

@@ -69,7 +69,7 @@ def download(url: str, dest: Path, md5: Optional[str]) -> Path:
             if attempt == RETRIES:
                 raise DownloadError(
                     f"downloading {url} failed {RETRIES} times ({error}); {_size(part)} are kept in {part} and the "
-                    "next run resumes from there") from error
+                    "next run resumes from there, or download the file by hand and pass --archive") from error
             delay = min(RETRY_DELAY_S * 2 ** (attempt - 1), 30.0)
             logger.warning("download of %s interrupted (%s); resuming in %.0f s", url, error, delay)
             time.sleep(delay)

@@ -107,9 +107,15 @@ def prepare_data(cfg: dict, batch_size: int, seed: int) -> dict:
 
 
 def build_model(cfg: dict, num_classes: int) -> PromptedViT:
-    """Backbone by name + the method's prompts; the prompt init is drawn from the run's seed."""
+    """Backbone by name + the method's prompts; both random inits are drawn from the run's seed.
+
+    Seeding before the backbone matters for ``pretrained=False``: the frozen random backbone is not in the prompt
+    checkpoint, so ``eval`` must rebuild exactly the one that ``train`` used.
+    """
+    seed = cfg["train"].get("seed", 42)
+    torch.manual_seed(seed)
     backbone = load_backbone(**cfg["backbone"])
-    torch.manual_seed(cfg["train"].get("seed", 42))
+    torch.manual_seed(seed)
     return apply_prompts(backbone, _method(cfg), num_classes)
 
 

@@ -1,4 +1,4 @@
-"""Command line: ``python -m e2vpt_viz {train,eval,report,sweep,pretrain-starter} ...``.
+"""Command line: ``python -m e2vpt_viz {train,eval,report,sweep,prune,pretrain-starter} ...``.
 
 Errors a user can fix (bad config, missing data, unusable backbone, mismatched checkpoint, diverged training) are
 printed as one line starting with ``error:`` and exit with status 2.
@@ -50,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--wds", nargs="+", type=float, default=[0.01, 0.001, 0.0001, 0.0])
     sweep.add_argument("--out", default="results/sweep")
 
+    prune = sub.add_parser("prune", help="E2VPT pruning: train, score, instant sweep, rewind, select on val")
+    _add_config(prune)
+    prune.add_argument("--quiet", action="store_true")
+
     pretrain = sub.add_parser("pretrain-starter", help="re-create the offline starter's tiny ViT weights")
     pretrain.add_argument("--data", default="data/starter-source", help="source-species dataset root")
     pretrain.add_argument("--out", default=None, help="weights file (default: the packaged one)")
@@ -85,6 +89,17 @@ def run_command(args: argparse.Namespace) -> int:
                   f"test {100 * run['test_acc']:.1f}%")
         best = search["best"]
         print(f"best: base_lr={best['base_lr']} weight_decay={best['weight_decay']} (val {100 * best['val_acc']:.1f}%)")
+    elif args.command == "prune":
+        from .run import prune_run
+
+        result = prune_run(load_run_config(args.config, args.overrides), progress=not args.quiet)
+        budgets, rewound = result["best_budgets"], result["rewound"]
+        print(f"before pruning: test {100 * result['before']['test_acc']:.2f}% with "
+              f"{result['before']['parameters']['tunable']:,} tunable parameters")
+        print(f"chosen on val: prune {budgets['num_tokens']} tokens and {budgets['num_segments']} segments per token; "
+              f"instant test {100 * result['instant_test_acc']:.2f}%, rewound test {100 * rewound['test_acc']:.2f}% "
+              f"with {rewound['parameters']['tunable']:,} tunable parameters")
+        print(f"written to {result['config'].get('output_dir')}/prune.json and sweep.json")
     elif args.command == "pretrain-starter":
         from .starter import pretrain_starter
 

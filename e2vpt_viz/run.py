@@ -22,9 +22,10 @@ from .data import make_loaders
 from .methods import apply_prompts, count_parameters, method_config
 from .model import PromptedViT
 from .training import PROMPTS_FILE, TrainConfig, evaluate, fit
+from . import pruning
 
 CONFIG_DIR = Path(__file__).parent / "configs"
-SECTIONS = ("data", "backbone", "method", "train", "output_dir", "compare")
+SECTIONS = ("data", "backbone", "method", "train", "output_dir", "compare", "prune")
 
 
 @dataclass
@@ -87,6 +88,7 @@ def load_run_config(config: Union[str, Path, dict], overrides: Sequence[str] = (
     if unknown or missing:
         raise ValueError(f"Run config sections must be {list(SECTIONS)}; unknown {unknown}, missing {missing}.")
     DataConfig(**cfg["data"]), TrainConfig(**cfg["train"]), _method(cfg)  # validate every section now
+    PruneConfig(**cfg.get("prune", {}))
     return cfg
 
 
@@ -218,3 +220,75 @@ def grid_search(cfg: dict, base_lrs: Sequence[float], weight_decays: Sequence[fl
                          "test_acc": result["test_acc"]})
     best = max(runs, key=lambda r: (r["val_acc"], -r["base_lr"]))
     return {"best": best, "runs": runs}
+
+
+@dataclass
+class PruneConfig:
+    """The ``prune`` section: E²VPT's pruning-and-rewinding protocol.
+
+    Attributes:
+        score: "signed" (official code) or "abs" (paper formula); see :func:`pruning.importance_scores`.
+        num_tokens / num_segments: candidate budgets; None = the official lists for P and 16 segments.
+        sweep_ratios: instant-pruning ratios evaluated on test for the slider.
+    """
+
+    score: str = "signed"
+    num_tokens: Optional[list] = None
+    num_segments: Optional[list] = None
+    sweep_ratios: tuple = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+    def __post_init__(self) -> None:
+        if self.score not in ("signed", "abs"):
+            raise ValueError(f"prune.score must be 'signed' or 'abs', got {self.score!r}.")
+        for name in ("num_tokens", "num_segments"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, list) or not value
+                                      or not all(isinstance(v, int) and v >= 0 for v in value)):
+                raise ValueError(f"prune.{name} must be a non-empty list of counts >= 0 (or null), got {value!r}.")
+        for ratio in self.sweep_ratios:
+            pruning.ratio_budgets(ratio, 2)  # raises PruningError for a ratio outside [0, 1)
+
+
+def prune_run(cfg: dict, progress: bool = True) -> dict:
+    """The E²VPT protocol end to end, resumable at every stage, under ``output_dir``:
+
+    1. ``before_pruning/``: train with masks (as :func:`train_run`);
+    2. ``scores.json``: importance scores on the training split, one pass;
+    3. ``sweep.json``: instant pruning at ``sweep_ratios`` on test (what the notebook's slider reads);
+    4. ``rewind/``: a fresh model trained under each candidate pair of frozen masks, the best chosen on validation;
+    5. ``prune.json``: the chosen budgets and test accuracy before pruning, after instant pruning and after rewinding.
+    """
+    prune_cfg = PruneConfig(**cfg.get("prune", {}))
+    out = Path(cfg.get("output_dir") or "results/prune")
+    before = train_run(load_run_config(cfg, [f"output_dir={out / 'before_pruning'}"]), progress=progress)
+    model = before["model"]
+    train_config = TrainConfig(**{**cfg["train"], "progress": progress})
+    loaders = prepare_data(cfg, train_config.batch_size, train_config.seed)
+    scores_path = out / "scores.json"
+    if scores_path.exists():
+        scores = pruning.ImportanceScores.from_dict(json.loads(scores_path.read_text()))
+    else:
+        scores = pruning.importance_scores(model, loaders["train"], prune_cfg.score, progress=progress)
+        atomic_write(scores_path, lambda tmp: Path(tmp).write_text(json.dumps(scores.to_dict())))
+    sweep = pruning.pruning_sweep(model, loaders["test"], scores, prune_cfg.sweep_ratios, progress=progress)
+    sweep.save(out / "sweep.json")
+    num_classes = loaders["train"].dataset.num_classes
+    rewind = pruning.prune_and_rewind(lambda: build_model(cfg, num_classes), loaders["train"], loaders["val"],
+                                      train_config, scores, out / "rewind", prune_cfg.num_tokens,
+                                      prune_cfg.num_segments, progress=progress)
+    best_model = build_model(cfg, num_classes)
+    load_prompts(best_model, Path(rewind["best_dir"]) / PROMPTS_FILE)
+    pruning.set_masks(best_model, best_model.token_mask.detach().clone(), best_model.segment_mask.detach().clone())
+    best_model.to(train_config.resolve_device())
+    best = rewind["best"]
+    with pruning.instantly_pruned(model, *pruning.pruning_masks(scores, best["num_tokens"], best["num_segments"])):
+        instant_acc = evaluate(model, loaders["test"], amp=train_config.amp)["acc"]
+    summary = {"method": model.method_config.method_name(), "score": prune_cfg.score,
+               "before": {"test_acc": before["test_acc"], "parameters": before["parameters"]},
+               "best_budgets": {"num_tokens": best["num_tokens"], "num_segments": best["num_segments"]},
+               "instant_test_acc": instant_acc,
+               "rewound": {"test_acc": evaluate(best_model, loaders["test"], amp=train_config.amp)["acc"],
+                           "val_acc": best["val_acc"], "parameters": count_parameters(best_model)},
+               "rewind_runs": rewind["runs"], "config": cfg}
+    atomic_write(out / "prune.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=1)))
+    return {**summary, "model": best_model, "sweep": sweep}

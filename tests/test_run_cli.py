@@ -118,3 +118,36 @@ def test_checkpoint_from_another_config_is_refused_by_the_cli(tiny_root, tmp_pat
                  "method.num_prompts=7"]) == 2
     assert "num_prompts" in capsys.readouterr().err
     assert (out / "train_state.pt").read_bytes() == state
+
+
+def test_cli_prune_runs_the_protocol_and_resumes(tiny_root, tmp_path, capsys):
+    out = tmp_path / "prune"
+    args = ["prune", "--config", "starter", "--quiet", *overrides(tiny_root, out),
+            "prune.num_tokens=[0,2]", "prune.num_segments=[1,12]", "prune.sweep_ratios=[0,0.5]"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "chosen on val" in printed
+    summary = json.loads((out / "prune.json").read_text())
+    runs = summary["rewind_runs"]
+    assert [(r["num_tokens"], r["num_segments"]) for r in runs] == [(0, 1), (0, 12), (2, 1), (2, 12)]
+    best = max(runs, key=lambda r: (r["val_acc"], r["num_tokens"], r["num_segments"]))
+    assert summary["best_budgets"] == {"num_tokens": best["num_tokens"], "num_segments": best["num_segments"]}
+    kept_entries = (5 - best["num_tokens"]) * (16 - best["num_segments"]) * (96 // 16)
+    assert summary["rewound"]["parameters"]["visual_prompts"] == 6 * kept_entries
+    assert summary["rewound"]["parameters"]["masks"] == 0
+    assert summary["rewound"]["parameters"]["tunable"] == best["tunable"]
+    sweep = json.loads((out / "sweep.json").read_text())
+    assert sweep["ratios"] == [0.0, 0.5]
+    assert sweep["results"][0]["acc"] == pytest.approx(summary["before"]["test_acc"])
+    # Everything is on disk: a second run trains nothing and gives the same summary.
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("train_state.pt")}
+    assert main(args) == 0
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("train_state.pt")} == stamps
+    assert json.loads((out / "prune.json").read_text())["rewind_runs"] == runs
+
+
+def test_bad_prune_settings_fail_at_load():
+    with pytest.raises(ValueError, match="prune.score"):
+        load_run_config("starter", ["prune.score=magnitude"])
+    with pytest.raises(ValueError, match=r"in \[0, 1\)"):
+        load_run_config("starter", ["prune.sweep_ratios=[0.5,1.0]"])

@@ -1,4 +1,4 @@
-"""Command line: ``python -m e2vpt_viz {train,eval,report,sweep,prune,pretrain-starter} ...``.
+"""Command line: ``python -m e2vpt_viz {train,eval,report,sweep,prune,pvp-pretrain,pvp-fewshot,pretrain-starter} ...``.
 
 Errors a user can fix (bad config, missing data, unusable backbone, mismatched checkpoint, diverged training) are
 printed as one line starting with ``error:`` and exit with status 2.
@@ -54,6 +54,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(prune)
     prune.add_argument("--quiet", action="store_true")
 
+    pvp_pretrain = sub.add_parser("pvp-pretrain", help="PVP: pre-train prompt modules on a source task")
+    _add_config(pvp_pretrain)
+    pvp_pretrain.add_argument("--source", default="data/starter-source",
+                              help="FGVC root or ImageNet-format folder (train/<class>, val/<class>)")
+    pvp_pretrain.add_argument("--out", required=True, help="prompt-module file (.safetensors)")
+    pvp_pretrain.add_argument("--epochs", type=int, default=None)
+    pvp_pretrain.add_argument("--quiet", action="store_true")
+
+    pvp_fewshot = sub.add_parser("pvp-fewshot", help="PVP: few-shot tuning from random vs pre-trained prompts")
+    _add_config(pvp_fewshot)
+    pvp_fewshot.add_argument("--prompts", required=True, help="file written by pvp-pretrain")
+    pvp_fewshot.add_argument("--shots", nargs="+", type=int, default=[1, 2, 4, 8, 16])
+    pvp_fewshot.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    pvp_fewshot.add_argument("--epochs", type=int, default=50)
+    pvp_fewshot.add_argument("--out", default="results/pvp")
+
     pretrain = sub.add_parser("pretrain-starter", help="re-create the offline starter's tiny ViT weights")
     pretrain.add_argument("--data", default="data/starter-source", help="source-species dataset root")
     pretrain.add_argument("--out", default=None, help="weights file (default: the packaged one)")
@@ -100,6 +116,24 @@ def run_command(args: argparse.Namespace) -> int:
               f"instant test {100 * result['instant_test_acc']:.2f}%, rewound test {100 * rewound['test_acc']:.2f}% "
               f"with {rewound['parameters']['tunable']:,} tunable parameters")
         print(f"written to {result['config'].get('output_dir')}/prune.json and sweep.json")
+    elif args.command == "pvp-pretrain":
+        from .pvp import pretrain_prompts
+
+        path = pretrain_prompts(load_run_config(args.config, args.overrides), args.source, args.out, args.epochs,
+                                progress=not args.quiet)
+        print(f"pre-trained prompt modules written to {path}")
+    elif args.command == "pvp-fewshot":
+        from pathlib import Path
+
+        from .checkpoint import atomic_write
+        from .pvp import few_shot_comparison, markdown_table
+
+        rows = few_shot_comparison(load_run_config(args.config, args.overrides), args.prompts, args.shots,
+                                   args.seeds, args.epochs)
+        out = Path(args.out)
+        atomic_write(out / "pvp_fewshot.json", lambda tmp: Path(tmp).write_text(json.dumps(rows, indent=1)))
+        atomic_write(out / "pvp_fewshot.md", lambda tmp: Path(tmp).write_text(markdown_table(rows) + "\n"))
+        print(markdown_table(rows))
     elif args.command == "pretrain-starter":
         from .starter import pretrain_starter
 

@@ -1,0 +1,192 @@
+"""PVP: pre-trained prompt modules as the initialisation of few-shot prompt tuning.
+
+Prompt tuning from a random initialisation is weak with 1-2 images per class. PVP first trains the prompt modules
+(visual prompts and key-value prompts) on a large *source* task with the same frozen backbone, saves them without the
+head, and starts every downstream task from them (new head, masks reset to ones).
+
+    path = pretrain_prompts(cfg, "data/starter-source", "pvp.safetensors")     # source task
+    model = build_model(cfg, num_classes); load_prompt_modules(model, path)     # downstream init
+    table = few_shot_comparison(cfg, path, shots=(1, 2, 4, 8, 16), seeds=(0, 1, 2))
+
+On the offline starter the source task is the synthetic *source* species; for real use any prepared FGVC root
+(train/val/test.json) or an ImageNet-format folder (``train/<class>/*.jpg`` and ``val/<class>/*.jpg``).
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch.utils.data import DataLoader
+from torchvision.datasets import ImageFolder
+
+from .checkpoint import CheckpointMismatchError, atomic_write, backbone_signature
+from .data import build_transforms, load_rgb, make_loaders
+from .model import PromptedViT
+from .training import TrainConfig, evaluate, fit
+
+PROMPT_MODULES = ("visual_prompts", "kv_prompts", "value_prompts")
+
+
+def _prompt_modules(model: PromptedViT) -> dict[str, torch.Tensor]:
+    modules = {name: getattr(model, name) for name in PROMPT_MODULES if getattr(model, name) is not None}
+    if not modules:
+        raise ValueError("This model has no prompt modules to pre-train; use a prompt method (e2vpt, vpt-deep, "
+                         "vpt-shallow).")
+    return modules
+
+
+def save_prompt_modules(model: PromptedViT, path: Union[str, Path], **metadata) -> Path:
+    """Write the visual and key-value prompts (no head, no masks) with the backbone signature, atomically."""
+    state = {name: p.detach().cpu().contiguous() for name, p in _prompt_modules(model).items()}
+    meta = {"backbone": json.dumps(backbone_signature(model)), "method": json.dumps(model.method_config.to_dict()),
+            **{k: json.dumps(v) for k, v in metadata.items()}}
+    return atomic_write(path, lambda tmp: save_file(state, tmp, metadata=meta))
+
+
+def load_prompt_modules(model: PromptedViT, path: Union[str, Path]) -> PromptedViT:
+    """Initialise ``model``'s prompt modules from a PVP file; the head stays new and the masks stay ones.
+
+    Raises :class:`CheckpointMismatchError` naming both sides when the backbone or a prompt shape differs.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"PVP prompt file {path} does not exist; make one with "
+                                "`python -m e2vpt_viz pvp-pretrain --config CONFIG --source ROOT --out FILE`.")
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+        saved = {key: f.get_tensor(key) for key in f.keys()}
+    found_backbone = json.loads(meta.get("backbone", "{}"))
+    expected_backbone = backbone_signature(model)
+    diffs = [f"{k}: file {found_backbone.get(k)!r} vs model {v!r}" for k, v in expected_backbone.items()
+             if found_backbone.get(k) != v]
+    targets = _prompt_modules(model)
+    if set(saved) != set(targets):
+        diffs.append(f"prompt modules: file {sorted(saved)} vs model {sorted(targets)}")
+    diffs += [f"{name} shape: file {tuple(saved[name].shape)} vs model {tuple(p.shape)}"
+              for name, p in targets.items() if name in saved and saved[name].shape != p.shape]
+    if diffs:
+        raise CheckpointMismatchError(f"PVP prompts {path} do not fit this model; " + "; ".join(diffs)
+                                      + ". Pre-train them with the same backbone and prompt counts.")
+    with torch.no_grad():
+        for name, p in targets.items():
+            p.copy_(saved[name])
+    return model
+
+
+class _RGBImageFolder(ImageFolder):
+    """ImageFolder that converts every image to RGB like FGVCDataset."""
+
+    def __init__(self, root: Path, transform) -> None:
+        super().__init__(str(root), transform=transform, loader=load_rgb)
+        self.num_classes = len(self.classes)
+
+
+def source_loaders(root: Union[str, Path], crop_size: int, batch_size: int, seed: int = 0,
+                   cache: bool = True) -> dict[str, DataLoader]:
+    """Train / val loaders of a source task: an FGVC root (train/val/test.json) or an ImageNet-format folder
+    (``train/<class>/*`` and ``val/<class>/*``), both with the VPT transforms."""
+    root = Path(root)
+    if (root / "train.json").is_file():
+        return make_loaders(root, crop_size, batch_size, num_workers=0, cache=cache, seed=seed)
+    if (root / "train").is_dir() and (root / "val").is_dir():
+        loaders = {}
+        for split in ("train", "val"):
+            train = split == "train"
+            dataset = _RGBImageFolder(root / split, build_transforms(crop_size, train))
+            loaders[split] = DataLoader(dataset, batch_size=batch_size, shuffle=train,
+                                        generator=torch.Generator().manual_seed(seed) if train else None)
+        return loaders
+    raise FileNotFoundError(
+        f"PVP source {root} is neither an FGVC root (train.json, val.json, test.json) nor an ImageNet-format folder "
+        "(train/<class>/*.jpg and val/<class>/*.jpg). For the offline starter: "
+        f"`python -m data_prep synthetic --root {root} --task source`.")
+
+
+def pretrain_prompts(cfg: dict, source_root: Union[str, Path], out: Union[str, Path],
+                     epochs: Optional[int] = None, progress: bool = True,
+                     run_dir: Union[str, Path, None] = None) -> Path:
+    """Train the run config's prompt method on the source task (frozen backbone) and save its prompt modules.
+
+    The resumable training state goes to ``run_dir`` (default ``results/pvp_source/<out file stem>``), so an
+    interrupted pre-training continues where it stopped.
+    """
+    from .run import build_model
+
+    source_root = Path(source_root)
+    if cfg["data"].get("synthetic") and not source_root.exists():
+        from data_prep.synthetic import generate_synthetic
+
+        generate_synthetic(source_root, task="source", workers=1)  # the starter's source species
+    train = {**cfg["train"], "progress": progress, **({"epochs": epochs} if epochs else {})}
+    if epochs:
+        train["warmup_epochs"] = min(train["warmup_epochs"], epochs - 1)
+    config = TrainConfig(**train)
+    loaders = source_loaders(source_root, cfg["data"]["crop_size"], config.batch_size, config.seed)
+    model = build_model(cfg, loaders["train"].dataset.num_classes)
+    started = time.perf_counter()
+    run_dir = Path(run_dir) if run_dir is not None else Path("results") / "pvp_source" / Path(out).stem
+    history = fit(model, loaders["train"], loaders["val"], config, run_dir)
+    command = " ".join(["python -m e2vpt_viz", *sys.argv[1:]]) if sys.argv[1:2] == ["pvp-pretrain"] else None
+    return save_prompt_modules(model, out, source=str(source_root), source_val_acc=history[-1]["val_acc"],
+                               command=command, date=datetime.date.today().isoformat(),
+                               train_config={k: v for k, v in train.items() if k not in ("progress", "device")},
+                               seconds=round(time.perf_counter() - started, 1), torch=torch.__version__)
+
+
+def few_shot_comparison(cfg: dict, prompts: Union[str, Path], shots: Sequence[int] = (1, 2, 4, 8, 16),
+                        seeds: Sequence[int] = (0, 1, 2), epochs: int = 50, progress: bool = False) -> list[dict]:
+    """Few-shot prompt tuning on the run's dataset from a random vs a PVP initialisation.
+
+    For every K in ``shots`` and every seed, a K-shot training subset is drawn with that seed (nested: the 1-shot set
+    is inside the 2-shot set) and the same model is trained twice, once per initialisation, with the same seed and
+    schedule; accuracy is measured on the full test split.
+
+    Returns one row per K: ``{"shots", "random_mean", "random_std", "pvp_mean", "pvp_std", "random", "pvp"}``
+    (accuracies in [0, 1]; std over seeds, 0 for one seed).
+    """
+    from data_prep.fgvc import write_subset
+
+    from .run import build_model, load_run_config, prepare_data
+
+    prepare_data(cfg, 1, 0)  # make sure the (starter) dataset exists
+    root = Path(cfg["data"]["root"])
+    rows = []
+    for k in shots:
+        accs: dict[str, list[float]] = {"random": [], "pvp": []}
+        for seed in seeds:
+            subset = write_subset(root, None, k, seed)
+            run_cfg = load_run_config(cfg, [f"data.root={subset}", f"train.seed={seed}", f"train.epochs={epochs}",
+                                            f"train.warmup_epochs={max(1, epochs // 10)}"])
+            train_config = TrainConfig(**{**run_cfg["train"], "progress": progress})
+            loaders = prepare_data(run_cfg, train_config.batch_size, seed)
+            for init in ("random", "pvp"):
+                model = build_model(run_cfg, loaders["train"].dataset.num_classes)
+                if init == "pvp":
+                    load_prompt_modules(model, prompts)
+                fit(model, loaders["train"], None, train_config)
+                accs[init].append(evaluate(model, loaders["test"])["acc"])
+        rows.append({"shots": k, **{f"{init}_{stat}": fn(values) for init, values in accs.items()
+                                    for stat, fn in (("mean", statistics.fmean), ("std", _std))}, **accs})
+    return rows
+
+
+def markdown_table(rows: Sequence[dict]) -> str:
+    """The few-shot comparison as a markdown table (test accuracy %, mean ± std over seeds)."""
+    lines = ["| shots per class | random init (%) | PVP init (%) | PVP gain (points) |", "|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['shots']} | {100 * r['random_mean']:.1f} ± {100 * r['random_std']:.1f} | "
+                     f"{100 * r['pvp_mean']:.1f} ± {100 * r['pvp_std']:.1f} | "
+                     f"{100 * (r['pvp_mean'] - r['random_mean']):+.1f} |")
+    return "\n".join(lines)
+
+
+def _std(values: Sequence[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else 0.0

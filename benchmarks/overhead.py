@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import timm
 import torch
 import torch.nn.functional as F
+
+from timing import timed
 
 from e2vpt_viz import E2VPTConfig, apply_prompts, record_attention
 
@@ -27,16 +28,6 @@ def train_step(model, params, images, labels):
     loss = F.cross_entropy(logits.float(), labels)
     grads = torch.autograd.grad(loss, params)
     return loss.detach(), grads
-
-
-def timed(fn, device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
 
 
 def main() -> None:

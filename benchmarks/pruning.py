@@ -13,24 +13,15 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import timm
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from timing import timed
+
 from e2vpt_viz import E2VPTConfig, apply_prompts, evaluate
 from e2vpt_viz.pruning import importance_scores, pruning_masks, pruning_sweep, remove_pruned_tokens, set_masks
-
-
-def timed(fn, device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -58,7 +49,7 @@ def main() -> None:
     evaluate(model, loader)  # warm-up
     one_pass = statistics.median(timed(lambda: evaluate(model, loader), device) for _ in range(3))
     ratios = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
-    sweep_time = timed(lambda: pruning_sweep(model, loader, scores, ratios), device)
+    sweep_time = timed(lambda: pruning_sweep(model, loader, ratios, scores=scores), device)
     print(f"{args.model}, P={args.prompts}, {n} images, {device.type}, torch {torch.__version__}")
     print(f"sweep of {len(ratios)} ratios: {sweep_time:.2f} s = {sweep_time / one_pass:.2f}x one evaluation pass "
           f"({one_pass:.2f} s); target <= 11x")

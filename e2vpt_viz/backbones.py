@@ -106,7 +106,8 @@ def load_backbone(name: str, pretrained: bool = True,
     try:
         overlay = None
         if path is not None:
-            overlay = dict(file=str(path)) if path.suffix == ".npz" else dict(state_dict=_read_state_dict(path))
+            overlay = (dict(file=str(path), custom_load=True)  # timm's own JAX .npz reader (ViT-B_16.npz)
+                       if path.suffix == ".npz" else dict(state_dict=_read_state_dict(path)))
         return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay, num_classes=0,
                                  **timm_kwargs)
     except RuntimeError as err:

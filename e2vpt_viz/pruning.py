@@ -219,9 +219,10 @@ class PruningSweep:
         return cls(data["ratios"], dict(zip(data["ratios"], data["results"])), data.get("scores"))
 
 
-def pruning_sweep(model: PromptedViT, loader: DataLoader, scores: ImportanceScores,
-                  ratios: Sequence[float] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
-                  device: Union[str, torch.device, None] = None, progress: bool = False) -> PruningSweep:
+def pruning_sweep(model: PromptedViT, loader: DataLoader,
+                  ratios: Sequence[float] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9), *,
+                  scores: ImportanceScores, device: Union[str, torch.device, None] = None,
+                  progress: bool = False) -> PruningSweep:
     """Evaluate instant pruning (no retraining) at every ratio: one batched evaluation pass per ratio.
 
     Ratio r prunes :func:`ratio_budgets` (r, P) with :func:`pruning_masks`; ratio 0 is the unpruned model.

@@ -156,7 +156,8 @@ def few_shot_comparison(cfg: dict, prompts: Union[str, Path], shots: Sequence[in
 
     from .run import build_model, load_run_config, prepare_data
 
-    prepare_data(cfg, 1, 0)  # make sure the (starter) dataset exists
+    full = prepare_data(cfg, 1, 0)  # make sure the (starter) dataset exists
+    load_prompt_modules(build_model(cfg, full["train"].dataset.num_classes), prompts)  # fail now, not after K runs
     root = Path(cfg["data"]["root"])
     rows = []
     for k in shots:

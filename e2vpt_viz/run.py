@@ -270,7 +270,7 @@ def prune_run(cfg: dict, progress: bool = True) -> dict:
     else:
         scores = pruning.importance_scores(model, loaders["train"], prune_cfg.score, progress=progress)
         atomic_write(scores_path, lambda tmp: Path(tmp).write_text(json.dumps(scores.to_dict())))
-    sweep = pruning.pruning_sweep(model, loaders["test"], scores, prune_cfg.sweep_ratios, progress=progress)
+    sweep = pruning.pruning_sweep(model, loaders["test"], prune_cfg.sweep_ratios, scores=scores, progress=progress)
     sweep.save(out / "sweep.json")
     num_classes = loaders["train"].dataset.num_classes
     rewind = pruning.prune_and_rewind(lambda: build_model(cfg, num_classes), loaders["train"], loaders["val"],

@@ -36,6 +36,44 @@ def test_local_weights_file_loads_exactly(tmp_path, reference, suffix):
         assert torch.equal(value, reference.state_dict()[name]), name
 
 
+def jax_npz(model) -> dict:
+    """The model's weights in the layout of Google's original ViT .npz checkpoints (e.g. ViT-B_16.npz)."""
+    sd = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+    D = model.embed_dim
+    H = model.blocks[0].attn.num_heads
+    w = {"embedding/kernel": sd["patch_embed.proj.weight"].transpose(2, 3, 1, 0),
+         "embedding/bias": sd["patch_embed.proj.bias"], "cls": sd["cls_token"],
+         "Transformer/posembed_input/pos_embedding": sd["pos_embed"],
+         "Transformer/encoder_norm/scale": sd["norm.weight"], "Transformer/encoder_norm/bias": sd["norm.bias"]}
+    for i in range(len(model.blocks)):
+        b, jb = f"blocks.{i}.", f"Transformer/encoderblock_{i}/"
+        mha = jb + "MultiHeadDotProductAttention_1/"
+        for j, n in enumerate(("query", "key", "value")):
+            w[mha + f"{n}/kernel"] = sd[b + "attn.qkv.weight"][j * D:(j + 1) * D].T.reshape(D, H, D // H)
+            w[mha + f"{n}/bias"] = sd[b + "attn.qkv.bias"][j * D:(j + 1) * D].reshape(H, D // H)
+        w[mha + "out/kernel"] = sd[b + "attn.proj.weight"].T.reshape(H, D // H, D)
+        w[mha + "out/bias"] = sd[b + "attn.proj.bias"]
+        for ln, norm in (("LayerNorm_0", "norm1"), ("LayerNorm_2", "norm2")):
+            w[jb + f"{ln}/scale"], w[jb + f"{ln}/bias"] = sd[b + f"{norm}.weight"], sd[b + f"{norm}.bias"]
+        for r in range(2):
+            w[jb + f"MlpBlock_3/Dense_{r}/kernel"] = sd[b + f"mlp.fc{r + 1}.weight"].T
+            w[jb + f"MlpBlock_3/Dense_{r}/bias"] = sd[b + f"mlp.fc{r + 1}.bias"]
+    return w
+
+
+def test_original_jax_npz_checkpoint_loads_exactly(tmp_path, reference):
+    path = tmp_path / "ViT-Ti_16.npz"
+    np.savez(path, **jax_npz(reference))
+    model = load_backbone("vit_tiny_patch16_224", checkpoint=path)
+    expected = reference.state_dict()
+    for name, value in model.state_dict().items():
+        assert torch.allclose(value, expected[name], atol=1e-6), name
+    wrong = tmp_path / "ViT-S_16.npz"
+    np.savez(wrong, **jax_npz(timm.create_model("vit_small_patch16_224")))
+    with pytest.raises(BackboneError, match="vit_tiny_patch16_224"):
+        load_backbone("vit_tiny_patch16_224", checkpoint=wrong)
+
+
 def test_pickled_code_in_a_checkpoint_is_refused(tmp_path, reference):
     path = tmp_path / "evil.pth"
     torch.save({"model": reference.state_dict(), "payload": np.dtype("float64")}, path)  # non-tensor object

@@ -136,7 +136,7 @@ def test_sweep_ratio_zero_equals_plain_evaluation_and_is_cached(tmp_path):
     data = loader()
     scores = importance_scores(model, data)
     masks_before = model.token_mask.detach().clone(), model.segment_mask.detach().clone()
-    sweep = pruning_sweep(model, data, scores, ratios=(0.0, 0.5, 0.9))
+    sweep = pruning_sweep(model, data, (0.0, 0.5, 0.9), scores=scores)
     plain = evaluate(model, data)
     assert sweep.at(0.0)["acc"] == plain["acc"] and sweep.at(0.0)["loss"] == pytest.approx(plain["loss"])
     assert torch.equal(model.token_mask, masks_before[0]) and model.token_mask.requires_grad  # restored

@@ -151,3 +151,22 @@ def test_bad_prune_settings_fail_at_load():
         load_run_config("starter", ["prune.score=magnitude"])
     with pytest.raises(ValueError, match=r"in \[0, 1\)"):
         load_run_config("starter", ["prune.sweep_ratios=[0.5,1.0]"])
+
+
+def test_cli_pvp_pretrain_then_few_shot(tiny_root, tmp_path, capsys):
+    source = generate_synthetic(tmp_path / "src", task="source", seed=2, num_classes=4, train_per_class=4,
+                                val_per_class=1, test_per_class=1)
+    prompts = tmp_path / "pvp.safetensors"
+    common = ["--config", "starter", f"data.root={tiny_root}", "train.batch_size=8", "train.warmup_epochs=1"]
+    assert main(["pvp-pretrain", "--source", str(source), "--out", str(prompts), "--epochs", "2", "--quiet",
+                 *common]) == 0
+    assert prompts.is_file() and "written to" in capsys.readouterr().out
+    out = tmp_path / "fewshot"
+    assert main(["pvp-fewshot", "--prompts", str(prompts), "--shots", "1", "2", "--seeds", "0", "--epochs", "2",
+                 "--out", str(out), *common]) == 0
+    rows = json.loads((out / "pvp_fewshot.json").read_text())
+    assert [r["shots"] for r in rows] == [1, 2] and all(len(r["pvp"]) == 1 and r["pvp_std"] == 0 for r in rows)
+    assert "| 1 |" in (out / "pvp_fewshot.md").read_text()
+    assert main(["pvp-fewshot", "--prompts", str(tmp_path / "missing.safetensors"), "--shots", "1",
+                 "--out", str(out), *common]) == 2
+    assert "pvp-pretrain" in capsys.readouterr().err

@@ -38,3 +38,46 @@ def image_grid(images: Sequence, titles: Sequence[str], cols: int = 6) -> go.Fig
     fig.update_annotations(font_size=9)
     fig.update_layout(height=150 * rows + 40, margin=dict(t=30, b=0, l=0, r=0))
     return fig
+
+
+def importance_heatmap(token_scores: Sequence[float], segment_scores: Sequence[Sequence[float]]) -> go.Figure:
+    """Pruning importance: token scores S_k (P,) as bars and segment scores S_{k,r} (P, 16) as a heatmap.
+
+    Lower scores are pruned first, so the lowest bar and the darkest cells go first.
+    """
+    P = len(token_scores)
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.3, 0.7], horizontal_spacing=0.12,
+                        subplot_titles=["token score S_k", "segment score S_k,r"])
+    tokens = [f"prompt {k}" for k in range(P)]
+    fig.add_trace(go.Bar(x=list(token_scores), y=tokens, orientation="h", showlegend=False), row=1, col=1)
+    fig.add_trace(go.Heatmap(z=[list(row) for row in segment_scores], x=list(range(len(segment_scores[0]))),
+                             y=tokens, colorscale="Viridis", colorbar=dict(title="score")), row=1, col=2)
+    fig.update_xaxes(title_text="segment r (channels r, r+16, ...)", row=1, col=2)
+    fig.update_layout(height=120 + 40 * P, margin=dict(t=40, b=40, l=60, r=20))
+    return fig
+
+
+def pruning_tradeoff(sweep_results: Sequence[Mapping], rewound: Sequence[Mapping] = (),
+                     highlight: float | None = None) -> go.Figure:
+    """Accuracy against tunable parameters: the instant-pruning curve (one point per ratio), optionally the rewound
+    candidates, and a highlighted ratio (the slider's position).
+
+    ``sweep_results``: :class:`~e2vpt_viz.pruning.PruningSweep` results (ratio, acc, parameters); ``rewound``: rows with
+    ``tunable`` and ``test_acc`` (or ``val_acc``).
+    """
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=[r["parameters"]["tunable"] for r in sweep_results],
+                             y=[100 * r["acc"] for r in sweep_results], mode="lines+markers", name="instant pruning",
+                             text=[f"ratio {r['ratio']:.1f}" for r in sweep_results]))
+    if rewound:
+        key = "test_acc" if rewound[0].get("test_acc") is not None else "val_acc"
+        fig.add_trace(go.Scatter(x=[r["tunable"] for r in rewound], y=[100 * r[key] for r in rewound],
+                                 mode="markers", name=f"rewound ({key.split('_')[0]})", marker=dict(symbol="diamond"),
+                                 text=[f"{r['num_tokens']} tokens, {r['num_segments']} segments" for r in rewound]))
+    if highlight is not None:
+        point = min(sweep_results, key=lambda r: abs(r["ratio"] - highlight))
+        fig.add_trace(go.Scatter(x=[point["parameters"]["tunable"]], y=[100 * point["acc"]], mode="markers",
+                                 name=f"ratio {point['ratio']:.1f}", marker=dict(size=14, symbol="circle-open")))
+    fig.update_layout(xaxis_title="tunable parameters", yaxis_title="accuracy (%)", height=380,
+                      margin=dict(t=30, b=40, l=50, r=20))
+    return fig

@@ -249,12 +249,14 @@ def pruning_sweep(model: PromptedViT, loader: DataLoader,
 
 @dataclass
 class RewindRun:
-    """One rewound candidate: its budgets, last-epoch validation accuracy and tunable parameter count."""
+    """One rewound candidate: its budgets, last-epoch validation accuracy, tunable parameter count and, when a test
+    loader was given, test accuracy."""
 
     num_tokens: int
     num_segments: int
     val_acc: float
     tunable: int
+    test_acc: Optional[float] = None
 
 
 def _select(runs: Sequence[RewindRun]) -> RewindRun:
@@ -265,13 +267,14 @@ def _select(runs: Sequence[RewindRun]) -> RewindRun:
 def prune_and_rewind(make_model: Callable[[], PromptedViT], train_loader: DataLoader, val_loader: DataLoader,
                      config: TrainConfig, scores: ImportanceScores, out_dir: Union[str, Path],
                      num_tokens: Optional[Sequence[int]] = None, num_segments: Optional[Sequence[int]] = None,
-                     progress: bool = False) -> dict:
+                     test_loader: Optional[DataLoader] = None, progress: bool = False) -> dict:
     """Rewinding: for every (token budget, segment budget) pair, train a *fresh* model (new prompt, KV and head
     initialisation from ``make_model``) under the frozen masks, and select by last-epoch validation accuracy.
 
     Args:
         make_model: builds a new, untrained model each call (e.g. ``lambda: build_model(cfg, num_classes)``).
         num_tokens / num_segments: candidate budgets; default :func:`token_budgets` (P) and :func:`segment_budgets`.
+        test_loader: if given, each candidate's test accuracy is recorded too (never used for selection).
         out_dir: each candidate trains in ``out_dir/t{n}_s{m}`` (resumable); the summary goes to ``rewind.json``
             after every candidate, so an interrupted search continues where it stopped.
 
@@ -298,7 +301,8 @@ def prune_and_rewind(make_model: Callable[[], PromptedViT], train_loader: DataLo
                 raise PruningError(f"make_model() builds {model.num_prompts} prompts but the scores are for {P}.")
             set_masks(model, *pruning_masks(scores, t, s), frozen=True)
             history = fit(model, train_loader, val_loader, config, out_dir / f"t{t}_s{s}")
-            done[(t, s)] = RewindRun(t, s, history[-1]["val_acc"], count_parameters(model)["tunable"])
+            test_acc = evaluate(model, test_loader)["acc"] if test_loader is not None else None
+            done[(t, s)] = RewindRun(t, s, history[-1]["val_acc"], count_parameters(model)["tunable"], test_acc)
         runs.append(done[(t, s)])
         summary = {"scores": scores.to_dict(), "runs": [asdict(r) for r in runs]}
         atomic_write(summary_path, lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=1)))

@@ -275,7 +275,7 @@ def prune_run(cfg: dict, progress: bool = True) -> dict:
     num_classes = loaders["train"].dataset.num_classes
     rewind = pruning.prune_and_rewind(lambda: build_model(cfg, num_classes), loaders["train"], loaders["val"],
                                       train_config, scores, out / "rewind", prune_cfg.num_tokens,
-                                      prune_cfg.num_segments, progress=progress)
+                                      prune_cfg.num_segments, test_loader=loaders["test"], progress=progress)
     best_model = build_model(cfg, num_classes)
     load_prompts(best_model, Path(rewind["best_dir"]) / PROMPTS_FILE)
     pruning.set_masks(best_model, best_model.token_mask.detach().clone(), best_model.segment_mask.detach().clone())

@@ -1,0 +1,116 @@
+"""Numbers behind the attention figures, computed from recorded attention probabilities (no plotting here).
+
+Record with :func:`~e2vpt_viz.attention.record_attention`; block ``l`` gives probabilities (B, heads, N, T_l + N)
+whose key axis is ``[T_l key-value prompts | prefix (class + register) tokens | P visual prompts | patches]`` and
+whose query axis is the N tokens ``[prefix | P visual prompts | patches]``. The patch grid is read from the model,
+never assumed to be 14 × 14.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from .model import PromptedViT
+
+KEY_GROUPS = ("kv_prompts", "prefix", "visual_prompts", "patches")
+
+
+@dataclass(frozen=True)
+class TokenLayout:
+    """Where each kind of token sits: prefix tokens, visual prompts, then a (rows, cols) grid of patches."""
+
+    num_prefix: int
+    num_prompts: int
+    grid: tuple[int, int]
+    has_class_token: bool
+
+    @classmethod
+    def of(cls, model: PromptedViT) -> "TokenLayout":
+        bb = model.backbone
+        prompts = model.num_prompts if model.prompts_enabled else 0
+        return cls(bb.num_prefix_tokens, prompts, tuple(bb.patch_embed.grid_size), bb.cls_token is not None)
+
+    @property
+    def num_tokens(self) -> int:
+        return self.num_prefix + self.num_prompts + self.grid[0] * self.grid[1]
+
+    def key_slices(self, num_kv: int) -> dict[str, slice]:
+        """Slices of the key axis of one block's probabilities (num_kv = that block's T)."""
+        first_prompt = num_kv + self.num_prefix
+        first_patch = first_prompt + self.num_prompts
+        return {"kv_prompts": slice(0, num_kv), "prefix": slice(num_kv, first_prompt),
+                "visual_prompts": slice(first_prompt, first_patch),
+                "patches": slice(first_patch, first_patch + self.grid[0] * self.grid[1])}
+
+    def check(self, probs: torch.Tensor) -> int:
+        """Number of key-value prompts T of a (B, heads, N, T + N) tensor; a clear error if N does not fit."""
+        if probs.dim() != 4 or probs.shape[2] != self.num_tokens or probs.shape[3] < self.num_tokens:
+            raise ValueError(f"Attention probabilities of shape {tuple(probs.shape)} do not fit a model with "
+                             f"{self.num_tokens} tokens ({self.num_prefix} prefix, {self.num_prompts} prompts, "
+                             f"{self.grid[0]}x{self.grid[1]} patches); record them from the same model.")
+        return probs.shape[3] - self.num_tokens
+
+
+def attention_shares(probs_per_layer: Sequence[torch.Tensor], layout: TokenLayout,
+                     queries: str = "cls") -> list[dict[str, float]]:
+    """Per block, the share of attention that goes to each key group (KEY_GROUPS), averaged over images, heads and
+    the chosen queries ("cls": the class token; "patches"; "all"). The shares of a block sum to 1."""
+    rows = []
+    for probs in probs_per_layer:
+        num_kv = layout.check(probs)
+        q = _query_slice(layout, queries)
+        selected = probs[:, :, q]  # (B, H, Q, T + N)
+        rows.append({group: selected[..., s].sum(-1).mean().item()
+                     for group, s in layout.key_slices(num_kv).items()})
+    return rows
+
+
+def cls_to_patches(probs: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
+    """Attention from the class token to every patch: (B, heads, rows, cols)."""
+    num_kv = layout.check(probs)
+    patches = layout.key_slices(num_kv)["patches"]
+    return probs[:, :, _query_slice(layout, "cls"), patches].squeeze(2).unflatten(-1, layout.grid)
+
+
+def kv_prompt_maps(probs: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
+    """Attention from each patch to each key-value prompt, on the patch grid: (B, heads, T, rows, cols)."""
+    num_kv = layout.check(probs)
+    if num_kv == 0:
+        raise ValueError("This block has no key-value prompts: use an E2VPT model (kv_layers='all' for every block, "
+                         "'first' has them in block 0 only).")
+    patch_queries = layout.key_slices(0)["patches"]  # with T = 0 the key slices index the token axis
+    maps = probs[:, :, patch_queries, :num_kv]  # (B, H, patches, T)
+    return maps.transpose(-1, -2).unflatten(-1, layout.grid)
+
+
+def attention_rollout(probs_per_layer: Sequence[torch.Tensor], layout: TokenLayout) -> torch.Tensor:
+    """Attention rollout (Abnar & Zuidema 2020) from the class token to the patches: (B, rows, cols).
+
+    Per block: the token-to-token part of the head-averaged attention (key-value prompts are keys without a token, so
+    their mass is dropped and rows renormalised), plus the identity for the residual path, rows renormalised; the
+    blocks are multiplied in order.
+    """
+    rollout = None
+    for probs in probs_per_layer:
+        num_kv = layout.check(probs)
+        tokens = probs[..., num_kv:].mean(1)  # (B, N, N)
+        tokens = tokens / tokens.sum(-1, keepdim=True)
+        step = 0.5 * tokens + 0.5 * torch.eye(tokens.shape[-1], dtype=tokens.dtype, device=tokens.device)
+        rollout = step if rollout is None else step @ rollout
+    cls = _query_slice(layout, "cls").start
+    patches = layout.key_slices(0)["patches"]
+    return rollout[:, cls, patches].unflatten(-1, layout.grid)
+
+
+def _query_slice(layout: TokenLayout, queries: str) -> slice:
+    if queries == "cls":
+        if not layout.has_class_token:
+            raise ValueError("This backbone has no class token (it pools patches); use queries='patches' or 'all'.")
+        return slice(0, 1)
+    if queries == "patches":
+        return slice(layout.num_prefix + layout.num_prompts, layout.num_tokens)
+    if queries == "all":
+        return slice(0, layout.num_tokens)
+    raise ValueError(f"queries must be 'cls', 'patches' or 'all', got {queries!r}.")

@@ -1,0 +1,72 @@
+"""Attention numbers for the figures: shares, CLS maps, KV-prompt maps and rollout on recorded probabilities."""
+import pytest
+import torch
+
+from e2vpt_viz import E2VPTConfig, VPTConfig, apply_prompts, record_attention
+from e2vpt_viz.attention_maps import (TokenLayout, attention_rollout, attention_shares, cls_to_patches,
+                                      kv_prompt_maps)
+
+from conftest import tiny_vit
+
+
+def recorded(model, images):
+    model.eval()
+    with torch.no_grad(), record_attention(model) as rec:
+        model(images)
+    return rec.probs
+
+
+@pytest.mark.parametrize("vit", [dict(), dict(reg_tokens=2)])
+def test_shares_sum_to_one_and_match_a_hand_count(vit, images):
+    model = apply_prompts(tiny_vit(**vit), E2VPTConfig(num_prompts=3, num_kv_prompts=2), 4)
+    probs = recorded(model, images)
+    layout = TokenLayout.of(model)
+    assert layout.num_prefix == 1 + vit.get("reg_tokens", 0) and layout.grid == (4, 4)
+    for queries in ("cls", "patches", "all"):
+        for row in attention_shares(probs, layout, queries):
+            assert sum(row.values()) == pytest.approx(1.0, abs=1e-5)
+    first = probs[0]  # (B, H, N, T + N); keys: 2 KV | prefix | 3 prompts | 16 patches
+    n = layout.num_prefix
+    by_hand = first[:, :, 0, :2].sum(-1).mean().item()
+    assert attention_shares(probs, layout)[0]["kv_prompts"] == pytest.approx(by_hand)
+    assert attention_shares(probs, layout)[0]["patches"] == pytest.approx(first[:, :, 0, 2 + n + 3:].sum(-1).mean().item())
+
+
+def test_maps_have_the_models_grid_and_come_from_the_right_entries(images):
+    model = apply_prompts(tiny_vit(img_size=48), E2VPTConfig(num_prompts=2, num_kv_prompts=3), 4)  # 6 x 6 grid
+    probs = recorded(model, torch.nn.functional.interpolate(images, size=48))
+    layout = TokenLayout.of(model)
+    cls = cls_to_patches(probs[1], layout)
+    assert cls.shape == (3, 2, 6, 6)
+    assert torch.equal(cls[0, 1, 0, 2], probs[1][0, 1, 0, 3 + 1 + 2 + 2])  # key index T + prefix + P + patch
+    kv = kv_prompt_maps(probs[1], layout)
+    assert kv.shape == (3, 2, 3, 6, 6)
+    assert torch.equal(kv[0, 0, 1, 1, 0], probs[1][0, 0, 1 + 2 + 6, 1])  # query = patch (row 1, col 0), key = KV 1
+
+
+def test_rollout_of_identity_attention_puts_nothing_on_patches(images):
+    model = apply_prompts(tiny_vit(), VPTConfig(num_prompts=2, deep=True), 4)
+    layout = TokenLayout.of(model)
+    N = layout.num_tokens
+    identity = [torch.eye(N).expand(3, 2, N, N) for _ in range(3)]
+    assert torch.count_nonzero(attention_rollout(identity, layout)) == 0
+    uniform = [torch.full((3, 2, N, N), 1.0 / N) for _ in range(3)]
+    rolled = attention_rollout(uniform, layout)  # every step mixes half of the mass uniformly
+    assert rolled.shape == (3, 4, 4) and torch.allclose(rolled, torch.full_like(rolled, (1 - 0.5 ** 3) / N))
+    real = attention_rollout(recorded(model, images), layout)
+    assert bool((real > 0).all()) and bool((real.sum((1, 2)) < 1).all())
+
+
+def test_clear_errors_for_wrong_requests(images):
+    vpt = apply_prompts(tiny_vit(), VPTConfig(num_prompts=2, deep=True), 4)
+    probs = recorded(vpt, images)
+    with pytest.raises(ValueError, match="no key-value prompts"):
+        kv_prompt_maps(probs[0], TokenLayout.of(vpt))
+    other = apply_prompts(tiny_vit(), VPTConfig(num_prompts=5, deep=True), 4)
+    with pytest.raises(ValueError, match="do not fit a model with 22 tokens"):
+        cls_to_patches(probs[0], TokenLayout.of(other))
+    pooled = apply_prompts(tiny_vit(class_token=False, global_pool="avg"), VPTConfig(num_prompts=2), 4)
+    with pytest.raises(ValueError, match="no class token"):
+        attention_shares(recorded(pooled, images), TokenLayout.of(pooled))
+    with pytest.raises(ValueError, match="queries must be"):
+        attention_shares(probs, TokenLayout.of(vpt), "heads")

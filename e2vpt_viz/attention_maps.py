@@ -114,3 +114,31 @@ def _query_slice(layout: TokenLayout, queries: str) -> slice:
     if queries == "all":
         return slice(0, layout.num_tokens)
     raise ValueError(f"queries must be 'cls', 'patches' or 'all', got {queries!r}.")
+
+
+def parts_to_input(parts: torch.Tensor, image_size: tuple[int, int], crop_size: int) -> torch.Tensor:
+    """Part keypoints (K, 3) x, y, visible in original-image pixels -> the model input's pixels after the eval
+    transform (resize the short side to crop·256/224, centre crop); parts cropped away become invisible."""
+    width, height = image_size
+    resize = round(crop_size * 256 / 224)
+    scale = resize / min(width, height)
+    new_w, new_h = round(width * scale), round(height * scale)
+    left, top = (new_w - crop_size) // 2, (new_h - crop_size) // 2
+    x = parts[:, 0] * new_w / width - left
+    y = parts[:, 1] * new_h / height - top
+    inside = (x >= 0) & (x < crop_size) & (y >= 0) & (y < crop_size)
+    return torch.stack([x, y, parts[:, 2] * inside], dim=1)
+
+
+def grounding_score(maps: torch.Tensor, parts: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """How often the attention peak falls on an annotated part: maps (B, heads, rows, cols), parts (B, K, 3) in input
+    pixels (see :func:`parts_to_input`) -> (heads,) fraction of images whose peak patch holds a visible keypoint."""
+    B, H, rows, cols = maps.shape
+    peak = maps.flatten(2).argmax(-1)  # (B, H)
+    peak_row, peak_col = peak // cols, peak % cols
+    part_row = (parts[:, :, 1] // patch_size).long()  # (B, K)
+    part_col = (parts[:, :, 0] // patch_size).long()
+    visible = parts[:, :, 2] > 0
+    hit = ((peak_row[:, :, None] == part_row[:, None]) & (peak_col[:, :, None] == part_col[:, None])
+           & visible[:, None]).any(-1)  # (B, H)
+    return hit.float().mean(0)

@@ -70,3 +70,18 @@ def test_clear_errors_for_wrong_requests(images):
         attention_shares(recorded(pooled, images), TokenLayout.of(pooled))
     with pytest.raises(ValueError, match="queries must be"):
         attention_shares(probs, TokenLayout.of(vpt), "heads")
+
+
+def test_grounding_score_counts_peaks_on_visible_parts():
+    from e2vpt_viz.attention_maps import grounding_score, parts_to_input
+    maps = torch.zeros(2, 2, 4, 4)
+    maps[0, 0, 1, 2] = 1.0  # image 0, head 0: peak at row 1, col 2 -> pixels x 16..23, y 8..15 (patch 8)
+    maps[0, 1, 3, 3] = 1.0  # head 1: peak elsewhere
+    maps[1, 0, 1, 2] = 1.0  # image 1, head 0: same patch, but the part there is hidden
+    maps[1, 1, 0, 0] = 1.0
+    parts = torch.tensor([[[20.0, 9.0, 1.0], [1.0, 1.0, 0.0]],
+                          [[20.0, 9.0, 0.0], [3.0, 4.0, 1.0]]])
+    assert grounding_score(maps, parts, patch_size=8).tolist() == [0.5, 0.5]
+    # original 80 x 80 image -> resize 73 -> centre crop 64 (offset 4): x 40 -> 40 * 73 / 80 - 4 = 32.5
+    moved = parts_to_input(torch.tensor([[40.0, 40.0, 1.0], [0.0, 2.0, 1.0]]), (80, 80), 64)
+    assert moved[0].tolist() == pytest.approx([32.5, 32.5, 1.0]) and moved[1, 2] == 0  # cropped away: invisible

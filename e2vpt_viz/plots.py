@@ -81,3 +81,32 @@ def pruning_tradeoff(sweep_results: Sequence[Mapping], rewound: Sequence[Mapping
     fig.update_layout(xaxis_title="tunable parameters", yaxis_title="accuracy (%)", height=380,
                       margin=dict(t=30, b=40, l=50, r=20))
     return fig
+
+
+SHARE_LABELS = {"kv_prompts": "key-value prompts", "prefix": "class / register tokens",
+                "visual_prompts": "visual prompts", "patches": "patches"}
+
+
+def attention_share_bars(shares: Sequence[Mapping[str, float]], title: str = "where the class token attends") -> go.Figure:
+    """Per block, stacked shares of attention by key group (from :func:`~e2vpt_viz.attention_maps.attention_shares`)."""
+    fig = go.Figure()
+    blocks = [f"block {i}" for i in range(len(shares))]
+    for group, label in SHARE_LABELS.items():
+        fig.add_trace(go.Bar(x=blocks, y=[100 * row[group] for row in shares], name=label))
+    fig.update_layout(barmode="stack", yaxis_title="share of attention (%)", title=title, height=360,
+                      margin=dict(t=50, b=40, l=50, r=20))
+    return fig
+
+
+def patch_map_overlay(image, patch_map, title: str = "", opacity: float = 0.55) -> go.Figure:
+    """A (rows, cols) map over the patch grid drawn on the (H, W, 3) uint8 image it was computed for."""
+    height, width = image.shape[:2]
+    rows, cols = len(patch_map), len(patch_map[0])
+    fig = go.Figure(go.Image(z=image))
+    fig.add_trace(go.Heatmap(z=[list(map(float, row)) for row in patch_map], x0=width / cols / 2 - 0.5,
+                             dx=width / cols, y0=height / rows / 2 - 0.5, dy=height / rows, opacity=opacity,
+                             colorscale="Inferno", showscale=True))
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    fig.update_layout(title=title, height=320, width=340, margin=dict(t=40, b=0, l=0, r=0))
+    return fig

@@ -23,3 +23,23 @@ def test_tradeoff_plots_sweep_rewound_and_the_highlighted_ratio():
     assert list(point.x) == [800] and list(point.y) == [60.0]  # nearest cached ratio to 0.45 is 0.5
     no_test = pruning_tradeoff(sweep_rows(), [{**rewound[0], "test_acc": None}])
     assert list(no_test.data[1].y) == [50.0] and "val" in no_test.data[1].name
+
+
+def test_share_bars_stack_to_100_percent_per_block():
+    from e2vpt_viz.plots import attention_share_bars
+    shares = [{"kv_prompts": 0.2, "prefix": 0.1, "visual_prompts": 0.3, "patches": 0.4},
+              {"kv_prompts": 0.0, "prefix": 0.5, "visual_prompts": 0.25, "patches": 0.25}]
+    fig = attention_share_bars(shares)
+    assert [t.name for t in fig.data] == ["key-value prompts", "class / register tokens", "visual prompts", "patches"]
+    for block in range(2):
+        assert sum(t.y[block] for t in fig.data) == 100.0
+
+
+def test_patch_map_overlay_places_cells_on_the_image_grid():
+    import numpy as np
+    from e2vpt_viz.plots import patch_map_overlay
+    image = np.zeros((64, 64, 3), dtype=np.uint8)
+    fig = patch_map_overlay(image, [[0.0, 1.0], [2.0, 3.0]])
+    heat = fig.data[1]
+    assert heat.dx == 32 and heat.dy == 32 and heat.x0 == 15.5  # cell centres of a 2 x 2 grid on 64 px
+    assert [list(r) for r in heat.z] == [[0.0, 1.0], [2.0, 3.0]]

@@ -9,7 +9,7 @@ from typing import Optional
 
 import plotly.graph_objects as go
 
-from .plots import CURVE_PANELS, training_curves
+from .plots import CURVE_PANELS, pruning_tradeoff, training_curves
 
 
 def figure_widget_available() -> bool:
@@ -62,3 +62,49 @@ class LiveCurves:
                 trace.y = [h.get(key) for h in history]
         if self.static and self._handle is not None:
             self._handle.update(self.figure)
+
+
+class PruningSlider:
+    """A pruning-ratio slider over a cached :class:`~e2vpt_viz.pruning.PruningSweep`: moving it is a dictionary read
+    that moves the highlighted point on the trade-off curve and rewrites the label (no model call).
+
+    ``rewound`` rows (from ``prune_and_rewind``) are drawn as extra points. Static figure fallback as in LiveCurves.
+    """
+
+    def __init__(self, sweep, rewound=(), value: float = 0.5, static: Optional[bool] = None) -> None:
+        import ipywidgets as widgets
+
+        self.sweep = sweep
+        self.rows = [sweep.results[r] for r in sweep.ratios]
+        self.static = not figure_widget_available() if static is None else static
+        figure = pruning_tradeoff(self.rows, rewound, highlight=value)
+        self.figure = figure if self.static else go.FigureWidget(figure)
+        step = min((b - a for a, b in zip(sweep.ratios, sweep.ratios[1:])), default=0.1)
+        self.slider = widgets.FloatSlider(value=value, min=min(sweep.ratios), max=max(sweep.ratios), step=step,
+                                          description="pruning ratio", continuous_update=False)
+        self.label = widgets.HTML()
+        self._handle = None
+        self.slider.observe(lambda change: self.update(change["new"]), names="value")
+        self.update(value)
+
+    def update(self, ratio: float) -> dict:
+        """Show the cached result nearest to ``ratio`` and return it."""
+        result = self.sweep.at(ratio)
+        self.label.value = (f"ratio {result['ratio']:.1f}: test accuracy <b>{100 * result['acc']:.1f}%</b> with "
+                            f"<b>{result['parameters']['tunable']:,}</b> tunable parameters; "
+                            f"pruned tokens {result['pruned_tokens']}")
+        with self.figure.batch_update():
+            point = self.figure.data[-1]
+            point.x, point.y = [result["parameters"]["tunable"]], [100 * result["acc"]]
+            point.name = f"ratio {result['ratio']:.1f}"
+        if self.static and self._handle is not None:
+            self._handle.update(self.figure)
+        return result
+
+    def show(self) -> "PruningSlider":
+        import ipywidgets as widgets
+        from IPython.display import display
+
+        display(widgets.VBox([self.slider, self.label]))
+        self._handle = display(self.figure, display_id=True)
+        return self

@@ -153,7 +153,8 @@ def test_bad_prune_settings_fail_at_load():
         load_run_config("starter", ["prune.sweep_ratios=[0.5,1.0]"])
 
 
-def test_cli_pvp_pretrain_then_few_shot(tiny_root, tmp_path, capsys):
+def test_cli_pvp_pretrain_then_few_shot(tiny_root, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the source run's resumable state goes to ./results/pvp_source/
     source = generate_synthetic(tmp_path / "src", task="source", seed=2, num_classes=4, train_per_class=4,
                                 val_per_class=1, test_per_class=1)
     prompts = tmp_path / "pvp.safetensors"
@@ -161,6 +162,7 @@ def test_cli_pvp_pretrain_then_few_shot(tiny_root, tmp_path, capsys):
     assert main(["pvp-pretrain", "--source", str(source), "--out", str(prompts), "--epochs", "2", "--quiet",
                  *common]) == 0
     assert prompts.is_file() and "written to" in capsys.readouterr().out
+    assert (tmp_path / "results" / "pvp_source" / "pvp" / "train_state.pt").is_file()
     out = tmp_path / "fewshot"
     assert main(["pvp-fewshot", "--prompts", str(prompts), "--shots", "1", "2", "--seeds", "0", "--epochs", "2",
                  "--out", str(out), *common]) == 0

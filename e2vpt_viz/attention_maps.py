@@ -80,8 +80,7 @@ def kv_prompt_maps(probs: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
     if num_kv == 0:
         raise ValueError("This block has no key-value prompts: use an E2VPT model (kv_layers='all' for every block, "
                          "'first' has them in block 0 only).")
-    patch_queries = layout.key_slices(0)["patches"]  # with T = 0 the key slices index the token axis
-    maps = probs[:, :, patch_queries, :num_kv]  # (B, H, patches, T)
+    maps = probs[:, :, _query_slice(layout, "patches"), :num_kv]  # (B, H, patches, T)
     return maps.transpose(-1, -2).unflatten(-1, layout.grid)
 
 
@@ -99,9 +98,7 @@ def attention_rollout(probs_per_layer: Sequence[torch.Tensor], layout: TokenLayo
         tokens = tokens / tokens.sum(-1, keepdim=True)
         step = 0.5 * tokens + 0.5 * torch.eye(tokens.shape[-1], dtype=tokens.dtype, device=tokens.device)
         rollout = step if rollout is None else step @ rollout
-    cls = _query_slice(layout, "cls").start
-    patches = layout.key_slices(0)["patches"]
-    return rollout[:, cls, patches].unflatten(-1, layout.grid)
+    return rollout[:, _query_slice(layout, "cls").start, _query_slice(layout, "patches")].unflatten(-1, layout.grid)
 
 
 def _query_slice(layout: TokenLayout, queries: str) -> slice:

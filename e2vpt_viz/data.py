@@ -232,12 +232,13 @@ class FGVCDataset(Dataset):
 def make_loaders(root: Union[str, Path], crop_size: int, batch_size: int, num_workers: int = 0,
                  cache: bool = False, seed: int = 0) -> dict[str, DataLoader]:
     """Train / val / test loaders of an FGVC root with VPT transforms; train is shuffled with a seeded generator."""
-    loaders = {}
-    for split in SPLITS:
-        train = split == "train"
-        dataset = FGVCDataset(root, split, build_transforms(crop_size, train), cache=cache)
-        generator = torch.Generator().manual_seed(seed) if train else None
-        loaders[split] = DataLoader(dataset, batch_size=batch_size, shuffle=train, generator=generator,
-                                    num_workers=num_workers, drop_last=False,
-                                    persistent_workers=num_workers > 0)
-    return loaders
+    return {split: split_loader(FGVCDataset(root, split, build_transforms(crop_size, split == "train"), cache=cache),
+                                split == "train", batch_size, num_workers, seed)
+            for split in SPLITS}
+
+
+def split_loader(dataset: Dataset, train: bool, batch_size: int, num_workers: int = 0, seed: int = 0) -> DataLoader:
+    """A DataLoader as every split gets it: the training split is shuffled by a generator seeded with ``seed``."""
+    generator = torch.Generator().manual_seed(seed) if train else None
+    return DataLoader(dataset, batch_size=batch_size, shuffle=train, generator=generator, num_workers=num_workers,
+                      drop_last=False, persistent_workers=num_workers > 0)

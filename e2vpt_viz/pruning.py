@@ -49,7 +49,8 @@ def _check_prunable(model: PromptedViT) -> None:
             "(the default), e.g. apply_prompts(backbone, E2VPTConfig(), num_classes).")
 
 
-def _check_ratio(ratio: float) -> None:
+def check_ratio(ratio: float) -> None:
+    """Raise :class:`PruningError` unless ``ratio`` is a number in [0, 1)."""
     if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 <= ratio < 1.0:
         raise PruningError(f"A pruning ratio must be a number in [0, 1), got {ratio!r}.")
 
@@ -159,7 +160,7 @@ def pruning_masks(scores: ImportanceScores, num_tokens: int, num_segments: int) 
 def ratio_budgets(ratio: float, num_prompts: int) -> tuple[int, int]:
     """One slider value → (pruned tokens, pruned segments per kept token): int(ratio·P) tokens and int(ratio·16)
     segments, capped like the official candidates (at least 1 token and 4 segments are kept)."""
-    _check_ratio(ratio)
+    check_ratio(ratio)
     return (min(int(ratio * num_prompts), num_prompts - MIN_KEPT_TOKENS),
             min(int(ratio * NUM_SEGMENTS), NUM_SEGMENTS - MIN_KEPT_SEGMENTS))
 
@@ -229,7 +230,7 @@ def pruning_sweep(model: PromptedViT, loader: DataLoader,
     """
     _check_prunable(model)
     for r in ratios:
-        _check_ratio(r)
+        check_ratio(r)
     sweep = PruningSweep(sorted(float(r) for r in set(ratios)), scores=scores.to_dict())
     for ratio in tqdm(sweep.ratios, disable=not progress, desc="pruning sweep"):
         num_tokens, num_segments = ratio_budgets(ratio, model.num_prompts)

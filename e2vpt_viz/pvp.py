@@ -28,9 +28,9 @@ from torch.utils.data import DataLoader
 from torchvision.datasets import ImageFolder
 
 from .checkpoint import CheckpointMismatchError, atomic_write, backbone_signature
-from .data import build_transforms, load_rgb, make_loaders
+from .data import build_transforms, load_rgb, make_loaders, split_loader
 from .model import PromptedViT
-from .training import TrainConfig, evaluate, fit
+from .training import TrainConfig, evaluate, fit, result_settings
 
 PROMPT_MODULES = ("visual_prompts", "kv_prompts", "value_prompts")
 
@@ -97,13 +97,9 @@ def source_loaders(root: Union[str, Path], crop_size: int, batch_size: int, seed
     if (root / "train.json").is_file():
         return make_loaders(root, crop_size, batch_size, num_workers=0, cache=cache, seed=seed)
     if (root / "train").is_dir() and (root / "val").is_dir():
-        loaders = {}
-        for split in ("train", "val"):
-            train = split == "train"
-            dataset = _RGBImageFolder(root / split, build_transforms(crop_size, train))
-            loaders[split] = DataLoader(dataset, batch_size=batch_size, shuffle=train,
-                                        generator=torch.Generator().manual_seed(seed) if train else None)
-        return loaders
+        return {split: split_loader(_RGBImageFolder(root / split, build_transforms(crop_size, split == "train")),
+                                    split == "train", batch_size, seed=seed)
+                for split in ("train", "val")}
     raise FileNotFoundError(
         f"PVP source {root} is neither an FGVC root (train.json, val.json, test.json) nor an ImageNet-format folder "
         "(train/<class>/*.jpg and val/<class>/*.jpg). For the offline starter: "
@@ -137,7 +133,7 @@ def pretrain_prompts(cfg: dict, source_root: Union[str, Path], out: Union[str, P
     command = " ".join(["python -m e2vpt_viz", *sys.argv[1:]]) if sys.argv[1:2] == ["pvp-pretrain"] else None
     return save_prompt_modules(model, out, source=str(source_root), source_val_acc=history[-1]["val_acc"],
                                command=command, date=datetime.date.today().isoformat(),
-                               train_config={k: v for k, v in train.items() if k not in ("progress", "device")},
+                               train_config=result_settings(train),
                                seconds=round(time.perf_counter() - started, 1), torch=torch.__version__)
 
 

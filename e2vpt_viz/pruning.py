@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from .checkpoint import atomic_write
 from .methods import count_parameters
 from .model import NUM_SEGMENTS, PromptedViT
-from .training import TrainConfig, evaluate, fit
+from .training import TrainConfig, evaluate, fit, seed_epoch
 
 PERCENTS = tuple(range(10, 100, 10))  # the official candidate percentages 10, 20, ..., 90
 MIN_KEPT_TOKENS = 1
@@ -72,7 +72,8 @@ class ImportanceScores:
 
 
 def importance_scores(model: PromptedViT, loader: DataLoader, score: Literal["signed", "abs"] = "signed",
-                      device: Union[str, torch.device, None] = None, progress: bool = False) -> ImportanceScores:
+                      device: Union[str, torch.device, None] = None, progress: bool = False,
+                      seed: int = 0) -> ImportanceScores:
     """Token scores S_k (P,) and segment scores S_{k,r} (P, 16): the mean over ``loader``'s batches of ∂L_b/∂γ_k
     and ∂L_b/∂Γ_{k,r}, where L_b is the batch's mean cross-entropy.
 
@@ -83,6 +84,9 @@ def importance_scores(model: PromptedViT, loader: DataLoader, score: Literal["si
     ``score="signed"`` is what the official code computes: the signed mean gradient, so a very negative score (the
     loss would *rise* if the gate closed) is pruned first. ``score="abs"`` is the paper's formula E|∂L/∂γ|: the
     absolute value of each batch's gradient, averaged; with batch size 1 this is exactly the per-image expectation.
+
+    The pass is seeded (data order and augmentation, as one training epoch with ``seed``), so the scores do not depend
+    on what ran before: a resumed protocol or a re-run notebook cell gets the same scores.
     """
     _check_prunable(model)
     if score not in ("signed", "abs"):
@@ -97,6 +101,7 @@ def importance_scores(model: PromptedViT, loader: DataLoader, score: Literal["si
     token_sum = torch.zeros_like(model.token_mask)
     segment_sum = torch.zeros_like(model.segment_mask)
     batches = 0
+    seed_epoch(loader, seed, 0)
     try:
         for images, labels in tqdm(loader, disable=not progress, desc="importance"):
             images, labels = images.to(device), labels.to(device)

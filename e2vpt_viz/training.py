@@ -151,7 +151,7 @@ def train_one_epoch(model: PromptedViT, loader: DataLoader, optimizer: torch.opt
     return {"train_loss": loss_sum.item() / seen, "train_acc": correct.item() / seen, "steps": i + 1}
 
 
-def _seed_epoch(loader: DataLoader, seed: int, epoch: int) -> None:
+def seed_epoch(loader: DataLoader, seed: int, epoch: int) -> None:
     """Make an epoch's data order, augmentation and dropout depend only on (seed, epoch)."""
     torch.manual_seed(seed * 1_000_003 + epoch)
     if loader.generator is not None:
@@ -214,7 +214,7 @@ def fit(model: PromptedViT, train_loader: DataLoader, val_loader: Optional[DataL
                   initial=start_epoch, total=config.epochs)
     for epoch in epochs:
         started = time.perf_counter()
-        _seed_epoch(train_loader, config.seed, epoch)
+        seed_epoch(train_loader, config.seed, epoch)
         record = {"epoch": epoch + 1, "lr": lr_at((epoch + 1) * steps_per_epoch - 1)}
         record.update(train_one_epoch(model, train_loader, optimizer, lr_at, epoch * steps_per_epoch, device,
                                       config.amp, config.progress))

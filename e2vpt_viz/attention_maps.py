@@ -7,6 +7,7 @@ never assumed to be 14 × 14.
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -139,3 +140,86 @@ def grounding_score(maps: torch.Tensor, parts: torch.Tensor, patch_size: int) ->
     hit = ((peak_row[:, :, None] == part_row[:, None]) & (peak_col[:, :, None] == part_col[:, None])
            & visible[:, None]).any(-1)  # (B, H)
     return hit.float().mean(0)
+
+
+@torch.no_grad()
+def capture_attention(model: PromptedViT, images: torch.Tensor, prompts: bool = True) -> list[torch.Tensor]:
+    """Attention probabilities of every block for ``images`` (B, 3, H, W), in eval mode: a list of
+    (B, heads, N, T_l + N) tensors on the CPU. ``prompts=False`` records the plain frozen backbone."""
+    from .attention import record_attention
+
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    try:
+        with record_attention(model) as recorder, (nullcontext() if prompts else model.disable_prompts()):
+            model(images.to(device))
+    finally:
+        model.train(was_training)
+    return [p.float().cpu() for p in recorder.probs]
+
+
+def grounding_by_layer(probs_per_layer: Sequence[torch.Tensor], layout: TokenLayout, parts: torch.Tensor,
+                       patch_size: int) -> torch.Tensor:
+    """Grounding score of the class token's attention peak for every block and head: (layers, heads)."""
+    return torch.stack([grounding_score(cls_to_patches(p, layout), parts, patch_size) for p in probs_per_layer])
+
+
+def kv_prompt_grounding(probs_per_layer: Sequence[torch.Tensor], layout: TokenLayout, parts: torch.Tensor,
+                        patch_size: int) -> torch.Tensor:
+    """For every block with key-value prompts and every prompt t: how often the patch that attends most to t (heads
+    averaged) holds a visible part. (layers with prompts, T)."""
+    rows = []
+    for probs in probs_per_layer:
+        if layout.check(probs) == 0:
+            break
+        maps = kv_prompt_maps(probs, layout).mean(1)  # (B, T, rows, cols)
+        rows.append(grounding_score(maps, parts, patch_size))
+    if not rows:
+        raise ValueError("The model has no key-value prompts: grounding of KV prompts needs an E2VPT model.")
+    return torch.stack(rows)
+
+
+def grounding_chance(parts: torch.Tensor, grid: tuple[int, int], patch_size: int) -> float:
+    """The grounding score of a peak drawn uniformly at random: the mean fraction of patches holding a visible part."""
+    rows, cols = grid
+    hits = []
+    for image_parts in parts:
+        visible = image_parts[image_parts[:, 2] > 0]
+        cells = {(int(y // patch_size), int(x // patch_size)) for x, y, _ in visible.tolist()}
+        hits.append(len({c for c in cells if 0 <= c[0] < rows and 0 <= c[1] < cols}) / (rows * cols))
+    return float(sum(hits) / max(1, len(hits)))
+
+
+def annotated_batch(dataset, indices: Sequence[int], crop_size: int) -> dict[str, torch.Tensor]:
+    """Eval-transformed images of an FGVC dataset (built without a transform) with what the figures need.
+
+    Returns ``images`` (B, 3, crop, crop) normalised model input, ``views`` (B, crop, crop, 3) uint8 of the same
+    crop for display, ``labels`` (B,), and ``parts`` (B, K, 3) keypoints in input pixels (CUB-format roots only;
+    absent otherwise).
+    """
+    from PIL import Image
+    from torchvision.transforms import v2
+
+    from .data import build_transforms
+
+    model_input = build_transforms(crop_size, train=False)
+    view = v2.Compose([v2.ToImage(), v2.Resize(round(crop_size * 256 / 224), antialias=True),
+                       v2.CenterCrop(crop_size)])
+    batch: dict[str, list] = {"images": [], "views": [], "labels": [], "parts": []}
+    for i in indices:
+        image, label = dataset[i]
+        if not isinstance(image, Image.Image):
+            raise TypeError("annotated_batch needs a dataset that returns PIL images: build it with transform=None.")
+        batch["images"].append(model_input(image))
+        batch["views"].append(view(image).permute(1, 2, 0))
+        batch["labels"].append(label)
+        try:
+            batch["parts"].append(parts_to_input(torch.from_numpy(dataset.parts(i)), image.size, crop_size))
+        except FileNotFoundError:  # not a CUB-format root: no part annotations
+            pass
+    out = {"images": torch.stack(batch["images"]), "views": torch.stack(batch["views"]),
+           "labels": torch.tensor(batch["labels"])}
+    if len(batch["parts"]) == len(indices):
+        out["parts"] = torch.stack(batch["parts"])
+    return out

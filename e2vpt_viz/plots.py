@@ -83,6 +83,40 @@ def pruning_tradeoff(sweep_results: Sequence[Mapping], rewound: Sequence[Mapping
     return fig
 
 
+def per_class_change(result: Mapping, reference: Mapping) -> list[float]:
+    """Per-class accuracy change in points between a pruned result and the unpruned reference (same class order)."""
+    return [100 * (a - b) for a, b in zip(result["per_class_acc"], reference["per_class_acc"])]
+
+
+def pruning_dashboard(sweep_results: Sequence[Mapping], rewound: Sequence[Mapping] = (), highlight: float = 0.0,
+                      class_names: Sequence[str] | None = None) -> go.Figure:
+    """The slider's figure: the trade-off curve with the highlighted ratio (left) and every class's accuracy change
+    against the unpruned model at that ratio (right).
+
+    Trace order: the :func:`pruning_tradeoff` traces, then the per-class bars (``data[-2]``), then the highlighted
+    point (``data[-1]``), which :class:`~e2vpt_viz.widgets.PruningSlider` updates.
+    """
+    reference = min(sweep_results, key=lambda r: r["ratio"])
+    point = min(sweep_results, key=lambda r: abs(r["ratio"] - highlight))
+    names = list(class_names) if class_names is not None else [str(i) for i in range(len(point["per_class_acc"]))]
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.55, 0.45], horizontal_spacing=0.1,
+                        subplot_titles=["accuracy vs tunable parameters",
+                                        f"per-class change vs ratio {reference['ratio']:.1f} (points)"])
+    for trace in pruning_tradeoff(sweep_results, rewound).data:
+        fig.add_trace(trace, row=1, col=1)
+    fig.add_trace(go.Bar(x=names, y=per_class_change(point, reference), name="per-class change", showlegend=False,
+                         marker_color="#636efa"), row=1, col=2)
+    fig.add_trace(go.Scatter(x=[point["parameters"]["tunable"]], y=[100 * point["acc"]], mode="markers",
+                             name=f"ratio {point['ratio']:.1f}", marker=dict(size=14, symbol="circle-open")),
+                  row=1, col=1)
+    fig.update_xaxes(title_text="tunable parameters", row=1, col=1)
+    fig.update_yaxes(title_text="accuracy (%)", row=1, col=1)
+    fig.update_yaxes(range=[-100, 100], row=1, col=2)
+    fig.update_xaxes(tickangle=45, tickfont_size=8, row=1, col=2)
+    fig.update_layout(height=420, margin=dict(t=40, b=80, l=50, r=20))
+    return fig
+
+
 SHARE_LABELS = {"kv_prompts": "key-value prompts", "prefix": "class / register tokens",
                 "visual_prompts": "visual prompts", "patches": "patches"}
 
@@ -100,13 +134,61 @@ def attention_share_bars(shares: Sequence[Mapping[str, float]], title: str = "wh
 
 def patch_map_overlay(image, patch_map, title: str = "", opacity: float = 0.55) -> go.Figure:
     """A (rows, cols) map over the patch grid drawn on the (H, W, 3) uint8 image it was computed for."""
-    height, width = image.shape[:2]
-    rows, cols = len(patch_map), len(patch_map[0])
-    fig = go.Figure(go.Image(z=image))
-    fig.add_trace(go.Heatmap(z=[list(map(float, row)) for row in patch_map], x0=width / cols / 2 - 0.5,
-                             dx=width / cols, y0=height / rows / 2 - 0.5, dy=height / rows, opacity=opacity,
-                             colorscale="Inferno", showscale=True))
+    fig = go.Figure(_image_trace(image))
+    fig.add_trace(_map_trace(image, patch_map, opacity).update(showscale=True))
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
     fig.update_layout(title=title, height=320, width=340, margin=dict(t=40, b=0, l=0, r=0))
     return fig
+
+
+def attention_map_grid(views, columns: Mapping[str, object], opacity: float = 0.55) -> go.Figure:
+    """Maps over the patch grid side by side: rows are images, columns are ``{title: maps}`` with maps
+    (B, rows, cols) each; ``views`` (B, H, W, 3) uint8 are the model's input crops. Each map is scaled to its own
+    maximum, so the columns compare where attention goes, not how much."""
+    titles = list(columns)
+    count = len(views)
+    fig = make_subplots(rows=count, cols=len(titles), column_titles=titles, horizontal_spacing=0.01,
+                        vertical_spacing=0.02)
+    for col, title in enumerate(titles, start=1):
+        for row in range(count):
+            fig.add_trace(_image_trace(views[row]), row=row + 1, col=col)
+            fig.add_trace(_map_trace(views[row], columns[title][row], opacity, normalise=True), row=row + 1, col=col)
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False, autorange="reversed")
+    fig.update_layout(height=150 * count + 60, margin=dict(t=40, b=0, l=0, r=0))
+    return fig
+
+
+def grounding_heatmaps(scores: Mapping[str, Sequence[Sequence[float]]], chance: float,
+                       x_title: str = "head") -> go.Figure:
+    """Grounding scores per block (rows) and head or prompt (columns), one panel per method; ``chance`` is the
+    score of a random peak, drawn as the colour scale's midpoint."""
+    names = list(scores)
+    fig = make_subplots(rows=1, cols=len(names), subplot_titles=names, horizontal_spacing=0.06)
+    for col, name in enumerate(names, start=1):
+        z = [[100 * float(v) for v in row] for row in scores[name]]
+        fig.add_trace(go.Heatmap(z=z, x=list(range(len(z[0]))), y=[f"block {i}" for i in range(len(z))],
+                                 zmin=0, zmax=100, zmid=100 * chance, colorscale="RdBu_r", showscale=col == 1,
+                                 colorbar=dict(title="on a part (%)")), row=1, col=col)
+        fig.update_xaxes(title_text=x_title, row=1, col=col)
+    fig.update_yaxes(autorange="reversed")
+    fig.update_layout(height=300, margin=dict(t=40, b=40, l=60, r=20))
+    return fig
+
+
+def _image_trace(view) -> go.Image:
+    return go.Image(z=view.tolist() if hasattr(view, "tolist") else view)
+
+
+def _map_trace(view, patch_map, opacity: float, normalise: bool = False) -> go.Heatmap:
+    """A (rows, cols) map stretched over an (H, W, 3) image."""
+    height, width = view.shape[:2]
+    z = [[float(v) for v in row] for row in patch_map]
+    if normalise:
+        top = max(max(row) for row in z) or 1.0
+        z = [[v / top for v in row] for row in z]
+    rows, cols = len(z), len(z[0])
+    return go.Heatmap(z=z, x0=width / cols / 2 - 0.5, dx=width / cols, y0=height / rows / 2 - 0.5,
+                      dy=height / rows, opacity=opacity, colorscale="Inferno", showscale=False,
+                      zmin=0 if normalise else None, zmax=1 if normalise else None)

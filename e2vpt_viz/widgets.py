@@ -5,11 +5,14 @@ static plotly figures refreshed through a display handle.
 """
 from __future__ import annotations
 
+import asyncio
 from typing import Optional
 
 import plotly.graph_objects as go
 
-from .plots import CURVE_PANELS, pruning_tradeoff, training_curves
+from .attention_maps import cls_to_patches, kv_prompt_maps
+from .plots import (CURVE_PANELS, patch_map_overlay, per_class_change, pruning_dashboard,
+                    training_curves)
 
 
 def figure_widget_available() -> bool:
@@ -64,27 +67,52 @@ class LiveCurves:
             self._handle.update(self.figure)
 
 
-class PruningSlider:
-    """A pruning-ratio slider over a cached :class:`~e2vpt_viz.pruning.PruningSweep`: moving it is a dictionary read
-    that moves the highlighted point on the trade-off curve and rewrites the label (no model call).
+class Debounced:
+    """Calls ``function(value)`` once ``value`` has stopped changing for ``wait`` seconds, so dragging a slider does not
+    queue one redraw per intermediate value. Inside a running asyncio loop (a Jupyter kernel) the call is deferred
+    with ``loop.call_later`` and a newer value cancels the pending one; without a loop it happens at once."""
 
-    ``rewound`` rows (from ``prune_and_rewind``) are drawn as extra points. Static figure fallback as in LiveCurves.
+    def __init__(self, function, wait: float = 0.05) -> None:
+        self.function, self.wait = function, wait
+        self._pending = None
+
+    def __call__(self, value) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.function(value)
+            return
+        if self._pending is not None:
+            self._pending.cancel()
+        self._pending = loop.call_later(self.wait, self.function, value)
+
+
+class PruningSlider:
+    """A pruning-ratio dashboard over a cached :class:`~e2vpt_viz.pruning.PruningSweep`: moving the slider is a
+    dictionary read that moves the highlighted point on the trade-off curve, redraws the per-class accuracy changes
+    and rewrites the label (no model call). Slider moves are debounced (:class:`Debounced`).
+
+    ``rewound`` rows (from ``prune_and_rewind``) are drawn as extra points; ``class_names`` label the per-class bars.
+    Static figure fallback as in LiveCurves.
     """
 
-    def __init__(self, sweep, rewound=(), value: float = 0.5, static: Optional[bool] = None) -> None:
+    def __init__(self, sweep, rewound=(), value: float = 0.5, static: Optional[bool] = None,
+                 class_names=None, debounce: float = 0.05) -> None:
         import ipywidgets as widgets
 
         self.sweep = sweep
         self.rows = [sweep.results[r] for r in sweep.ratios]
+        self.reference = self.rows[0]
         self.static = not figure_widget_available() if static is None else static
-        figure = pruning_tradeoff(self.rows, rewound, highlight=value)
+        figure = pruning_dashboard(self.rows, rewound, highlight=value, class_names=class_names)
         self.figure = figure if self.static else go.FigureWidget(figure)
         step = min((b - a for a, b in zip(sweep.ratios, sweep.ratios[1:])), default=0.1)
         self.slider = widgets.FloatSlider(value=value, min=min(sweep.ratios), max=max(sweep.ratios), step=step,
-                                          description="pruning ratio", continuous_update=False)
+                                          description="pruning ratio", continuous_update=True)
         self.label = widgets.HTML()
         self._handle = None
-        self.slider.observe(lambda change: self.update(change["new"]), names="value")
+        self._debounced = Debounced(self.update, debounce)
+        self.slider.observe(lambda change: self._debounced(change["new"]), names="value")
         self.update(value)
 
     def update(self, ratio: float) -> dict:
@@ -94,7 +122,8 @@ class PruningSlider:
                             f"<b>{result['parameters']['tunable']:,}</b> tunable parameters; "
                             f"pruned tokens {result['pruned_tokens']}")
         with self.figure.batch_update():
-            point = self.figure.data[-1]
+            bars, point = self.figure.data[-2], self.figure.data[-1]
+            bars.y = per_class_change(result, self.reference)
             point.x, point.y = [result["parameters"]["tunable"]], [100 * result["acc"]]
             point.name = f"ratio {result['ratio']:.1f}"
         if self.static and self._handle is not None:
@@ -106,5 +135,78 @@ class PruningSlider:
         from IPython.display import display
 
         display(widgets.VBox([self.slider, self.label]))
+        self._handle = display(self.figure, display_id=True)
+        return self
+
+
+class AttentionExplorer:
+    """Pick an image, block, head and map; the heatmap over the image shows where attention goes.
+
+    Maps: "class token → patches" (:func:`~e2vpt_viz.attention_maps.cls_to_patches`) and, for blocks with key-value
+    prompts, "patches → KV prompt t" (:func:`~e2vpt_viz.attention_maps.kv_prompt_maps`). ``probs_per_layer`` comes
+    from :func:`~e2vpt_viz.attention_maps.capture_attention` for the images whose (B, H, W, 3) uint8 crops are
+    ``views``. Changing a control recomputes one small map from the stored probabilities (no model call).
+    """
+
+    CLS_MAP = "class token → patches"
+
+    def __init__(self, views, probs_per_layer, layout, titles=None, static: Optional[bool] = None) -> None:
+        import ipywidgets as widgets
+
+        self.views, self.probs, self.layout = views, probs_per_layer, layout
+        self.titles = list(titles) if titles is not None else [f"image {i}" for i in range(len(views))]
+        self.static = not figure_widget_available() if static is None else static
+        heads = probs_per_layer[0].shape[1]
+        self.image = widgets.Dropdown(options=[(t, i) for i, t in enumerate(self.titles)], value=0,
+                                      description="image")
+        self.layer = widgets.Dropdown(options=list(range(len(probs_per_layer))), value=0, description="layer")
+        self.head = widgets.Dropdown(options=[("mean", -1)] + [(str(h), h) for h in range(heads)], value=-1,
+                                     description="head")
+        self.map = widgets.Dropdown(options=self._map_options(0), value=self.CLS_MAP, description="map")
+        figure = patch_map_overlay(views[0], self.current_map().tolist())
+        self.figure = figure if self.static else go.FigureWidget(figure)
+        self._handle = None
+        self._syncing = False  # True while update() rewrites the map list (that fires the observer again)
+        for control in (self.image, self.layer, self.head, self.map):
+            control.observe(lambda change: None if self._syncing else self.update(), names="value")
+        self.update()
+
+    def _map_options(self, layer: int) -> list[str]:
+        num_kv = self.layout.check(self.probs[layer])
+        return [self.CLS_MAP] + [f"patches → KV prompt {t}" for t in range(num_kv)]
+
+    def current_map(self):
+        """The selected (rows, cols) map."""
+        probs = self.probs[self.layer.value][self.image.value:self.image.value + 1]
+        if self.map.value == self.CLS_MAP:
+            maps = cls_to_patches(probs, self.layout)[0]  # (heads, rows, cols)
+        else:
+            maps = kv_prompt_maps(probs, self.layout)[0, :, int(self.map.value.rsplit(" ", 1)[1])]
+        return maps.mean(0) if self.head.value < 0 else maps[self.head.value]
+
+    def update(self) -> None:
+        """Redraw after a control changed (the map list follows the block's key-value prompts)."""
+        options = self._map_options(self.layer.value)
+        if list(self.map.options) != options:
+            keep = self.map.value if self.map.value in options else self.CLS_MAP
+            self._syncing = True
+            try:
+                self.map.options = options
+                self.map.value = keep
+            finally:
+                self._syncing = False
+        head = "mean over heads" if self.head.value < 0 else f"head {self.head.value}"
+        with self.figure.batch_update():
+            self.figure.data[0].z = self.views[self.image.value].tolist()
+            self.figure.data[1].z = self.current_map().tolist()
+            self.figure.layout.title.text = f"{self.titles[self.image.value]} · block {self.layer.value} · {head}"
+        if self.static and self._handle is not None:
+            self._handle.update(self.figure)
+
+    def show(self) -> "AttentionExplorer":
+        import ipywidgets as widgets
+        from IPython.display import display
+
+        display(widgets.HBox([self.image, self.layer, self.head, self.map]))
         self._handle = display(self.figure, display_id=True)
         return self

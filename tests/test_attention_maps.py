@@ -85,3 +85,54 @@ def test_grounding_score_counts_peaks_on_visible_parts():
     # original 80 x 80 image -> resize 73 -> centre crop 64 (offset 4): x 40 -> 40 * 73 / 80 - 4 = 32.5
     moved = parts_to_input(torch.tensor([[40.0, 40.0, 1.0], [0.0, 2.0, 1.0]]), (80, 80), 64)
     assert moved[0].tolist() == pytest.approx([32.5, 32.5, 1.0]) and moved[1, 2] == 0  # cropped away: invisible
+
+
+def test_capture_records_every_block_with_and_without_prompts_and_restores_the_mode(images):
+    from e2vpt_viz.attention_maps import capture_attention
+    model = apply_prompts(tiny_vit(reg_tokens=1), E2VPTConfig(num_prompts=3, num_kv_prompts=2), 4).train()
+    with_prompts = capture_attention(model, images)
+    plain = capture_attention(model, images, prompts=False)
+    assert model.training and model.prompts_enabled  # mode and prompts restored
+    assert [p.shape for p in with_prompts] == [(3, 2, 2 + 3 + 16, 2 + 2 + 3 + 16)] * 3
+    assert [p.shape for p in plain] == [(3, 2, 2 + 16, 2 + 16)] * 3
+    # Without prompts the probabilities are the plain timm ViT's: same as a linear-probe model's attention.
+    from e2vpt_viz import LinearConfig
+    linear = apply_prompts(tiny_vit(reg_tokens=1), LinearConfig(), 4)
+    linear.backbone.load_state_dict(model.backbone.state_dict())
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(plain, capture_attention(linear, images)))
+
+
+def test_grounding_by_layer_and_per_kv_prompt_count_peaks_on_parts():
+    from e2vpt_viz.attention_maps import grounding_by_layer, grounding_chance, kv_prompt_grounding
+    layout = TokenLayout(num_prefix=1, num_prompts=0, grid=(2, 2), has_class_token=True)
+    N, T = layout.num_tokens, 2
+    probs = torch.full((1, 2, N, T + N), 1e-3)  # 1 image, 2 heads, 2 KV prompts
+    probs[0, 0, 0, T + 1 + 3] = 1.0  # head 0: class token peaks on patch 3 (row 1, col 1)
+    probs[0, 1, 0, T + 1 + 0] = 1.0  # head 1: on patch 0
+    probs[0, :, 1 + 3, 0] = 1.0  # KV prompt 0 is attended most by patch 3
+    probs[0, :, 1 + 1, 1] = 1.0  # KV prompt 1 by patch 1
+    parts = torch.tensor([[[12.0, 12.0, 1.0], [4.0, 12.0, 1.0]]])  # patch 3 and patch 2 (patch size 8)
+    assert grounding_by_layer([probs, probs], layout, parts, 8).tolist() == [[1.0, 0.0], [1.0, 0.0]]
+    assert kv_prompt_grounding([probs], layout, parts, 8).tolist() == [[1.0, 0.0]]
+    assert grounding_chance(parts, (2, 2), 8) == 0.5  # 2 of 4 patches hold a visible part
+    no_kv = probs[..., T:]
+    with pytest.raises(ValueError, match="no key-value prompts"):
+        kv_prompt_grounding([no_kv], layout, parts, 8)
+
+
+def test_annotated_batch_gives_model_input_display_crop_and_parts(tmp_path):
+    from data_prep.synthetic import generate_synthetic
+    from e2vpt_viz import FGVCDataset, build_transforms
+    from e2vpt_viz.attention_maps import annotated_batch
+    root = generate_synthetic(tmp_path / "syn", num_classes=2, train_per_class=1, val_per_class=1, test_per_class=2,
+                              workers=1)
+    raw = FGVCDataset(root, "test")
+    batch = annotated_batch(raw, [0, 3], crop_size=64)
+    assert batch["images"].shape == (2, 3, 64, 64) and batch["views"].shape == (2, 64, 64, 3)
+    assert batch["views"].dtype == torch.uint8 and batch["labels"].tolist() == [raw.samples[0][1], raw.samples[3][1]]
+    assert torch.allclose(batch["images"][1], build_transforms(64, train=False)(raw[3][0]))
+    assert batch["parts"].shape == (2, len(raw.part_names), 3)
+    visible = batch["parts"][batch["parts"][..., 2] > 0]
+    assert len(visible) > 0 and bool(((visible[:, :2] >= 0) & (visible[:, :2] < 64)).all())
+    with pytest.raises(TypeError, match="transform=None"):
+        annotated_batch(FGVCDataset(root, "test", build_transforms(64, False)), [0], 64)

@@ -1,4 +1,5 @@
 """Figure functions plot exactly the numbers they are given."""
+import pytest
 from e2vpt_viz.plots import importance_heatmap, pruning_tradeoff
 
 
@@ -43,3 +44,25 @@ def test_patch_map_overlay_places_cells_on_the_image_grid():
     heat = fig.data[1]
     assert heat.dx == 32 and heat.dy == 32 and heat.x0 == 15.5  # cell centres of a 2 x 2 grid on 64 px
     assert [list(r) for r in heat.z] == [[0.0, 1.0], [2.0, 3.0]]
+
+
+def test_pruning_dashboard_adds_per_class_changes_and_keeps_the_point_last():
+    from e2vpt_viz.plots import pruning_dashboard
+    rows = [{**r, "per_class_acc": pc} for r, pc in zip(sweep_rows(), [[0.9, 0.5], [0.9, 0.3], [0.4, 0.4]])]
+    fig = pruning_dashboard(rows, highlight=0.9, class_names=["wren", "finch"])
+    bars, point = fig.data[-2], fig.data[-1]
+    assert list(bars.x) == ["wren", "finch"] and list(bars.y) == pytest.approx([-50.0, -10.0])
+    assert list(point.x) == [600] and list(point.y) == [40.0] and point.xaxis == "x" and bars.xaxis == "x2"
+
+
+def test_attention_map_grid_and_grounding_heatmaps():
+    import numpy as np
+    from e2vpt_viz.plots import attention_map_grid, grounding_heatmaps
+    views = np.zeros((2, 32, 32, 3), dtype=np.uint8)
+    maps = {"plain": np.array([[[0.0, 2.0], [1.0, 0.0]]] * 2), "prompted": np.ones((2, 2, 2))}
+    fig = attention_map_grid(views, maps)
+    assert len(fig.data) == 2 * 2 * 2  # image + heatmap per cell
+    assert [list(r) for r in fig.data[1].z] == [[0.0, 1.0], [0.5, 0.0]]  # scaled to the map's maximum
+    assert [a.text for a in fig.layout.annotations] == ["plain", "prompted"]
+    heat = grounding_heatmaps({"vpt": [[0.5, 0.25]], "e2vpt": [[1.0, 0.0]]}, chance=0.2)
+    assert [list(r) for r in heat.data[1].z] == [[100.0, 0.0]] and heat.data[0].zmid == 20.0

@@ -6,8 +6,9 @@ from e2vpt_viz.widgets import PruningSlider, figure_widget_available
 
 
 def sweep():
-    rows = [{"ratio": r, "acc": acc, "parameters": {"tunable": n}, "pruned_tokens": tokens}
-            for r, acc, n, tokens in [(0.0, 0.7, 1000, []), (0.5, 0.6, 800, [1, 3]), (0.9, 0.4, 600, [0, 1, 3, 4])]]
+    rows = [{"ratio": r, "acc": acc, "parameters": {"tunable": n}, "pruned_tokens": tokens, "per_class_acc": per_class}
+            for r, acc, n, tokens, per_class in [(0.0, 0.7, 1000, [], [0.8, 0.6]), (0.5, 0.6, 800, [1, 3], [0.8, 0.4]),
+                                                 (0.9, 0.4, 600, [0, 1, 3, 4], [0.5, 0.3])]]
     return PruningSweep([0.0, 0.5, 0.9], {r["ratio"]: r for r in rows})
 
 
@@ -20,4 +21,49 @@ def test_moving_the_slider_moves_the_point_and_the_label(static):
     widget.slider.value = 0.9  # what a drag does: the observer fires
     assert "40.0%" in widget.label.value and "[0, 1, 3, 4]" in widget.label.value
     assert list(widget.figure.data[-1].x) == [600] and list(widget.figure.data[-1].y) == [40.0]
+    assert list(widget.figure.data[-2].y) == pytest.approx([-30.0, -30.0])  # per-class change vs ratio 0
     assert widget.update(0.45)["ratio"] == 0.5  # nearest cached ratio
+
+
+def test_debounced_slider_applies_only_the_last_of_a_burst_inside_an_event_loop():
+    import asyncio
+    from e2vpt_viz.widgets import Debounced
+    calls = []
+    debounced = Debounced(calls.append, wait=0.02)
+    debounced(1)  # no running loop: immediate
+    assert calls == [1]
+
+    async def drag():
+        for value in (2, 3, 4):
+            debounced(value)
+        assert calls == [1]  # nothing yet: the burst is pending
+        await asyncio.sleep(0.1)
+    asyncio.run(drag())
+    assert calls == [1, 4]
+
+
+def test_attention_explorer_redraws_for_image_layer_head_and_kv_prompt():
+    import torch
+    from e2vpt_viz.attention_maps import TokenLayout
+    from e2vpt_viz.widgets import AttentionExplorer
+    layout = TokenLayout(num_prefix=1, num_prompts=1, grid=(2, 2), has_class_token=True)
+    g = torch.Generator().manual_seed(0)
+    probs = [torch.rand(2, 3, 6, 2 + 6, generator=g), torch.rand(2, 3, 6, 6, generator=g)]  # KV prompts in block 0 only
+    views = torch.zeros(2, 16, 16, 3, dtype=torch.uint8)
+    views[1] += 255
+    widget = AttentionExplorer(views, probs, layout, static=True)
+    heat = lambda: [v for r in widget.figure.data[1].z for v in r]  # flattened
+    mean_cls = probs[0][0, :, 0, 2 + 1 + 1:].mean(0)
+    assert heat() == pytest.approx(mean_cls.tolist())
+    assert list(widget.map.options)[1:] == ["patches → KV prompt 0", "patches → KV prompt 1"]
+    widget.head.value = 2
+    assert heat() == pytest.approx(probs[0][0, 2, 0, 4:].tolist())
+    widget.map.value = "patches → KV prompt 1"
+    assert heat() == pytest.approx(probs[0][0, 2, 2:, 1].tolist())  # query = patch, key = KV 1
+    widget.layer.value = 1  # no KV prompts there: the map falls back to the class token
+    assert widget.map.value == AttentionExplorer.CLS_MAP and list(widget.map.options) == [AttentionExplorer.CLS_MAP]
+    assert heat() == pytest.approx(probs[1][0, 2, 0, 2:].tolist())
+    widget.image.value = 1
+    assert heat() == pytest.approx(probs[1][1, 2, 0, 2:].tolist())
+    assert widget.figure.data[0].z[0][0] == (255, 255, 255) or list(widget.figure.data[0].z[0][0]) == [255, 255, 255]
+    assert "block 1" in widget.figure.layout.title.text and "head 2" in widget.figure.layout.title.text

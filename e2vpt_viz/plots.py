@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
+import plotly.colors
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
@@ -142,21 +143,22 @@ def patch_map_overlay(image, patch_map, title: str = "", opacity: float = 0.55) 
     return fig
 
 
-def attention_map_grid(views, columns: Mapping[str, object], opacity: float = 0.55) -> go.Figure:
-    """Maps over the patch grid side by side: rows are images, columns are ``{title: maps}`` with maps
-    (B, rows, cols) each; ``views`` (B, H, W, 3) uint8 are the model's input crops. Each map is scaled to its own
-    maximum, so the columns compare where attention goes, not how much."""
-    titles = list(columns)
+def attention_map_grid(views, columns: Mapping[str, object], opacity: float = 0.55, title: str = "") -> go.Figure:
+    """Maps over the image side by side: rows are images, columns are ``{title: maps}`` with maps (B, h, w) each, on
+    the patch grid or per pixel (attributions); ``views`` (B, H, W, 3) uint8 are the model's input crops. Each map is
+    scaled to its own maximum, so the columns compare where attention (or attribution) goes, not how much."""
+    names = list(columns)
     count = len(views)
-    fig = make_subplots(rows=count, cols=len(titles), column_titles=titles, horizontal_spacing=0.01,
+    fig = make_subplots(rows=count, cols=len(names), column_titles=names, horizontal_spacing=0.01,
                         vertical_spacing=0.02)
-    for col, title in enumerate(titles, start=1):
+    for col, name in enumerate(names, start=1):
         for row in range(count):
             fig.add_trace(_image_trace(views[row]), row=row + 1, col=col)
-            fig.add_trace(_map_trace(views[row], columns[title][row], opacity, normalise=True), row=row + 1, col=col)
+            fig.add_trace(_map_trace(views[row], columns[name][row], opacity, normalise=True), row=row + 1, col=col)
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False, autorange="reversed")
-    fig.update_layout(height=150 * count + 60, margin=dict(t=40, b=0, l=0, r=0))
+    fig.update_layout(title=title or None, height=150 * count + (100 if title else 60),
+                      margin=dict(t=80 if title else 40, b=0, l=0, r=0))
     return fig
 
 
@@ -174,6 +176,47 @@ def grounding_heatmaps(scores: Mapping[str, Sequence[Sequence[float]]], chance: 
         fig.update_xaxes(title_text=x_title, row=1, col=col)
     fig.update_yaxes(autorange="reversed")
     fig.update_layout(height=300, margin=dict(t=40, b=40, l=60, r=20))
+    return fig
+
+
+def accuracy_vs_parameters(results: Sequence[Mapping]) -> go.Figure:
+    """Test accuracy against tunable parameters (log scale), one marker per run of
+    :func:`~e2vpt_viz.run.compare_methods` (rows with ``method``, ``test_acc`` and ``parameters["tunable"]``)."""
+    fig = go.Figure()
+    for r in results:
+        fig.add_trace(go.Scatter(x=[r["parameters"]["tunable"]], y=[100 * r["test_acc"]], mode="markers+text",
+                                 name=r["method"], text=[r["method"]], textposition="top center",
+                                 marker=dict(size=11)))
+    fig.update_xaxes(type="log", title_text="tunable parameters (log scale)")
+    fig.update_layout(yaxis_title="test accuracy (%)", height=400, showlegend=False,
+                      margin=dict(t=30, b=40, l=50, r=20))
+    return fig
+
+
+def tsne_scatter(embeddings: Mapping[str, Sequence], labels: Sequence[int], class_names: Sequence[str] | None = None,
+                 cols: int = 4) -> go.Figure:
+    """2-D embeddings side by side, one panel per ``{title: (N, 2) points}``, every point coloured by its class.
+
+    All panels show the same N images, so ``labels`` (N,) serves every panel and a class has one colour throughout.
+    """
+    palette = plotly.colors.qualitative.Alphabet
+    labels = [int(c) for c in labels]
+    names = [class_names[c] if class_names is not None else f"class {c}" for c in labels]
+    titles = list(embeddings)
+    rows = (len(titles) + cols - 1) // cols
+    fig = make_subplots(rows=rows, cols=min(cols, len(titles)), subplot_titles=titles, horizontal_spacing=0.03,
+                        vertical_spacing=0.08)
+    for i, title in enumerate(titles):
+        points = [[float(v) for v in p] for p in embeddings[title]]
+        if len(points) != len(labels):
+            raise ValueError(f"{title!r} has {len(points)} points but there are {len(labels)} labels.")
+        fig.add_trace(go.Scatter(x=[p[0] for p in points], y=[p[1] for p in points], mode="markers", name=title,
+                                 text=names, hoverinfo="text", showlegend=False,
+                                 marker=dict(size=5, color=[palette[c % len(palette)] for c in labels])),
+                      row=i // cols + 1, col=i % cols + 1)
+    fig.update_xaxes(showticklabels=False)
+    fig.update_yaxes(showticklabels=False)
+    fig.update_layout(height=260 * rows + 40, margin=dict(t=40, b=10, l=10, r=10))
     return fig
 
 

@@ -66,3 +66,39 @@ def test_attention_map_grid_and_grounding_heatmaps():
     assert [a.text for a in fig.layout.annotations] == ["plain", "prompted"]
     heat = grounding_heatmaps({"vpt": [[0.5, 0.25]], "e2vpt": [[1.0, 0.0]]}, chance=0.2)
     assert [list(r) for r in heat.data[1].z] == [[100.0, 0.0]] and heat.data[0].zmid == 20.0
+
+
+def test_attribution_maps_per_pixel_and_per_patch_share_the_image_grid():
+    import numpy as np
+    from e2vpt_viz.plots import attention_map_grid
+    views = np.zeros((3, 64, 64, 3), dtype=np.uint8)
+    maps = {"linear": np.ones((3, 8, 8)), "full": np.ones((3, 64, 64))}  # Grad-CAM grid vs Integrated Gradients
+    fig = attention_map_grid(views, maps, title="grad_cam")
+    assert len(fig.data) == 3 * 2 * 2 and fig.layout.title.text == "grad_cam"
+    grid, pixels = fig.data[1], fig.data[7]  # row 1 of column 1 and of column 2
+    assert grid.dx == 8 and len(grid.z) == 8 and pixels.dx == 1 and len(pixels.z) == 64
+    assert [a.text for a in fig.layout.annotations] == ["linear", "full"]
+
+
+def test_accuracy_vs_parameters_is_one_marker_per_method_on_a_log_axis():
+    from e2vpt_viz.plots import accuracy_vs_parameters
+    results = [{"method": "linear", "test_acc": 0.5, "parameters": {"tunable": 1940}},
+               {"method": "full", "test_acc": 0.875, "parameters": {"tunable": 698036}}]
+    fig = accuracy_vs_parameters(results)
+    assert [t.name for t in fig.data] == ["linear", "full"] and fig.layout.xaxis.type == "log"
+    assert list(fig.data[1].x) == [698036] and list(fig.data[1].y) == [87.5]
+
+
+def test_tsne_scatter_has_one_panel_per_method_and_one_colour_per_class():
+    import numpy as np
+    from e2vpt_viz.plots import tsne_scatter
+    methods = ["linear", "bias", "lora", "e2vpt", "full"]
+    points = {m: np.arange(6.0).reshape(3, 2) * (i + 1) for i, m in enumerate(methods)}
+    fig = tsne_scatter(points, labels=[0, 1, 0], class_names=["wren", "finch"], cols=4)
+    assert len(fig.data) == 5 and [a.text for a in fig.layout.annotations] == list(points)
+    assert fig.data[4].xaxis == "x5" and list(fig.data[4].x) == [0.0, 10.0, 20.0]  # second row, first panel
+    colours = fig.data[0].marker.color
+    assert colours[0] == colours[2] != colours[1] and tuple(fig.data[3].marker.color) == tuple(colours)
+    assert list(fig.data[0].text) == ["wren", "finch", "wren"]
+    with pytest.raises(ValueError, match="3 labels"):
+        tsne_scatter({"linear": np.zeros((2, 2))}, labels=[0, 1, 0])

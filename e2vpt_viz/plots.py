@@ -235,3 +235,18 @@ def _map_trace(view, patch_map, opacity: float, normalise: bool = False) -> go.H
     return go.Heatmap(z=z, x0=width / cols / 2 - 0.5, dx=width / cols, y0=height / rows / 2 - 0.5,
                       dy=height / rows, opacity=opacity, colorscale="Inferno", showscale=False,
                       zmin=0 if normalise else None, zmax=1 if normalise else None)
+
+
+def few_shot_curves(rows: Sequence[Mapping]) -> go.Figure:
+    """Few-shot test accuracy against shots per class, random vs PVP initialisation, mean ± std over seeds (rows from
+    :func:`~e2vpt_viz.pvp.few_shot_comparison`)."""
+    fig = go.Figure()
+    shots = [r["shots"] for r in rows]
+    for init, label in (("random", "random init"), ("pvp", "PVP init")):
+        fig.add_trace(go.Scatter(x=shots, y=[100 * r[f"{init}_mean"] for r in rows], name=label,
+                                 mode="lines+markers",
+                                 error_y=dict(type="data", array=[100 * r[f"{init}_std"] for r in rows])))
+    fig.update_xaxes(type="log", tickvals=shots, title_text="training images per class")
+    fig.update_yaxes(title_text="test accuracy (%)")
+    fig.update_layout(height=360, margin=dict(t=30, b=40, l=50, r=20))
+    return fig

@@ -51,18 +51,29 @@ def save_prompt_modules(model: PromptedViT, path: Union[str, Path], **metadata) 
     return atomic_write(path, lambda tmp: save_file(state, tmp, metadata=meta))
 
 
-def load_prompt_modules(model: PromptedViT, path: Union[str, Path]) -> PromptedViT:
-    """Initialise ``model``'s prompt modules from a PVP file; the head stays new and the masks stay ones.
-
-    Raises :class:`CheckpointMismatchError` naming both sides when the backbone or a prompt shape differs.
-    """
+def _read_prompt_file(path: Union[str, Path]) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """(raw metadata, tensors) of a PVP file; a clear error when it is missing."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"PVP prompt file {path} does not exist; make one with "
                                 "`python -m e2vpt_viz pvp-pretrain --config CONFIG --source ROOT --out FILE`.")
     with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-        saved = {key: f.get_tensor(key) for key in f.keys()}
+        return f.metadata() or {}, {key: f.get_tensor(key) for key in f.keys()}
+
+
+def prompt_file_info(path: Union[str, Path]) -> dict:
+    """What a PVP file holds: its metadata (backbone, method, source, source_val_acc, command, ...) decoded, and
+    ``shapes`` of its prompt tensors."""
+    meta, saved = _read_prompt_file(path)
+    return {**{k: json.loads(v) for k, v in meta.items()}, "shapes": {k: tuple(v.shape) for k, v in saved.items()}}
+
+
+def load_prompt_modules(model: PromptedViT, path: Union[str, Path]) -> PromptedViT:
+    """Initialise ``model``'s prompt modules from a PVP file; the head stays new and the masks stay ones.
+
+    Raises :class:`CheckpointMismatchError` naming both sides when the backbone or a prompt shape differs.
+    """
+    meta, saved = _read_prompt_file(path)
     found_backbone = json.loads(meta.get("backbone", "{}"))
     expected_backbone = backbone_signature(model)
     diffs = [f"{k}: file {found_backbone.get(k)!r} vs model {v!r}" for k, v in expected_backbone.items()
@@ -87,6 +98,21 @@ class _RGBImageFolder(ImageFolder):
     def __init__(self, root: Path, transform) -> None:
         super().__init__(str(root), transform=transform, loader=load_rgb)
         self.num_classes = len(self.classes)
+
+
+def packaged_prompts(cfg: dict) -> Path:
+    """The PVP file shipped for the run config's backbone and method (``weights/<backbone>-<method>-pvp``); a clear
+    error saying how to make one when none ships (only the offline starter's E2VPT prompts do)."""
+    from .backbones import WEIGHTS_DIR
+
+    method = cfg["method"]["name"]
+    path = WEIGHTS_DIR / f"{cfg['backbone']['name']}-{method}-pvp.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"No pre-trained prompts ship for backbone {cfg['backbone']['name']!r} with {method}. Make them on a source "
+            "task (an ImageNet-format folder or a prepared FGVC root) with `python -m e2vpt_viz pvp-pretrain --config "
+            "CONFIG --source ROOT --out FILE`, then pass that file.")
+    return path
 
 
 def source_loaders(root: Union[str, Path], crop_size: int, batch_size: int, seed: int = 0,

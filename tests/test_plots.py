@@ -102,3 +102,12 @@ def test_tsne_scatter_has_one_panel_per_method_and_one_colour_per_class():
     assert list(fig.data[0].text) == ["wren", "finch", "wren"]
     with pytest.raises(ValueError, match="3 labels"):
         tsne_scatter({"linear": np.zeros((2, 2))}, labels=[0, 1, 0])
+
+
+def test_few_shot_curves_plot_means_and_stds_per_initialisation():
+    from e2vpt_viz.plots import few_shot_curves
+    rows = [{"shots": 1, "random_mean": 0.2, "random_std": 0.05, "pvp_mean": 0.3, "pvp_std": 0.01},
+            {"shots": 4, "random_mean": 0.5, "random_std": 0.02, "pvp_mean": 0.55, "pvp_std": 0.0}]
+    random, pvp = few_shot_curves(rows).data
+    assert list(random.x) == [1, 4] and list(random.y) == pytest.approx([20.0, 50.0])
+    assert list(pvp.y) == pytest.approx([30.0, 55.0]) and list(random.error_y.array) == pytest.approx([5.0, 2.0])

@@ -34,6 +34,11 @@ def test_round_trip_moves_prompts_only(tmp_path):
     assert torch.equal(target.head.weight, head)  # the head stays new
     assert torch.equal(target.token_mask, torch.ones(3))  # masks are not transferred
     assert path.stat().st_size < 20_000
+    from e2vpt_viz.pvp import prompt_file_info
+    info = prompt_file_info(path)
+    assert info["note"] == "x" and info["method"]["num_prompts"] == 3
+    assert info["shapes"] == {"visual_prompts": tuple(source.visual_prompts.shape),
+                              "kv_prompts": tuple(source.kv_prompts.shape)}
 
 
 @pytest.mark.parametrize("other, vit, message", [
@@ -108,3 +113,12 @@ def test_committed_pvp_prompts_beat_random_init_at_one_and_two_shots(tmp_path):
     for row in rows:
         assert row["pvp_mean"] > row["random_mean"] + row["random_std"], row
         assert sum(p > r for p, r in zip(row["pvp"], row["random"])) >= 2, row  # per seed, not only on average
+
+
+def test_packaged_prompts_ship_for_the_starter_only():
+    from e2vpt_viz.pvp import packaged_prompts, prompt_file_info
+    starter = load_run_config("starter")
+    path = packaged_prompts(starter)
+    assert path.name == "starter-vit-e2vpt-pvp.safetensors" and prompt_file_info(path)["source_val_acc"] > 0.8
+    with pytest.raises(FileNotFoundError, match="pvp-pretrain --config"):
+        packaged_prompts(load_run_config("cub_e2vpt"))

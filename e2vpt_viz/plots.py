@@ -99,22 +99,23 @@ def pruning_dashboard(sweep_results: Sequence[Mapping], rewound: Sequence[Mappin
     """
     reference = min(sweep_results, key=lambda r: r["ratio"])
     point = min(sweep_results, key=lambda r: abs(r["ratio"] - highlight))
-    names = list(class_names) if class_names is not None else [str(i) for i in range(len(point["per_class_acc"]))]
-    fig = make_subplots(rows=1, cols=2, column_widths=[0.55, 0.45], horizontal_spacing=0.1,
-                        subplot_titles=["accuracy vs tunable parameters",
-                                        f"per-class change vs ratio {reference['ratio']:.1f} (points)"])
+    count = len(point["per_class_acc"])
+    names = list(class_names) if class_names is not None else [f"class {i}" for i in range(count)]
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.55, 0.45], horizontal_spacing=0.12,
+                        subplot_titles=["accuracy vs tunable parameters", "per-class change (points)"])
     for trace in pruning_tradeoff(sweep_results, rewound).data:
         fig.add_trace(trace, row=1, col=1)
-    fig.add_trace(go.Bar(x=names, y=per_class_change(point, reference), name="per-class change", showlegend=False,
-                         marker_color="#636efa"), row=1, col=2)
+    fig.add_trace(go.Bar(x=list(range(count)), y=per_class_change(point, reference), hovertext=names,
+                         name="per-class change", showlegend=False, marker_color="#636efa"), row=1, col=2)
     fig.add_trace(go.Scatter(x=[point["parameters"]["tunable"]], y=[100 * point["acc"]], mode="markers",
                              name=f"ratio {point['ratio']:.1f}", marker=dict(size=14, symbol="circle-open")),
                   row=1, col=1)
     fig.update_xaxes(title_text="tunable parameters", row=1, col=1)
     fig.update_yaxes(title_text="accuracy (%)", row=1, col=1)
     fig.update_yaxes(range=[-100, 100], row=1, col=2)
-    fig.update_xaxes(tickangle=45, tickfont_size=8, row=1, col=2)
-    fig.update_layout(height=420, margin=dict(t=40, b=80, l=50, r=20))
+    fig.update_xaxes(title_text=f"class (hover for the name); change vs ratio {reference['ratio']:.1f}", row=1, col=2)
+    fig.update_layout(height=420, margin=dict(t=40, b=60, l=50, r=20),
+                      legend=dict(orientation="h", yanchor="bottom", y=-0.35, x=0))
     return fig
 
 

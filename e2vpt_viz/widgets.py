@@ -199,7 +199,7 @@ class AttentionExplorer:
         with self.figure.batch_update():
             self.figure.data[0].z = self.views[self.image.value].tolist()
             self.figure.data[1].z = self.current_map().tolist()
-            self.figure.layout.title.text = f"{self.titles[self.image.value]} · block {self.layer.value} · {head}"
+            self.figure.layout.title.text = f"block {self.layer.value} · {head}"
         if self.static and self._handle is not None:
             self._handle.update(self.figure)
 

@@ -51,7 +51,7 @@ def test_pruning_dashboard_adds_per_class_changes_and_keeps_the_point_last():
     rows = [{**r, "per_class_acc": pc} for r, pc in zip(sweep_rows(), [[0.9, 0.5], [0.9, 0.3], [0.4, 0.4]])]
     fig = pruning_dashboard(rows, highlight=0.9, class_names=["wren", "finch"])
     bars, point = fig.data[-2], fig.data[-1]
-    assert list(bars.x) == ["wren", "finch"] and list(bars.y) == pytest.approx([-50.0, -10.0])
+    assert list(bars.x) == [0, 1] and list(bars.hovertext) == ["wren", "finch"] and list(bars.y) == pytest.approx([-50.0, -10.0])
     assert list(point.x) == [600] and list(point.y) == [40.0] and point.xaxis == "x" and bars.xaxis == "x2"
 
 

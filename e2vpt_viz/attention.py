@@ -39,6 +39,7 @@ def attention_forward(
         key_prompts: Optional[torch.Tensor] = None,
         value_prompts: Optional[torch.Tensor] = None,
         recorder: Optional[AttentionRecorder] = None,
+        fused: bool = True,
 ) -> torch.Tensor:
     """Run a timm ``Attention`` module's weights on ``x`` with key-value prompts.
 
@@ -48,6 +49,8 @@ def attention_forward(
         key_prompts: (heads, T, head_dim) prompts prepended to the keys, or None.
         value_prompts: (heads, T, head_dim) prompts prepended to the values; None shares ``key_prompts``.
         recorder: when given, the manual path runs and the probabilities (B, heads, N, T+N) are recorded.
+        fused: False forces the manual path without recording (explicit softmax, as the official code computes it;
+            the benchmarks' baseline).
 
     Returns:
         (B, N, C) attention output after the output projection.
@@ -64,11 +67,12 @@ def attention_forward(
         v = torch.cat([value_prompts.to(v.dtype).expand(B, -1, -1, -1), v], dim=2)
 
     dropout_p = attn.attn_drop.p if attn.training else 0.0
-    if recorder is None:
+    if recorder is None and fused:
         x = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
     else:
         probs = ((q * attn.scale) @ k.transpose(-2, -1)).softmax(dim=-1)  # (B, heads, N, T+N)
-        recorder.add(probs)
+        if recorder is not None:
+            recorder.add(probs)
         x = attn.attn_drop(probs) @ v
 
     x = x.transpose(1, 2).reshape(B, N, attn.attn_dim)

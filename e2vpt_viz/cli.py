@@ -1,7 +1,10 @@
-"""Command line: ``python -m e2vpt_viz {train,eval,report,sweep,prune,pvp-pretrain,pvp-fewshot,pretrain-starter} ...``.
+"""Command line: ``python -m e2vpt_viz {train,eval,report,sweep,prune,reproduce,pvp-pretrain,pvp-fewshot,pretrain-starter}``.
 
-Errors a user can fix (bad config, missing data, unusable backbone, mismatched checkpoint, diverged training) are
-printed as one line starting with ``error:`` and exit with status 2.
+Errors a user can fix (bad config, missing data, unusable backbone, mismatched checkpoint, diverged training, out of
+GPU memory) are printed as one line starting with ``error:`` and exit with status 2.
+
+``torchrun --nproc_per_node=N -m e2vpt_viz train ...`` trains on N processes (DistributedDataParallel, see
+:mod:`e2vpt_viz.distributed`); only process 0 prints and writes files.
 """
 from __future__ import annotations
 
@@ -10,13 +13,15 @@ import json
 import sys
 from typing import Optional, Sequence
 
+from . import distributed as dist
 from .backbones import BackboneError
 from .checkpoint import CheckpointMismatchError
 from .data import DatasetLayoutError
-from .training import TrainingDivergedError
+from .training import TrainingDivergedError, TrainingOutOfMemoryError
 
-USER_ERRORS = (BackboneError, CheckpointMismatchError, DatasetLayoutError, TrainingDivergedError, ValueError,
-               FileNotFoundError)
+USER_ERRORS = (BackboneError, CheckpointMismatchError, DatasetLayoutError, TrainingDivergedError,
+               TrainingOutOfMemoryError, ValueError, FileNotFoundError)
+DISTRIBUTED_COMMANDS = ("train",)
 
 
 def _add_config(parser: argparse.ArgumentParser, default: Optional[str] = None) -> None:
@@ -54,6 +59,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(prune)
     prune.add_argument("--quiet", action="store_true")
 
+    reproduce = sub.add_parser("reproduce", help="the papers' protocol: lr x wd grid, pruning + rewinding (E2VPT), "
+                                                 "5 final seeds, a table beside the papers' numbers; resumable")
+    reproduce.add_argument("--dataset", required=True, choices=("cub", "nabirds", "flowers", "dogs", "cars", "starter"))
+    reproduce.add_argument("--method", required=True, choices=("e2vpt", "vpt-deep", "vpt-shallow", "linear", "full"))
+    reproduce.add_argument("--config", default=None, help="base config (default: cub_e2vpt for real data, starter)")
+    reproduce.add_argument("overrides", nargs="*", help="section.field=value, e.g. data.root=/data/CUB_200_2011")
+    reproduce.add_argument("--out", default=None, help="output folder (default results/reproduce/DATASET/METHOD)")
+    reproduce.add_argument("--tiny", action="store_true", help="CI size: 2 x 1 grid, 2 epochs, 2 seeds")
+    reproduce.add_argument("--lrs", nargs="+", type=float, help="replace the paper's base-lr grid")
+    reproduce.add_argument("--wds", nargs="+", type=float, help="replace the weight-decay grid {0.01, 0.001, 1e-4, 0}")
+    reproduce.add_argument("--seeds", nargs="+", type=int, help="replace the final seeds 42 44 82 100 800")
+    reproduce.add_argument("--prompt-lengths", nargs="+", type=int, help="VPT: search these prompt lengths too")
+    reproduce.add_argument("--quiet", action="store_true")
+
     pvp_pretrain = sub.add_parser("pvp-pretrain", help="PVP: pre-train prompt modules on a source task")
     _add_config(pvp_pretrain)
     pvp_pretrain.add_argument("--source", default="data/starter-source",
@@ -83,6 +102,8 @@ def run_command(args: argparse.Namespace) -> int:
 
     if args.command == "train":
         result = train_run(load_run_config(args.config, args.overrides), progress=not args.quiet)
+        if not dist.is_main():
+            return 0
         print(f"{result['method']}: test accuracy {100 * result['test_acc']:.2f}% "
               f"({result['parameters']['tunable']:,} tunable parameters, {result['train_seconds']:.0f} s); "
               f"saved to {result['config'].get('output_dir')}")
@@ -116,6 +137,14 @@ def run_command(args: argparse.Namespace) -> int:
               f"instant test {100 * result['instant_test_acc']:.2f}%, rewound test {100 * rewound['test_acc']:.2f}% "
               f"with {rewound['parameters']['tunable']:,} tunable parameters")
         print(f"written to {result['config'].get('output_dir')}/prune.json and sweep.json")
+    elif args.command == "reproduce":
+        from .reproduce import markdown, reproduce
+
+        results = reproduce(args.dataset, args.method, args.out, args.config, args.overrides, args.tiny, args.lrs,
+                            args.wds, args.seeds, args.prompt_lengths, progress=not args.quiet)
+        print(markdown(results))
+        out = args.out or f"results/reproduce/{args.dataset}/{args.method}"
+        print(f"written to {out}/results.md and results.json")
     elif args.command == "pvp-pretrain":
         from .pvp import pretrain_prompts
 
@@ -144,7 +173,16 @@ def run_command(args: argparse.Namespace) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    started_group = False
     try:
+        if dist.launched_by_torchrun() and not dist.is_distributed():
+            if args.command not in DISTRIBUTED_COMMANDS:
+                raise ValueError(f"under torchrun only {', '.join(DISTRIBUTED_COMMANDS)} runs on several processes; "
+                                 f"run `python -m e2vpt_viz {args.command} ...` without torchrun.")
+            from .run import load_run_config
+
+            dist.init_from_env(load_run_config(args.config, args.overrides)["train"].get("device", "auto"))
+            started_group = True
         return run_command(args)
     except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
@@ -152,3 +190,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: run the same command again to resume from the last finished epoch", file=sys.stderr)
         return 130
+    finally:
+        if started_group:
+            dist.shutdown()

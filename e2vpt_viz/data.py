@@ -8,18 +8,20 @@ starter's synthetic dataset (``python -m data_prep synthetic --root DIR``). A te
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from functools import cached_property
 from pathlib import Path
-from typing import Callable, Optional, Union
+from typing import Callable, Iterator, Optional, Union
 
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms import v2
 
 from .backbones import IMAGENET_MEAN, IMAGENET_STD
+from .distributed import batch_bounds, check_batches
 
 SPLITS = ("train", "val", "test")
 IMAGE_DIRS = ("images", "Images", "")  # CUB/NABirds/synthetic, Stanford Dogs, Cars/Flowers (keys carry the folder)
@@ -33,13 +35,18 @@ class DatasetLayoutError(FileNotFoundError):
     """A dataset root that is missing or not in the FGVC layout; the message names the expected files."""
 
 
+def resize_size(crop_size: int) -> int:
+    """Short side before cropping, VPT's 256 for a 224 crop, scaled: round(crop · 256 / 224)."""
+    return round(crop_size * 256 / 224)
+
+
 def build_transforms(crop_size: int, train: bool) -> v2.Compose:
     """VPT's FGVC transforms, scaled to ``crop_size``: resize the short side to crop·256/224, then crop.
 
     train: resize → random crop → horizontal flip; eval: resize → centre crop. Both end with ImageNet normalisation.
     Output: float tensor (3, crop_size, crop_size).
     """
-    resize = round(crop_size * 256 / 224)
+    resize = resize_size(crop_size)
     crop = [v2.RandomCrop(crop_size), v2.RandomHorizontalFlip()] if train else [v2.CenterCrop(crop_size)]
     return v2.Compose([v2.ToImage(), v2.Resize(resize, antialias=True), *crop,
                        v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
@@ -230,15 +237,79 @@ class FGVCDataset(Dataset):
 
 
 def make_loaders(root: Union[str, Path], crop_size: int, batch_size: int, num_workers: int = 0,
-                 cache: bool = False, seed: int = 0) -> dict[str, DataLoader]:
-    """Train / val / test loaders of an FGVC root with VPT transforms; train is shuffled with a seeded generator."""
+                 cache: bool = False, seed: int = 0, pin_memory: bool = False,
+                 shard: Optional[tuple[int, int]] = None) -> dict[str, DataLoader]:
+    """Train / val / test loaders of an FGVC root with VPT transforms; train is shuffled with a seeded generator.
+
+    ``shard=(rank, world)`` gives process ``rank`` its slice of every global batch (see :class:`ShardedBatchSampler`).
+    """
     return {split: split_loader(FGVCDataset(root, split, build_transforms(crop_size, split == "train"), cache=cache),
-                                split == "train", batch_size, num_workers, seed)
+                                split == "train", batch_size, num_workers, seed, pin_memory, shard)
             for split in SPLITS}
 
 
-def split_loader(dataset: Dataset, train: bool, batch_size: int, num_workers: int = 0, seed: int = 0) -> DataLoader:
+def split_loader(dataset: Dataset, train: bool, batch_size: int, num_workers: int = 0, seed: int = 0,
+                 pin_memory: bool = False, shard: Optional[tuple[int, int]] = None) -> DataLoader:
     """A DataLoader as every split gets it: the training split is shuffled by a generator seeded with ``seed``."""
     generator = torch.Generator().manual_seed(seed) if train else None
+    if shard is not None and shard[1] > 1:
+        sampler = ShardedBatchSampler(len(dataset), batch_size, train, generator, *shard)
+        return ShardedDataLoader(dataset, batch_sampler=sampler, generator=generator, num_workers=num_workers,
+                                 pin_memory=pin_memory, persistent_workers=num_workers > 0)
     return DataLoader(dataset, batch_size=batch_size, shuffle=train, generator=generator, num_workers=num_workers,
-                      drop_last=False, persistent_workers=num_workers > 0)
+                      drop_last=False, persistent_workers=num_workers > 0, pin_memory=pin_memory)
+
+
+class ShardedBatchSampler(Sampler[list[int]]):
+    """Process ``rank`` of ``world``'s share of the batches one process would see.
+
+    Training (``shuffle``): every process draws the same permutation from ``generator`` (as ``RandomSampler`` does,
+    so the global batches are those of one process) and yields its contiguous slice of each global batch
+    (:func:`~e2vpt_viz.distributed.batch_bounds`). Evaluation: process ``rank`` takes a contiguous block of the split,
+    in batches of ``batch_size``; the accuracies are summed over processes afterwards.
+    """
+
+    def __init__(self, num_items: int, batch_size: int, shuffle: bool, generator: Optional[torch.Generator],
+                 rank: int, world: int) -> None:
+        if shuffle:
+            check_batches(num_items, batch_size, world)
+        self.num_items, self.batch_size, self.shuffle = num_items, batch_size, shuffle
+        self.generator, self.rank, self.world = generator, rank, world
+
+    def __iter__(self) -> Iterator[list[int]]:
+        n, size = self.num_items, self.batch_size
+        if not self.shuffle:
+            lo, hi = batch_bounds(n, self.rank, self.world)
+            yield from (list(range(i, min(i + size, hi))) for i in range(lo, hi, size))
+            return
+        order = torch.randperm(n, generator=self.generator).tolist()
+        for start in range(0, n, size):
+            batch = order[start:start + size]
+            lo, hi = batch_bounds(len(batch), self.rank, self.world)
+            yield batch[lo:hi]
+
+    def __len__(self) -> int:
+        if not self.shuffle:
+            lo, hi = batch_bounds(self.num_items, self.rank, self.world)
+            return math.ceil((hi - lo) / self.batch_size)
+        return math.ceil(self.num_items / self.batch_size)
+
+    def step_slice(self, step: int) -> tuple[int, int]:
+        """(first row of this process's slice, size of the global batch) of training step ``step``."""
+        size = min(self.batch_size, self.num_items - step * self.batch_size)
+        return batch_bounds(size, self.rank, self.world)[0], size
+
+
+class ShardedDataLoader(DataLoader):
+    """A DataLoader over a :class:`ShardedBatchSampler`; ``global_batch_size`` is the batch one process would use."""
+
+    @property
+    def global_batch_size(self) -> int:
+        return self.batch_sampler.batch_size
+
+    @property
+    def shard(self) -> tuple[int, int]:
+        return self.batch_sampler.rank, self.batch_sampler.world
+
+    def step_slice(self, step: int) -> tuple[int, int]:
+        return self.batch_sampler.step_slice(step)

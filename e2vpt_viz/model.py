@@ -95,6 +95,10 @@ class PromptedViT(nn.Module):
         self.num_prompts = layout.num_prompts if layout.prompt_depth else 0
         self.num_prefix_tokens = self.num_backbone_prefix + self.num_prompts  # tokens before the patches
         self.grad_checkpointing = False
+        self.fused_attention = True  # False: explicit softmax attention (the benchmarks' official-style baseline)
+        # (offset, global batch) while this process trains a slice of a larger batch (DistributedDataParallel): the
+        # prompt dropout masks are drawn for the whole global batch and sliced, as one process would draw them.
+        self.dropout_batch: Optional[tuple[int, int]] = None
         self.prompts_enabled = True
         self.attention_recorder: Optional[AttentionRecorder] = None
 
@@ -160,9 +164,18 @@ class PromptedViT(nn.Module):
         if self.prompts_enabled and layer < self.layout.kv_depth:
             keys = self.kv_prompts[layer]
             values = None if self.value_prompts is None else self.value_prompts[layer]
-        attn_out = attention_forward(blk.attn, blk.norm1(x), keys, values, self.attention_recorder)
+        attn_out = attention_forward(blk.attn, blk.norm1(x), keys, values, self.attention_recorder,
+                                     fused=self.fused_attention)
         x = x + blk.drop_path1(blk.ls1(attn_out))
         return x + blk.drop_path2(blk.ls2(blk.mlp(blk.norm2(x))))
+
+    def _dropped_prompts(self, prompts: torch.Tensor, batch: int) -> torch.Tensor:
+        """(P, D) -> (B, P, D) with prompt dropout; under :attr:`dropout_batch` the masks of the whole global batch
+        are drawn (the same random numbers as one process) and this process's rows are kept."""
+        if self.dropout_batch is None or not self.training or isinstance(self.prompt_dropout, nn.Identity):
+            return self.prompt_dropout(prompts.expand(batch, -1, -1))
+        offset, total = self.dropout_batch
+        return self.prompt_dropout(prompts.expand(total, -1, -1))[offset:offset + batch]
 
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
         """Images (B, 3, H, W) -> all tokens after the final norm (B, prefix + P + patches, D).
@@ -176,7 +189,7 @@ class PromptedViT(nn.Module):
         prompts_per_layer = self.masked_prompts() if use_prompts else None  # (prompt_depth, P, D)
         for layer, blk in enumerate(bb.blocks):
             if use_prompts and layer < self.layout.prompt_depth:
-                prompts = self.prompt_dropout(prompts_per_layer[layer].expand(x.shape[0], -1, -1))  # (B, P, D)
+                prompts = self._dropped_prompts(prompts_per_layer[layer], x.shape[0])  # (B, P, D)
                 rest = x[:, n:] if layer == 0 else x[:, n + P:]  # deep prompts replace the previous layer's
                 x = torch.cat([x[:, :n], prompts, rest], dim=1)
             if self.grad_checkpointing and self.training:

@@ -16,6 +16,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 import torch
 import yaml
 
+from . import distributed as dist
 from .backbones import load_backbone
 from .checkpoint import atomic_write, load_prompts
 from .data import make_loaders
@@ -36,7 +37,11 @@ class DataConfig:
         root: FGVC root with train/val/test.json.
         synthetic: generate the offline starter dataset at ``root`` if it is missing.
         crop_size: model input size (224 for ViT-B/16, 64 for the starter).
-        cache: keep decoded images in memory. num_workers: DataLoader workers.
+        cache: keep decoded images in memory. num_workers: DataLoader workers (decoding threads on the device path).
+        on_device: keep the decoded images on the training device and augment there
+            (:mod:`e2vpt_viz.device_data`): "auto" (when training on CUDA), true (also on the CPU) or false.
+        device_budget_mb: most memory the images may take on the device (default: half of what is free); a dataset
+            that needs more falls back to the DataLoader path with a note.
     """
 
     root: str
@@ -44,6 +49,15 @@ class DataConfig:
     crop_size: int = 224
     cache: bool = False
     num_workers: int = 4
+    on_device: Union[str, bool] = "auto"
+    device_budget_mb: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        if self.on_device not in ("auto", True, False):
+            raise ValueError(f"data.on_device must be auto, true or false, got {self.on_device!r}.")
+        if self.device_budget_mb is not None and not (isinstance(self.device_budget_mb, (int, float))
+                                                      and self.device_budget_mb >= 0):
+            raise ValueError(f"data.device_budget_mb must be a number of MB >= 0 or null, got {self.device_budget_mb!r}.")
 
 
 def packaged_configs() -> list[str]:
@@ -98,14 +112,31 @@ def _method(cfg: dict):
 
 
 def prepare_data(cfg: dict, batch_size: int, seed: int) -> dict:
-    """Train / val / test loaders; generates the synthetic starter dataset first when asked to and missing."""
+    """Train / val / test loaders; generates the synthetic starter dataset first when asked to and missing.
+
+    With ``data.on_device`` (default "auto": when training on CUDA) the images are decoded once and kept on the
+    training device (:func:`~e2vpt_viz.device_data.make_device_loaders`); a dataset over the memory budget falls
+    back to DataLoaders with a logged note. Under torchrun each process gets its share of every batch.
+    """
     data = DataConfig(**cfg["data"])
     root = Path(data.root).expanduser()
     if data.synthetic and not (root / "test.json").exists():
         from data_prep.synthetic import generate_synthetic
 
-        generate_synthetic(root, task="target", workers=1)  # in-process: safe from scripts and notebooks
-    return make_loaders(root, data.crop_size, batch_size, data.num_workers, data.cache, seed)
+        if dist.is_main():
+            generate_synthetic(root, task="target", workers=1)  # in-process: safe from scripts and notebooks
+        dist.barrier()
+    device = TrainConfig(**cfg["train"]).resolve_device()
+    shard = (dist.rank(), dist.world_size()) if dist.is_distributed() else None
+    if data.on_device is True or (data.on_device == "auto" and device.type == "cuda"):
+        from .device_data import make_device_loaders
+
+        loaders = make_device_loaders(root, data.crop_size, batch_size, seed, device, data.device_budget_mb,
+                                      max(1, data.num_workers), shard)
+        if loaders is not None:
+            return loaders
+    return make_loaders(root, data.crop_size, batch_size, data.num_workers, data.cache, seed,
+                        pin_memory=device.type == "cuda", shard=shard)
 
 
 def build_model(cfg: dict, num_classes: int) -> PromptedViT:
@@ -140,8 +171,18 @@ def train_run(cfg: dict, callbacks: Sequence[Callable] = (), progress: bool = Tr
                "test_acc": test["acc"], "val_acc": history[-1].get("val_acc"), "train_seconds": seconds,
                "epochs": len(history), "parameters": count_parameters(model),
                "per_class_acc": test["per_class_acc"], "history": history, "config": cfg}
-    atomic_write(out / "metrics.json", lambda tmp: Path(tmp).write_text(json.dumps(metrics, indent=1)))
+    if dist.is_main():
+        atomic_write(out / "metrics.json", lambda tmp: Path(tmp).write_text(json.dumps(metrics, indent=1)))
     return {**metrics, "model": model}
+
+
+def finished_run(cfg: dict) -> Optional[dict]:
+    """The ``metrics.json`` of a run that already finished with exactly this config, else None (nothing is built)."""
+    path = Path(cfg.get("output_dir") or "results/run") / "metrics.json"
+    if not path.is_file():
+        return None
+    metrics = json.loads(path.read_text())
+    return metrics if metrics.get("config") == json.loads(json.dumps(cfg)) else None
 
 
 def evaluate_run(cfg: dict, checkpoint: Union[str, Path, None] = None, split: str = "test") -> dict:
@@ -204,22 +245,30 @@ def choose_run_config(dataset: str = "auto", data_dir: Union[str, Path] = "data"
 
 
 def grid_search(cfg: dict, base_lrs: Sequence[float], weight_decays: Sequence[float], out_dir: Union[str, Path],
-                progress: bool = False) -> dict:
-    """The papers' lr x wd grid: train each pair, pick the best last-epoch validation accuracy (ties: smaller lr).
+                progress: bool = False, select: str = "last") -> dict:
+    """The papers' lr x wd grid: train each pair, pick the best validation accuracy (ties: smaller lr).
 
-    Returns ``{"best": {"base_lr", "weight_decay", "val_acc"}, "runs": [...]}``; each run keeps its checkpoint
-    under ``out_dir/lr{lr}_wd{wd}``, so an interrupted search resumes.
+    ``select="last"``: last-epoch validation accuracy (VPT's VTAB script); ``"best"``: the best validation accuracy of
+    any epoch (E²VPT's FGVC script, methods.md §2.5).
+
+    Returns ``{"best": {"base_lr", "weight_decay", "val_acc", "best_val_acc", "test_acc", "output_dir"},
+    "runs": [...]}``; each run keeps its checkpoint under ``out_dir/lr{lr}_wd{wd}``, so an interrupted search resumes,
+    and a finished run (its ``metrics.json`` made with the same config) is read back without training.
     """
+    if select not in ("last", "best"):
+        raise ValueError(f"select must be 'last' or 'best', got {select!r}.")
     runs = []
     for lr in base_lrs:
         for wd in weight_decays:
             run_cfg = load_run_config(cfg, [f"train.base_lr={lr}", f"train.weight_decay={wd}",
                                             f"output_dir={Path(out_dir) / f'lr{lr}_wd{wd}'}"])
-            result = train_run(run_cfg, progress=progress)
+            result = finished_run(run_cfg) or train_run(run_cfg, progress=progress)
             runs.append({"base_lr": lr, "weight_decay": wd, "val_acc": result["val_acc"],
-                         "test_acc": result["test_acc"]})
-    best = max(runs, key=lambda r: (r["val_acc"], -r["base_lr"]))
-    return {"best": best, "runs": runs}
+                         "best_val_acc": max(r.get("val_acc", float("-inf")) for r in result["history"]),
+                         "test_acc": result["test_acc"], "output_dir": run_cfg["output_dir"]})
+    key = "val_acc" if select == "last" else "best_val_acc"
+    best = max(runs, key=lambda r: (r[key], -r["base_lr"]))
+    return {"best": best, "runs": runs, "select": select}
 
 
 @dataclass

@@ -5,6 +5,12 @@
 ``lr = base_lr · batch_size / 256``. Every epoch it evaluates, calls the callbacks (live plots) and atomically
 writes a resumable training state; an interrupted run started again with the same arguments continues from the
 last finished epoch and ends with the same prompts as an uninterrupted one.
+
+The fast path on a GPU: bf16 autocast (``amp``), fused scaled-dot-product attention with the key-value prompts
+concatenated in head space (flash kernels), optional ``torch.compile`` (``compile``) and gradient checkpointing
+(``grad_checkpointing``), no host synchronisation inside the step (one ``.item()`` per epoch), and running out of
+GPU memory ends with :class:`TrainingOutOfMemoryError` (what to change, the last checkpoint intact). Under
+``torchrun`` the model is wrapped in DistributedDataParallel; see :mod:`e2vpt_viz.distributed`.
 """
 from __future__ import annotations
 
@@ -20,6 +26,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from . import distributed as dist
 from .checkpoint import (atomic_write, check_signature, model_signature, restore_trained_state, save_prompts,
                          trained_state)
 from .model import PromptedViT
@@ -30,6 +37,10 @@ PROMPTS_FILE = "prompts.safetensors"
 
 class TrainingDivergedError(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is left as it was."""
+
+
+class TrainingOutOfMemoryError(RuntimeError):
+    """The device ran out of memory; the message says what to change, and the last checkpoint is left as it was."""
 
 
 @dataclass
@@ -44,6 +55,11 @@ class TrainConfig:
         optimizer: "sgd" (momentum 0.9) or "adamw".
         seed: drives data order, augmentation and prompt dropout, per epoch (so resuming is exact).
         device: "auto" (CUDA when present), "cpu" or "cuda[:i]". amp: bf16 autocast on CUDA.
+        compile: ``torch.compile`` the model for training and evaluation: True (inductor) or a back-end name.
+        grad_checkpointing: recompute each block's activations in the backward pass (less memory, ~30% slower).
+
+    ``progress``, ``device``, ``compile`` and ``grad_checkpointing`` do not change what is computed, so a run may
+    resume with other values (see :func:`result_settings`).
     """
 
     epochs: int = 100
@@ -57,6 +73,8 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = True
     progress: bool = True
+    compile: Union[bool, str] = False
+    grad_checkpointing: bool = False
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):
@@ -69,11 +87,18 @@ class TrainConfig:
             raise ValueError(f"base_lr must be > 0 and weight_decay >= 0, got {self.base_lr} and {self.weight_decay}.")
         if self.optimizer not in ("sgd", "adamw"):
             raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {self.optimizer!r}.")
+        if not isinstance(self.compile, (bool, str)) or self.compile == "":
+            raise ValueError(f"compile must be true, false or a torch.compile back-end name, got {self.compile!r}.")
+        if not isinstance(self.grad_checkpointing, bool):
+            raise ValueError(f"grad_checkpointing must be true or false, got {self.grad_checkpointing!r}.")
 
     def resolve_device(self) -> torch.device:
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(self.device)
+        """The device to train on; under torchrun, CUDA means this process's GPU (LOCAL_RANK)."""
+        device = torch.device("cuda" if self.device == "auto" and torch.cuda.is_available()
+                              else "cpu" if self.device == "auto" else self.device)
+        if device.type == "cuda" and device.index is None and dist.is_distributed():
+            device = torch.device("cuda", dist.local_rank())
+        return device
 
 
 def get_lr(step: int, total_steps: int, warmup_steps: int, peak_lr: float) -> float:
@@ -100,25 +125,36 @@ def _autocast(device: torch.device, enabled: bool):
     return torch.autocast("cuda", dtype=torch.bfloat16) if enabled and device.type == "cuda" else nullcontext()
 
 
+def _sharded(loader) -> bool:
+    """A loader that gives this process only its share of the data (see :mod:`e2vpt_viz.distributed`)."""
+    return getattr(loader, "shard", None) is not None and dist.is_distributed()
+
+
 @torch.no_grad()
 def evaluate(model: PromptedViT, loader: DataLoader, device: Union[str, torch.device, None] = None,
-             amp: bool = True) -> dict:
-    """Top-1 accuracy, mean loss and per-class accuracy of ``model`` on ``loader``."""
+             amp: bool = True, forward: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> dict:
+    """Top-1 accuracy, mean loss and per-class accuracy of ``model`` on ``loader``.
+
+    ``forward`` replaces ``model(images)`` (a compiled model). Nothing waits for the device until the end; a loader
+    sharded over processes is summed over them.
+    """
     device = torch.device(device) if device is not None else next(model.parameters()).device
+    forward = forward if forward is not None else model
     was_training = model.training
     model.eval()
     num_classes = model.num_classes
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros(num_classes, device=device)
-    total = torch.zeros(num_classes, device=device)
+    sums = torch.zeros(1 + 2 * num_classes, device=device)  # loss sum, correct per class, count per class
+    loss_sum, correct, total = sums[0], sums[1:1 + num_classes], sums[1 + num_classes:]
     for images, labels in loader:
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         with _autocast(device, amp):
-            logits = model(images)
+            logits = forward(images)
         loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum")
-        total += torch.bincount(labels, minlength=num_classes)
-        correct += torch.bincount(labels[logits.argmax(-1) == labels], minlength=num_classes)
+        total.index_add_(0, labels, torch.ones_like(labels, dtype=total.dtype))
+        correct.index_add_(0, labels, (logits.argmax(-1) == labels).to(correct.dtype))
     model.train(was_training)
+    if _sharded(loader):
+        dist.all_reduce_sum(sums)
     count = total.sum().item()
     if count == 0:
         raise ValueError("evaluate() got an empty loader.")
@@ -129,38 +165,65 @@ def evaluate(model: PromptedViT, loader: DataLoader, device: Union[str, torch.de
 
 def train_one_epoch(model: PromptedViT, loader: DataLoader, optimizer: torch.optim.Optimizer,
                     lr_at: Callable[[int], float], first_step: int, device: torch.device, amp: bool,
-                    progress: bool = False) -> dict:
-    """One pass over ``loader``; returns mean loss and accuracy. No host sync inside the loop."""
+                    progress: bool = False, forward: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> dict:
+    """One pass over ``loader``; returns mean loss and accuracy. No host sync inside the loop.
+
+    ``forward`` replaces ``model(images)`` (a compiled or DistributedDataParallel model). With a loader sharded over
+    processes, each one's loss is its slice's summed cross-entropy · world / global batch, so the averaged gradient
+    is that of the global batch's mean loss, and prompt dropout is drawn for the global batch.
+    """
+    forward = forward if forward is not None else model
     model.train()
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device)
-    seen = 0
-    for i, (images, labels) in enumerate(tqdm(loader, leave=False, disable=not progress, desc="batches")):
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(first_step + i)
-        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-        with _autocast(device, amp):
-            logits = model(images)
-        loss = F.cross_entropy(logits.float(), labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        loss_sum += loss.detach() * labels.shape[0]
-        correct += (logits.argmax(-1) == labels).sum()
-        seen += labels.shape[0]
-    return {"train_loss": loss_sum.item() / seen, "train_acc": correct.item() / seen, "steps": i + 1}
+    if forward is not model:
+        forward.train()
+    sharded = _sharded(loader)
+    world = dist.world_size()
+    sums = torch.zeros(3, device=device)  # loss sum, correct, images
+    try:
+        for i, (images, labels) in enumerate(tqdm(loader, leave=False, disable=not progress, desc="batches")):
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(first_step + i)
+            images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+            if sharded:
+                offset, global_batch = loader.step_slice(i)
+                model.dropout_batch = (offset, global_batch)
+            with _autocast(device, amp):
+                logits = forward(images)
+            if sharded:
+                summed = F.cross_entropy(logits.float(), labels, reduction="sum")
+                loss = summed * (world / global_batch)
+            else:
+                loss = F.cross_entropy(logits.float(), labels)
+                summed = loss * labels.shape[0]
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            sums[0] += summed.detach()
+            sums[1] += (logits.argmax(-1) == labels).sum()
+            sums[2] += labels.shape[0]
+    finally:
+        model.dropout_batch = None
+    if sharded:
+        dist.all_reduce_sum(sums)
+    loss_sum, correct, seen = sums.tolist()
+    return {"train_loss": loss_sum / seen, "train_acc": correct / seen, "steps": i + 1}
 
 
 def seed_epoch(loader: DataLoader, seed: int, epoch: int) -> None:
     """Make an epoch's data order, augmentation and dropout depend only on (seed, epoch)."""
     torch.manual_seed(seed * 1_000_003 + epoch)
-    if loader.generator is not None:
+    if getattr(loader, "generator", None) is not None:
         loader.generator.manual_seed(seed * 1_000_003 + epoch)
 
 
+# Settings that do not change what is computed; a resume may differ in them (and older states lack the new ones).
+NON_RESULT_SETTINGS = ("progress", "device", "compile", "grad_checkpointing")
+
+
 def result_settings(settings: dict) -> dict:
-    """The training settings that change the trained prompts (a resume may differ in progress bars and device)."""
-    return {k: v for k, v in settings.items() if k not in ("progress", "device")}
+    """The training settings that change the trained prompts (a resume may differ in progress bars, device,
+    compilation and gradient checkpointing)."""
+    return {k: v for k, v in settings.items() if k not in NON_RESULT_SETTINGS}
 
 
 def _load_state(path: Path, model: PromptedViT, optimizer: torch.optim.Optimizer, config: TrainConfig) -> tuple:
@@ -180,6 +243,30 @@ def _save_state(path: Path, model: PromptedViT, optimizer: torch.optim.Optimizer
     atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
+def _compiled(module: torch.nn.Module, config: TrainConfig) -> torch.nn.Module:
+    if config.compile is False:
+        return module
+    return torch.compile(module, backend="inductor" if config.compile is True else config.compile)
+
+
+def _out_of_memory(config: TrainConfig, device: torch.device, epoch: int, state_path: Optional[Path],
+                   saved_epoch: int) -> TrainingOutOfMemoryError:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    smaller = (f"a smaller train.batch_size (now {config.batch_size}, e.g. {max(1, config.batch_size // 2)}; that "
+               "changes the results, so train it in a new output_dir)")
+    fix = (f"Use {smaller}." if config.grad_checkpointing else
+           f"Turn on train.grad_checkpointing=true (same results, less memory; the run resumes) or use {smaller}.")
+    if state_path is None:
+        where = ""
+    elif saved_epoch:
+        where = (f" The last checkpoint in {state_path.parent} is intact (epoch {saved_epoch}); run the same command "
+                 "again to resume.")
+    else:
+        where = " No epoch had finished, so nothing was saved."
+    return TrainingOutOfMemoryError(f"Out of {device.type.upper()} memory in epoch {epoch + 1}. {fix}{where}")
+
+
 def fit(model: PromptedViT, train_loader: DataLoader, val_loader: Optional[DataLoader], config: TrainConfig,
         checkpoint_dir: Union[str, Path, None] = None,
         callbacks: Sequence[Callable[[dict, PromptedViT], None]] = ()) -> list[dict]:
@@ -187,52 +274,77 @@ def fit(model: PromptedViT, train_loader: DataLoader, val_loader: Optional[DataL
 
     Args:
         model: from :func:`~e2vpt_viz.apply_prompts`.
-        train_loader / val_loader: FGVC loaders (``val_loader`` may be None).
+        train_loader / val_loader: FGVC loaders (``val_loader`` may be None): DataLoaders or the device-resident
+            :class:`~e2vpt_viz.device_data.DeviceLoader`; sharded ones under torchrun.
         config: optimisation settings.
         checkpoint_dir: where ``train_state.pt`` (resumable) and ``prompts.safetensors`` (final, kilobytes) go.
             If a training state is there, training resumes from it.
         callbacks: called as ``callback(record, model)`` after every epoch (e.g. a live plot).
 
     Each record: epoch (1-based), lr, train_loss, train_acc, val_loss, val_acc, seconds.
+    Under torchrun only process 0 writes files and calls the callbacks; every process returns the same history.
     """
     device = config.resolve_device()
     model.to(device)
+    if config.grad_checkpointing:
+        model.set_grad_checkpointing(True)
     optimizer = make_optimizer(model, config)
     steps_per_epoch = len(train_loader)
-    peak_lr = config.base_lr * train_loader.batch_size / 256
+    batch_size = getattr(train_loader, "global_batch_size", None) or train_loader.batch_size
+    peak_lr = config.base_lr * batch_size / 256
     total_steps = config.epochs * steps_per_epoch
 
     def lr_at(step: int) -> float:
         return get_lr(step, total_steps, config.warmup_epochs * steps_per_epoch, peak_lr)
+
+    main = dist.is_main()
+    train_forward = eval_forward = model
+    if dist.is_distributed():
+        for loader in (train_loader, val_loader):
+            if loader is not None and getattr(loader, "shard", None) is None:
+                raise ValueError("Under torchrun every process needs its share of the data: build the loaders with "
+                                 "run.prepare_data or make_loaders(..., shard=(rank, world)).")
+        from torch.nn.parallel import DistributedDataParallel
+
+        train_forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if config.compile is not False:
+        eval_forward = _compiled(model, config)
+        train_forward = _compiled(train_forward, config) if train_forward is not model else eval_forward
 
     state_path = Path(checkpoint_dir) / STATE_FILE if checkpoint_dir is not None else None
     start_epoch, history = 0, []
     if state_path is not None and state_path.exists():
         start_epoch, history = _load_state(state_path, model, optimizer, config)
 
-    epochs = tqdm(range(start_epoch, config.epochs), disable=not config.progress, desc="epochs",
+    progress = config.progress and main
+    epochs = tqdm(range(start_epoch, config.epochs), disable=not progress, desc="epochs",
                   initial=start_epoch, total=config.epochs)
     for epoch in epochs:
         started = time.perf_counter()
         seed_epoch(train_loader, config.seed, epoch)
         record = {"epoch": epoch + 1, "lr": lr_at((epoch + 1) * steps_per_epoch - 1)}
-        record.update(train_one_epoch(model, train_loader, optimizer, lr_at, epoch * steps_per_epoch, device,
-                                      config.amp, config.progress))
-        if not math.isfinite(record["train_loss"]):
-            where = f" The last good checkpoint in {state_path.parent} is intact." if state_path else ""
-            raise TrainingDivergedError(f"Loss became {record['train_loss']} in epoch {epoch + 1}; lower base_lr "
-                                        f"(now {config.base_lr}) or weight_decay.{where}")
-        if val_loader is not None:
-            val = evaluate(model, val_loader, device, config.amp)
-            record.update(val_loss=val["loss"], val_acc=val["acc"])
+        try:
+            record.update(train_one_epoch(model, train_loader, optimizer, lr_at, epoch * steps_per_epoch, device,
+                                          config.amp, progress, forward=train_forward))
+            if not math.isfinite(record["train_loss"]):
+                where = f" The last good checkpoint in {state_path.parent} is intact." if state_path else ""
+                raise TrainingDivergedError(f"Loss became {record['train_loss']} in epoch {epoch + 1}; lower base_lr "
+                                            f"(now {config.base_lr}) or weight_decay.{where}")
+            if val_loader is not None:
+                val = evaluate(model, val_loader, device, config.amp, forward=eval_forward)
+                record.update(val_loss=val["loss"], val_acc=val["acc"])
+        except torch.OutOfMemoryError as err:
+            raise _out_of_memory(config, device, epoch, state_path, len(history)) from err
         record["seconds"] = time.perf_counter() - started
         del record["steps"]
         history.append(record)
-        if state_path is not None:
+        if state_path is not None and main:
             _save_state(state_path, model, optimizer, config, epoch + 1, history)
         epochs.set_postfix(loss=f"{record['train_loss']:.3f}", val_acc=f"{record.get('val_acc', float('nan')):.3f}")
-        for callback in callbacks:
-            callback(record, model)
-    if checkpoint_dir is not None:
+        if main:
+            for callback in callbacks:
+                callback(record, model)
+    if checkpoint_dir is not None and main:
         save_prompts(model, Path(checkpoint_dir) / PROMPTS_FILE, history=history)
+    dist.barrier()
     return history

@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Runs one subcommand; bad input or file-system errors print one line and return 2."""
+    """Runs one subcommand; bad input or file-system errors print one line and return 2, Ctrl-C returns 130."""
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -41,6 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as error:
         print(f"{parser.prog} {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"{parser.prog} {args.command}: interrupted; run the same command again: a partial download resumes "
+              "from its .part file and a half-extracted staging folder is removed", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -8,6 +8,7 @@ the same way before anything is written.
 """
 from __future__ import annotations
 
+import errno
 import http.client
 import logging
 import os
@@ -30,6 +31,7 @@ RETRY_DELAY_S = 1.0  # wait before the n-th retry: RETRY_DELAY_S * 2**(n-1), at 
 CHUNK_BYTES = 1 << 20
 TIMEOUT_S = 60
 _TRANSIENT = (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError)
+DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)  # no space left, over a file-size limit, over a quota
 
 
 class DownloadError(OSError):
@@ -73,6 +75,12 @@ def download(url: str, dest: Path, md5: Optional[str]) -> Path:
             delay = min(RETRY_DELAY_S * 2 ** (attempt - 1), 30.0)
             logger.warning("download of %s interrupted (%s); resuming in %.0f s", url, error, delay)
             time.sleep(delay)
+        except OSError as error:
+            if error.errno not in DISK_FULL:
+                raise
+            raise DownloadError(
+                f"the disk filled up while downloading {url} ({error.strerror}); {_size(part)} are kept in {part}: "
+                "free some space and run the same command again, it resumes from there") from error
     try:
         verify_md5(part, md5)
     except ChecksumError as error:
@@ -114,7 +122,10 @@ def _fetch_into(url: str, part: Path) -> None:
 
 
 def _size(path: Path) -> str:
-    return f"{path.stat().st_size / 1e6:.1f} MB" if path.exists() else "no bytes"
+    if not path.exists():
+        return "no bytes"
+    size = path.stat().st_size
+    return f"{size / 1e6:.1f} MB" if size >= 100_000 else f"{size:,} bytes"
 
 
 # ----------------------------------------------------------------------------- extraction

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable, Mapping, Optional, Union
 
-from data_prep.download import ChecksumError, download, extract, verify_md5
+from data_prep.download import DISK_FULL, ChecksumError, download, extract, verify_md5
 from data_prep.splits import check_fingerprints, fingerprint, stratified_split, subset
 from e2vpt_viz.data import SPLITS, SUBSET_FILE, DatasetLayoutError, read_split
 
@@ -200,20 +200,28 @@ def _fetch_and_prepare(spec: DatasetSpec, root: Path, sources: dict[str, tuple[s
         files = {r.filename: _obtain(spec, r, root, sources.get(r.filename), md5s[r.filename])
                  for r in spec.resources}
         staging = Path(tempfile.mkdtemp(prefix=_STAGING_PREFIX, dir=root))
-        for resource in spec.resources:
-            if resource.extract:
-                logger.info("extracting %s", files[resource.filename])
-                extract(files[resource.filename], staging)
-            else:
-                shutil.copyfile(files[resource.filename], staging / resource.filename)
-        _hoist(staging, spec.strip)
         try:
-            official = spec.read(staging)
-            marker = _write_splits(spec, staging, official, seed)
-        except DatasetLayoutError as error:
-            names = ", ".join(str(files[r.filename]) for r in spec.resources)
-            raise DatasetLayoutError(f"{names} do not look like the official {spec.title} files: {error}") from None
-        _write_json(staging / MARKER, marker)
+            for resource in spec.resources:
+                if resource.extract:
+                    logger.info("extracting %s", files[resource.filename])
+                    extract(files[resource.filename], staging)
+                else:
+                    shutil.copyfile(files[resource.filename], staging / resource.filename)
+            _hoist(staging, spec.strip)
+            try:
+                official = spec.read(staging)
+                marker = _write_splits(spec, staging, official, seed)
+            except DatasetLayoutError as error:
+                names = ", ".join(str(files[r.filename]) for r in spec.resources)
+                raise DatasetLayoutError(f"{names} do not look like the official {spec.title} files: {error}") from None
+            _write_json(staging / MARKER, marker)
+        except OSError as error:
+            if error.errno not in DISK_FULL:
+                raise
+            raise OSError(error.errno, f"the disk filled up while extracting {spec.title} into {root} "
+                                       f"({error.strerror}); the partly extracted files were removed and nothing else "
+                                       "changed (downloaded archives are kept). Free some space and run the same "
+                                       "command again") from error
         _move_into(staging, root)
     finally:
         if staging is not None:

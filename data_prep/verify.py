@@ -9,10 +9,9 @@ import logging
 from pathlib import Path
 from typing import Optional
 
-from PIL import Image
 from tqdm.auto import tqdm
 
-from e2vpt_viz.data import SPLITS, UNREADABLE_IMAGE_ERRORS, FGVCDataset, source_root
+from e2vpt_viz.data import SPLITS, UNREADABLE_IMAGE_ERRORS, FGVCDataset, load_rgb, source_root
 
 logger = logging.getLogger(__name__)
 
@@ -24,8 +23,7 @@ class UnreadableImagesError(OSError):
 def _problem(path: Path) -> Optional[str]:
     """None if ``path`` decodes, else the error."""
     try:
-        with Image.open(path) as image:
-            image.load()
+        load_rgb(path)  # decodes the file as training does (and refuses decompression bombs before decoding)
     except UNREADABLE_IMAGE_ERRORS as error:
         return f"{type(error).__name__}: {error}"
     return None

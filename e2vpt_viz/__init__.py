@@ -1,8 +1,9 @@
 """e2vpt-viz: visual prompt tuning (VPT, E²VPT, PVP) for any timm Vision Transformer, with notebooks and plots."""
 from .attention import AttentionRecorder as AttentionRecorder, record_attention as record_attention
 from .backbones import BackboneError as BackboneError, load_backbone as load_backbone
-from .checkpoint import (CheckpointMismatchError as CheckpointMismatchError, load_prompts as load_prompts,
-                         save_prompts as save_prompts)
+from .checkpoint import (CheckpointMismatchError as CheckpointMismatchError,
+                         CheckpointReadError as CheckpointReadError, CheckpointWriteError as CheckpointWriteError,
+                         load_prompts as load_prompts, save_prompts as save_prompts)
 from .data import (DatasetLayoutError as DatasetLayoutError, FGVCDataset as FGVCDataset,
                    build_transforms as build_transforms, make_loaders as make_loaders)
 from .methods import (METHODS as METHODS, BiasConfig as BiasConfig, E2VPTConfig as E2VPTConfig,

@@ -15,8 +15,9 @@ from typing import Optional, Union
 import timm
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file
 from timm.models.vision_transformer import VisionTransformer
+
+from .checkpoint import load_torch_state, read_safetensors
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
@@ -45,10 +46,11 @@ def _close_vit_names(name: str) -> list[str]:
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Weights from a local file, loaded safely (no pickled code is executed)."""
+    """Weights from a local file, loaded safely: no pickled code is executed, and a truncated, corrupted or
+    pickle-bearing file raises :class:`~e2vpt_viz.checkpoint.CheckpointReadError`."""
     if path.suffix == ".safetensors":
-        return load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=True)
+        return read_safetensors(path, "Backbone weights")[1]
+    state = load_torch_state(path, "Backbone weights", require_zip=False)
     for key in ("state_dict", "model", "state_dict_ema"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

@@ -1,36 +1,85 @@
-"""Prompt-only checkpoints (safetensors, kilobytes per task) and atomic file writes.
+"""Prompt-only checkpoints (safetensors, kilobytes per task), atomic file writes and safe checkpoint reads.
 
 A prompt checkpoint stores what a method trained (prompts, masks, head, and trained backbone weights for the
-baselines) plus, as metadata, the method config and the backbone's shape signature, so loading into a model of
-another backbone or config fails with a clear message instead of silently mis-loading.
+baselines) plus, as metadata, the method config, the backbone's shape signature and a CRC-32 of the tensors, so
+loading into a model of another backbone or config, or loading a damaged file, fails with a clear message instead
+of silently mis-loading. Writes go through :func:`atomic_write` (the old file or the new one, never half of one;
+a full disk raises :class:`CheckpointWriteError` and leaves the old file as it was). Reads never unpickle code:
+training states go through :func:`load_torch_state` (zip CRCs checked, ``weights_only``), prompt files through
+:func:`read_safetensors`.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
+import pickle
+import shutil
+import struct
 import tempfile
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Callable, Union
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from .model import PromptedViT
+
+CRC_KEY = "crc32"  # safetensors metadata entry: CRC-32 of the tensors (see tensors_crc32)
 
 
 class CheckpointMismatchError(ValueError):
     """A checkpoint made for another backbone, method config or task."""
 
 
+class CheckpointReadError(ValueError):
+    """A checkpoint file that is truncated, corrupted or holds pickled Python objects; nothing in it was used or run."""
+
+
+class CheckpointWriteError(OSError):
+    """Writing a file failed (disk full, file-size limit, permissions); the file it would replace is unchanged."""
+
+
+# What a writer raises when the disk is full or a file-size limit is hit: OSError from Python's own file objects,
+# RuntimeError from torch.save's zip writer ("unexpected pos ..."), SafetensorError from safetensors.
+_WRITE_ERRORS = (OSError, RuntimeError, SafetensorError)
+
+
+def _write_error(path: Path, error: BaseException) -> CheckpointWriteError:
+    folder = next((p for p in (path.parent, *path.parents) if p.exists()), Path("."))
+    try:
+        free = f"{shutil.disk_usage(folder).free / 1e9:.2f} GB are free there"
+    except OSError:
+        free = "free space unknown"
+    kept = "the previous version is intact" if path.exists() else "nothing was written"
+    detail = (str(error).strip().splitlines() or [""])[0][:200]
+    if getattr(error, "errno", None) in (errno.EACCES, errno.EPERM, errno.EROFS):
+        todo = f"Make {path.parent} writable (or choose another output folder)"
+    else:
+        todo = "Free some disk space (or raise the file-size limit)"
+    failure = CheckpointWriteError(
+        f"Could not write {path} ({type(error).__name__}: {detail}; {free}). {path.name} was not changed "
+        f"({kept}). {todo} and run the same command again: it continues from what was saved.")
+    failure.errno = getattr(error, "errno", None)
+    return failure
+
+
 def atomic_write(path: Union[str, Path], write: Callable[[str], None]) -> Path:
     """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it over ``path``.
 
-    Readers see either the old file or the complete new one, never a half-written file.
+    Readers see either the old file or the complete new one, never a half-written file. If the write fails (disk
+    full, file-size limit, no permission), the temporary file is removed, ``path`` is left as it was and
+    :class:`CheckpointWriteError` says so.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as error:
+        raise _write_error(path, error) from error
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
@@ -40,10 +89,100 @@ def atomic_write(path: Union[str, Path], write: Callable[[str], None]) -> Path:
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except _WRITE_ERRORS as error:
+        raise _write_error(path, error) from error
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
     return path
+
+
+def load_torch_state(path: Union[str, Path], what: str = "Checkpoint", fix: str = "", require_zip: bool = True):
+    """A ``torch.save`` file read without running pickled code.
+
+    The zip container's CRC-32s are checked first (``torch.load`` itself does not check them, so a flipped bit in a
+    tensor would load silently); then ``torch.load(weights_only=True)`` reads plain tensors and containers only.
+    A truncated, corrupted or pickle-bearing file raises :class:`CheckpointReadError` (``what`` names the file's
+    role, ``fix`` says what to do); nothing in it is executed. ``require_zip=False`` also reads files in torch's
+    legacy (pre-1.6, not zip) format, without the CRC check.
+    """
+    path = Path(path)
+    fix = f" {fix}" if fix else ""
+    try:
+        if not require_zip and not zipfile.is_zipfile(path):
+            damaged = None
+        else:
+            with zipfile.ZipFile(path) as archive:
+                damaged = archive.testzip()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError, struct.error, NotImplementedError) as error:
+        raise CheckpointReadError(f"{what} {path} is truncated or not a PyTorch checkpoint "
+                                  f"({type(error).__name__}: {error}); it was not loaded.{fix}") from None
+    if damaged is not None:
+        part = damaged.split("/", 1)[-1]  # members are named <archive root>/data.pkl, <archive root>/data/0, ...
+        raise CheckpointReadError(f"{what} {path} is corrupted: its part {part!r} fails its CRC-32 check; it was not "
+                                  f"loaded.{fix}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        found = next((line.strip() for line in str(error).splitlines() if "unsupported" in line.lower()), "")
+        raise CheckpointReadError(f"{what} {path} holds pickled Python objects besides tensors ({found or 'refused'})"
+                                  f"; loading it could run code, so it was refused unread.{fix}") from None
+    except (RuntimeError, EOFError, ValueError, KeyError) as error:
+        detail = (str(error).strip().splitlines() or [""])[0][:200]
+        raise CheckpointReadError(f"{what} {path} is truncated or corrupted ({type(error).__name__}: {detail}); it "
+                                  f"was not loaded.{fix}") from None
+
+
+def tensors_crc32(tensors: dict[str, torch.Tensor]) -> str:
+    """CRC-32 over the names, dtypes, shapes and bytes of ``tensors`` (8 hex digits), stored in prompt files."""
+    crc = 0
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().cpu().contiguous().reshape(-1)
+        crc = zlib.crc32(f"{name}|{tensor.dtype}|{tuple(tensors[name].shape)}|".encode(), crc)
+        crc = zlib.crc32(tensor.view(torch.uint8).numpy(), crc)
+    return f"{crc:08x}"
+
+
+def save_safetensors(tensors: dict[str, torch.Tensor], path: Union[str, Path], metadata: dict[str, str]) -> Path:
+    """Write ``tensors`` atomically with string ``metadata`` plus their CRC-32 (checked by :func:`read_safetensors`)."""
+    meta = {**metadata, CRC_KEY: json.dumps(tensors_crc32(tensors))}
+    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+
+
+def _safetensors_error(path: Path, what: str, error: Exception, fix: str) -> CheckpointReadError:
+    return CheckpointReadError(
+        f"{what} {path} is not a readable safetensors file ({error}): it is truncated, corrupted or in another format "
+        "(a pickled .pt/.pth file is never unpickled here, since that could run code); it was not loaded."
+        + (f" {fix}" if fix else ""))
+
+
+def _json_or_none(text: str):
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+def read_safetensors(path: Union[str, Path], what: str = "Checkpoint", fix: str = "",
+                     tensors: bool = True) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """(raw string metadata, tensors) of a safetensors file, with clear errors.
+
+    A file that is not valid safetensors (truncated, damaged header, a pickle in disguise) or whose tensors do not
+    match the CRC-32 stored at saving raises :class:`CheckpointReadError`. Files written before the CRC was stored
+    are read without that check. ``tensors=False`` reads only the header (no CRC check).
+    """
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = dict(f.metadata() or {})
+            saved = {key: f.get_tensor(key) for key in f.keys()} if tensors else {}
+    except SafetensorError as error:
+        raise _safetensors_error(path, what, error, fix) from None
+    stored = metadata.pop(CRC_KEY, None)
+    if tensors and stored is not None and _json_or_none(stored) != tensors_crc32(saved):
+        raise CheckpointReadError(f"{what} {path} is corrupted: its tensors do not match the CRC-32 stored when it was "
+                                  f"saved; it was not loaded." + (f" {fix}" if fix else ""))
+    return metadata, saved
 
 
 def backbone_signature(model: PromptedViT) -> dict:
@@ -81,36 +220,46 @@ def restore_trained_state(model: PromptedViT, state: dict[str, torch.Tensor], so
     return model
 
 
+def _differences(found, expected, prefix: str = "") -> list[str]:
+    """``key: checkpoint X vs model Y`` for every differing field, descending into nested dicts (dotted keys)."""
+    if isinstance(found, dict) and isinstance(expected, dict):
+        return [line for key in expected
+                for line in _differences(found.get(key), expected[key], f"{prefix}{key}.")]
+    if found != expected:
+        return [f"{prefix[:-1]}: checkpoint {found!r} vs model {expected!r}"]
+    return []
+
+
 def check_signature(found: dict, expected: dict, source: str) -> None:
-    """Raise :class:`CheckpointMismatchError` naming each field that differs."""
-    diffs = [f"{key}: checkpoint {found.get(key)!r} vs model {expected[key]!r}"
-             for key in expected if found.get(key) != expected[key]]
+    """Raise :class:`CheckpointMismatchError` naming each field that differs, with both sides' values."""
+    diffs = _differences(found if isinstance(found, dict) else {}, expected)
     if diffs:
         raise CheckpointMismatchError(f"{source} was made for another model; " + "; ".join(diffs)
                                       + ". Build the model with the same backbone, method config and classes.")
 
 
 def save_prompts(model: PromptedViT, path: Union[str, Path], **metadata) -> Path:
-    """Write the trained tensors and the model signature to a safetensors file, atomically."""
+    """Write the trained tensors, the model signature and their CRC-32 to a safetensors file, atomically."""
     meta = {"signature": json.dumps(model_signature(model)),
             **{k: json.dumps(v) for k, v in metadata.items()}}
-    state = trained_state(model)
-    return atomic_write(path, lambda tmp: save_file(state, tmp, metadata=meta))
+    return save_safetensors(trained_state(model), path, meta)
 
 
 def read_prompt_metadata(path: Union[str, Path]) -> dict:
     """The JSON metadata of a prompt checkpoint (signature and whatever was passed to :func:`save_prompts`)."""
-    with safe_open(str(path), framework="pt") as f:
-        return {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
+    meta, _ = read_safetensors(path, "Prompt checkpoint", tensors=False)
+    return {k: json.loads(v) for k, v in meta.items()}
 
 
 def load_prompts(model: PromptedViT, path: Union[str, Path]) -> PromptedViT:
-    """Load a prompt checkpoint into a model built with the same backbone and method config."""
+    """Load a prompt checkpoint into a model built with the same backbone and method config.
+
+    Raises :class:`CheckpointMismatchError` (naming both sides) for another backbone, method config or class count,
+    and :class:`CheckpointReadError` for a truncated, corrupted or non-safetensors file.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Prompt checkpoint {path} does not exist.")
-    meta = read_prompt_metadata(path)
-    check_signature(meta.get("signature", {}), model_signature(model), f"Checkpoint {path}")
-    with safe_open(str(path), framework="pt") as f:
-        state = {key: f.get_tensor(key) for key in f.keys()}
+    meta, state = read_safetensors(path, "Prompt checkpoint")
+    check_signature(json.loads(meta.get("signature", "{}")), model_signature(model), f"Checkpoint {path}")
     return restore_trained_state(model, state, f"Checkpoint {path}")

@@ -1,7 +1,7 @@
 """Command line: ``python -m e2vpt_viz {train,eval,report,sweep,prune,reproduce,pvp-pretrain,pvp-fewshot,pretrain-starter}``.
 
-Errors a user can fix (bad config, missing data, unusable backbone, mismatched checkpoint, diverged training, out of
-GPU memory) are printed as one line starting with ``error:`` and exit with status 2.
+Errors a user can fix (bad config, missing data, unusable backbone, mismatched or damaged checkpoint, full disk,
+diverged training, out of GPU memory) are printed as one line starting with ``error:`` and exit with status 2.
 
 ``torchrun --nproc_per_node=N -m e2vpt_viz train ...`` trains on N processes (DistributedDataParallel, see
 :mod:`e2vpt_viz.distributed`); only process 0 prints and writes files.
@@ -15,12 +15,12 @@ from typing import Optional, Sequence
 
 from . import distributed as dist
 from .backbones import BackboneError
-from .checkpoint import CheckpointMismatchError
+from .checkpoint import CheckpointMismatchError, CheckpointWriteError
 from .data import DatasetLayoutError
 from .training import TrainingDivergedError, TrainingOutOfMemoryError
 
-USER_ERRORS = (BackboneError, CheckpointMismatchError, DatasetLayoutError, TrainingDivergedError,
-               TrainingOutOfMemoryError, ValueError, FileNotFoundError)
+USER_ERRORS = (BackboneError, CheckpointMismatchError, CheckpointWriteError, DatasetLayoutError,
+               TrainingDivergedError, TrainingOutOfMemoryError, ValueError, FileNotFoundError)
 DISTRIBUTED_COMMANDS = ("train",)
 
 

@@ -53,13 +53,61 @@ def build_transforms(crop_size: int, train: bool) -> v2.Compose:
 
 
 def load_rgb(path: Path) -> Image.Image:
-    """Open an image as RGB (grayscale, CMYK, palette and RGBA files are converted)."""
+    """Open an image as RGB (grayscale, 16-bit, CMYK, palette and RGBA files are converted).
+
+    16-bit files keep their range (scaled to 8 bits; PIL's own conversion would clip them to white). An image over
+    ``Image.MAX_IMAGE_PIXELS`` (PIL's decompression-bomb limit) raises ``Image.DecompressionBombError`` before any
+    pixel is decoded; PIL itself only warns between that limit and twice it, then decodes.
+    """
     with Image.open(path) as img:
+        width, height = img.size
+        if Image.MAX_IMAGE_PIXELS is not None and width * height > Image.MAX_IMAGE_PIXELS:
+            raise Image.DecompressionBombError(
+                f"{width} x {height} = {width * height:,} pixels is over the decompression-bomb limit of "
+                f"{Image.MAX_IMAGE_PIXELS:,} (PIL.Image.MAX_IMAGE_PIXELS; raise it to read this file)")
+        if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+            pixels = np.asarray(img, dtype=np.int64).clip(0, 65535) >> 8
+            return Image.fromarray(pixels.astype(np.uint8), mode="L").convert("RGB")
         return img.convert("RGB")
 
 
+def _class_id(value, key: str, path: Path) -> int:
+    """A split file's class id: a non-negative integer (or a string of digits)."""
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise DatasetLayoutError(f"{path} gives {key!r} the class {value!r}; class ids must be integers >= 0 "
+                                 "(0..C-1 for C classes).")
+    return value
+
+
+def _no_duplicates(path: Path):
+    def pairs_to_dict(pairs: list) -> dict:
+        seen: dict = {}
+        for key, value in pairs:
+            if key in seen:
+                raise DatasetLayoutError(f"{path} lists {key!r} twice (classes {seen[key]!r} and {value!r}); each "
+                                         "image may appear once. Remove one of the two entries.")
+            seen[key] = value
+        return seen
+    return pairs_to_dict
+
+
+def _wrong_folder_hint(root: Path) -> str:
+    """Where the dataset probably is when ``root`` is a neighbour of it (its parent, or its images folder)."""
+    try:
+        nested = sorted(p for p in root.iterdir() if (p / "train.json").is_file())
+    except OSError:
+        nested = []
+    if nested:
+        return f" It holds {', '.join(str(p) for p in nested[:3])}: pass that folder as the dataset root."
+    parent = next((p for p in root.parents if (p / "train.json").is_file()), None)
+    return f" {parent} holds train.json: pass that folder as the dataset root." if parent else ""
+
+
 def read_split(root: Path, split: str) -> dict[str, int]:
-    """``root/{split}.json`` as {relative image path: class id}, with a clear error when it is missing."""
+    """``root/{split}.json`` as {relative image path: class id}, with a clear error when it is missing or malformed
+    (not JSON, not an object, a key listed twice, a class id that is not an integer >= 0)."""
     path = root / f"{split}.json"
     if not root.is_dir():
         raise DatasetLayoutError(
@@ -68,9 +116,18 @@ def read_split(root: Path, split: str) -> dict[str, int]:
     if not path.is_file():
         raise DatasetLayoutError(
             f"{root} is not an FGVC dataset root: {path.name} is missing. Expected train.json, val.json and "
-            "test.json, each mapping an image path (relative to images/, Images/ or the root) to a class id.")
-    with open(path) as f:
-        return {str(k): int(v) for k, v in json.load(f).items()}
+            "test.json, each mapping an image path (relative to images/, Images/ or the root) to a class id."
+            + _wrong_folder_hint(root))
+    try:
+        with open(path) as f:
+            entries = json.load(f, object_pairs_hook=_no_duplicates(path))
+    except json.JSONDecodeError as error:
+        raise DatasetLayoutError(f"{path} is not valid JSON ({error}); re-create it (`python -m data_prep` writes "
+                                 "the split files).") from None
+    if not isinstance(entries, dict):
+        raise DatasetLayoutError(f"{path} must hold one JSON object {{image path: class id}}, "
+                                 f"not a {type(entries).__name__}.")
+    return {str(k): _class_id(v, k, path) for k, v in entries.items()}
 
 
 def source_root(root: Path) -> Path:
@@ -169,19 +226,37 @@ class FGVCDataset(Dataset):
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}.")
         self.root = Path(root).expanduser()
         entries = read_split(self.root, split)
+        if not entries:
+            raise DatasetLayoutError(f"{split}.json in {self.root} lists no images.")
         self.source_root = source_root(self.root)
         class_ids = sorted(set(read_split(self.root, "train").values()))
         self.class_ids = class_ids
         self.class_to_index = {c: i for i, c in enumerate(class_ids)}
         unknown = sorted(set(entries.values()) - set(class_ids))
         if unknown:
-            raise DatasetLayoutError(f"{split}.json in {self.root} has class ids {unknown[:5]} that train.json lacks.")
-        self.image_dir = self._find_image_dir(next(iter(entries)) if entries else "")
+            raise DatasetLayoutError(
+                f"{split}.json in {self.root} has images of classes {unknown[:5]}, which have no training images "
+                "(empty classes in train.json). Add training images for them or drop them from the split.")
+        self._check_class_range()
+        self.image_dir = self._find_image_dir(next(iter(entries)))
         self.keys = sorted(entries)
         self.samples = [(self.image_dir / rel, self.class_to_index[entries[rel]]) for rel in self.keys]
         self.num_classes = len(class_ids)
         self.transform = transform
         self._cache: Optional[dict[int, Image.Image]] = {} if cache else None
+
+    def _check_class_range(self) -> None:
+        """Every training class id must have a name, when the root names its classes (data_prep roots do)."""
+        try:
+            names = read_class_names(self.source_root)
+        except DatasetLayoutError:
+            return  # a hand-made root without class names: nothing to check against
+        outside = [c for c in self.class_ids if c not in names]
+        if names and outside:
+            raise DatasetLayoutError(
+                f"train.json in {self.root} uses class ids {outside[:5]} outside the {len(names)} named classes "
+                f"({min(names)}..{max(names)}) of {self.source_root}. Re-create the split files with "
+                "`python -m data_prep`, or fix the ids.")
 
     def _find_image_dir(self, first_key: str) -> Path:
         for sub in IMAGE_DIRS:

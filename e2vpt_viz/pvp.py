@@ -22,13 +22,11 @@ from pathlib import Path
 from typing import Optional, Sequence, Union
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 from torch.utils.data import DataLoader
 from torchvision.datasets import ImageFolder
 
-from .checkpoint import CheckpointMismatchError, atomic_write, backbone_signature
-from .data import build_transforms, load_rgb, make_loaders, split_loader
+from .checkpoint import CheckpointMismatchError, backbone_signature, read_safetensors, save_safetensors
+from .data import DatasetLayoutError, build_transforms, load_rgb, make_loaders, split_loader
 from .model import PromptedViT
 from .training import TrainConfig, evaluate, fit, result_settings
 
@@ -48,17 +46,16 @@ def save_prompt_modules(model: PromptedViT, path: Union[str, Path], **metadata) 
     state = {name: p.detach().cpu().contiguous() for name, p in _prompt_modules(model).items()}
     meta = {"backbone": json.dumps(backbone_signature(model)), "method": json.dumps(model.method_config.to_dict()),
             **{k: json.dumps(v) for k, v in metadata.items()}}
-    return atomic_write(path, lambda tmp: save_file(state, tmp, metadata=meta))
+    return save_safetensors(state, path, meta)
 
 
 def _read_prompt_file(path: Union[str, Path]) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
-    """(raw metadata, tensors) of a PVP file; a clear error when it is missing."""
+    """(raw metadata, tensors) of a PVP file; a clear error when it is missing, truncated or corrupted."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"PVP prompt file {path} does not exist; make one with "
                                 "`python -m e2vpt_viz pvp-pretrain --config CONFIG --source ROOT --out FILE`.")
-    with safe_open(str(path), framework="pt") as f:
-        return f.metadata() or {}, {key: f.get_tensor(key) for key in f.keys()}
+    return read_safetensors(path, "PVP prompt file")
 
 
 def prompt_file_info(path: Union[str, Path]) -> dict:
@@ -123,9 +120,14 @@ def source_loaders(root: Union[str, Path], crop_size: int, batch_size: int, seed
     if (root / "train.json").is_file():
         return make_loaders(root, crop_size, batch_size, num_workers=0, cache=cache, seed=seed)
     if (root / "train").is_dir() and (root / "val").is_dir():
-        return {split: split_loader(_RGBImageFolder(root / split, build_transforms(crop_size, split == "train")),
-                                    split == "train", batch_size, seed=seed)
-                for split in ("train", "val")}
+        folders = {split: _RGBImageFolder(root / split, build_transforms(crop_size, split == "train"))
+                   for split in ("train", "val")}
+        train, val = set(folders["train"].classes), set(folders["val"].classes)
+        if train != val:  # ImageFolder numbers each split's folders on its own: the labels would not match
+            raise DatasetLayoutError(
+                f"PVP source {root}: val/ lacks the class folders {sorted(train - val)[:5]} of train/ and has "
+                f"{sorted(val - train)[:5]} that train/ lacks; both need the same class folders.")
+        return {split: split_loader(folder, split == "train", batch_size, seed=seed) for split, folder in folders.items()}
     raise FileNotFoundError(
         f"PVP source {root} is neither an FGVC root (train.json, val.json, test.json) nor an ImageNet-format folder "
         "(train/<class>/*.jpg and val/<class>/*.jpg). For the offline starter: "

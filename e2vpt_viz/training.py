@@ -27,8 +27,8 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from . import distributed as dist
-from .checkpoint import (atomic_write, check_signature, model_signature, restore_trained_state, save_prompts,
-                         trained_state)
+from .checkpoint import (atomic_write, check_signature, load_torch_state, model_signature, restore_trained_state,
+                         save_prompts, trained_state)
 from .model import PromptedViT
 
 STATE_FILE = "train_state.pt"
@@ -227,7 +227,7 @@ def result_settings(settings: dict) -> dict:
 
 
 def _load_state(path: Path, model: PromptedViT, optimizer: torch.optim.Optimizer, config: TrainConfig) -> tuple:
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_torch_state(path, "Training state", "Move it away to train this run from the start.")
     expected = {"model": model_signature(model), "train": result_settings(asdict(config))}
     found = {"model": state.get("signature"), "train": result_settings(state.get("train_config") or {})}
     check_signature(found, expected, f"Training state {path}")

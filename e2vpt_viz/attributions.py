@@ -20,7 +20,7 @@ from typing import Iterator, Optional, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from .attention_maps import TokenLayout
 from .model import PromptedViT
@@ -169,21 +169,21 @@ def attribution_maps(model: PromptedViT, images: torch.Tensor, target: Optional[
 def cls_features(model: PromptedViT, loader: DataLoader, max_items: Optional[int] = None
                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """The head's input (``pre_logits``: class token, or pooled patches, after the final norm) for a loader's images:
-    (N, D) features and (N,) labels, in loader order, the first ``max_items`` when given."""
+    (N, D) features and (N,) labels in the loader's order. ``max_items`` keeps that many evenly spaced images of its
+    dataset instead (every k-th, in dataset order), so a split stored class by class still shows every class."""
+    dataset = loader.dataset
+    if max_items is not None and max_items < len(dataset):
+        picks = torch.linspace(0, len(dataset) - 1, max_items).round().long().tolist()
+        loader = DataLoader(Subset(dataset, picks), batch_size=loader.batch_size, num_workers=loader.num_workers)
     device = next(model.parameters()).device
     features, labels = [], []
-    count = 0
     with _eval_mode(model):
         for images, batch_labels in loader:
-            if max_items is not None and count >= max_items:
-                break
             features.append(model.forward_head(model.forward_features(images.to(device)), pre_logits=True).cpu())
             labels.append(batch_labels)
-            count += len(batch_labels)
     if not features:
         raise ValueError("cls_features got an empty loader.")
-    features, labels = torch.cat(features), torch.cat(labels)
-    return (features, labels) if max_items is None else (features[:max_items], labels[:max_items])
+    return torch.cat(features), torch.cat(labels)
 
 
 def tsne_embedding(features: torch.Tensor, seed: int = 0, perplexity: float = 30.0) -> torch.Tensor:

@@ -144,8 +144,8 @@ def test_cls_features_are_the_heads_input_in_loader_order(images):
     features, labels = cls_features(model, loader)
     assert features.shape == (3, 32) and labels.tolist() == [4, 0, 2]
     assert torch.allclose(model.head(features), logits_of(model, images), atol=1e-5)
-    first, first_labels = cls_features(model, loader, max_items=1)
-    assert first.shape == (1, 32) and torch.equal(first[0], features[0]) and first_labels.tolist() == [4]
+    spread, spread_labels = cls_features(model, loader, max_items=2)  # evenly spaced: images 0 and 2
+    assert torch.allclose(spread, features[[0, 2]], atol=1e-6) and spread_labels.tolist() == [4, 2]
 
 
 def test_tsne_is_deterministic_for_a_seed():

@@ -37,7 +37,8 @@ def test_notebooks_are_stripped_and_parameterised():
     import nbformat
 
     notebooks = sorted((ROOT / "notebooks").glob("*.ipynb"))
-    assert notebooks, "no notebooks found"
+    lessons = {"01_train_cub", "02_kv_prompt_attention", "03_pruning_tradeoffs", "04_method_zoo", "05_pvp_few_shot"}
+    assert lessons <= {p.stem for p in notebooks}, f"missing lessons: {lessons - {p.stem for p in notebooks}}"
     for path in notebooks:
         nb = nbformat.read(path, as_version=4)
         code = [c for c in nb.cells if c.cell_type == "code"]

@@ -75,6 +75,12 @@ def cls_to_patches(probs: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
     return probs[:, :, _query_slice(layout, "cls"), patches].squeeze(2).unflatten(-1, layout.grid)
 
 
+def cls_to_kv_prompts(probs: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
+    """Attention mass from the class token to each key-value prompt: (B, heads, T) (T = 0 for a block without them)."""
+    num_kv = layout.check(probs)
+    return probs[:, :, _query_slice(layout, "cls"), :num_kv].squeeze(2)
+
+
 def kv_prompt_maps(probs: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
     """Attention from each patch to each key-value prompt, on the patch grid: (B, heads, T, rows, cols)."""
     num_kv = layout.check(probs)

@@ -102,7 +102,8 @@ def pruning_dashboard(sweep_results: Sequence[Mapping], rewound: Sequence[Mappin
     count = len(point["per_class_acc"])
     names = list(class_names) if class_names is not None else [f"class {i}" for i in range(count)]
     fig = make_subplots(rows=1, cols=2, column_widths=[0.55, 0.45], horizontal_spacing=0.12,
-                        subplot_titles=["accuracy vs tunable parameters", "per-class change (points)"])
+                        subplot_titles=["accuracy vs tunable parameters",
+                                        f"per-class change vs ratio {reference['ratio']:.1f} (points)"])
     for trace in pruning_tradeoff(sweep_results, rewound).data:
         fig.add_trace(trace, row=1, col=1)
     fig.add_trace(go.Bar(x=list(range(count)), y=per_class_change(point, reference), hovertext=names,
@@ -113,7 +114,7 @@ def pruning_dashboard(sweep_results: Sequence[Mapping], rewound: Sequence[Mappin
     fig.update_xaxes(title_text="tunable parameters", row=1, col=1)
     fig.update_yaxes(title_text="accuracy (%)", row=1, col=1)
     fig.update_yaxes(range=[-100, 100], row=1, col=2)
-    fig.update_xaxes(title_text=f"class (hover for the name); change vs ratio {reference['ratio']:.1f}", row=1, col=2)
+    fig.update_xaxes(title_text="class (hover: name)", row=1, col=2)
     fig.update_layout(height=420, margin=dict(t=40, b=60, l=50, r=20),
                       legend=dict(orientation="h", yanchor="bottom", y=-0.35, x=0))
     return fig
@@ -141,6 +142,23 @@ def patch_map_overlay(image, patch_map, title: str = "", opacity: float = 0.55) 
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
     fig.update_layout(title=title, height=320, width=340, margin=dict(t=40, b=0, l=0, r=0))
+    return fig
+
+
+def attention_explorer_figure(view, patch_map, kv_mass: Sequence[float]) -> go.Figure:
+    """The attention explorer's figure: a (rows, cols) map over the (H, W, 3) image (traces 0 and 1) and the class
+    token's attention mass on each key-value prompt as bars (trace 2)."""
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.62, 0.38], horizontal_spacing=0.12,
+                        subplot_titles=["", "class token → each KV prompt"])
+    fig.add_trace(_image_trace(view), row=1, col=1)
+    fig.add_trace(_map_trace(view, patch_map, 0.55).update(showscale=True, colorbar=dict(x=0.55, len=0.9)),
+                  row=1, col=1)
+    fig.add_trace(go.Bar(x=[f"KV {t}" for t in range(len(kv_mass))], y=[float(v) for v in kv_mass],
+                         showlegend=False, marker_color="#ef553b"), row=1, col=2)
+    fig.update_xaxes(visible=False, row=1, col=1)
+    fig.update_yaxes(visible=False, autorange="reversed", scaleanchor="x", row=1, col=1)
+    fig.update_yaxes(title_text="attention mass", rangemode="tozero", row=1, col=2)
+    fig.update_layout(height=360, width=760, margin=dict(t=50, b=30, l=10, r=20))
     return fig
 
 

@@ -10,8 +10,8 @@ from typing import Optional
 
 import plotly.graph_objects as go
 
-from .attention_maps import cls_to_patches, kv_prompt_maps
-from .plots import (CURVE_PANELS, patch_map_overlay, per_class_change, pruning_dashboard,
+from .attention_maps import cls_to_kv_prompts, cls_to_patches, kv_prompt_maps
+from .plots import (CURVE_PANELS, attention_explorer_figure, per_class_change, pruning_dashboard,
                     training_curves)
 
 
@@ -108,16 +108,24 @@ class PruningSlider:
         self.figure = figure if self.static else go.FigureWidget(figure)
         step = min((b - a for a, b in zip(sweep.ratios, sweep.ratios[1:])), default=0.1)
         self.slider = widgets.FloatSlider(value=value, min=min(sweep.ratios), max=max(sweep.ratios), step=step,
-                                          description="pruning ratio", continuous_update=True)
+                                          description="pruning ratio", continuous_update=True,
+                                          style={"description_width": "initial"})
         self.label = widgets.HTML()
         self._handle = None
         self._debounced = Debounced(self.update, debounce)
-        self.slider.observe(lambda change: self._debounced(change["new"]), names="value")
+        self._syncing = False  # True while update() moves the slider itself
+        self.slider.observe(lambda change: None if self._syncing else self._debounced(change["new"]), names="value")
         self.update(value)
 
     def update(self, ratio: float) -> dict:
-        """Show the cached result nearest to ``ratio`` and return it."""
+        """Show the cached result nearest to ``ratio`` (the slider moves there too) and return it."""
         result = self.sweep.at(ratio)
+        if self.slider.value != result["ratio"]:
+            self._syncing = True
+            try:
+                self.slider.value = result["ratio"]
+            finally:
+                self._syncing = False
         self.label.value = (f"ratio {result['ratio']:.1f}: test accuracy <b>{100 * result['acc']:.1f}%</b> with "
                             f"<b>{result['parameters']['tunable']:,}</b> tunable parameters; "
                             f"pruned tokens {result['pruned_tokens']}")
@@ -140,7 +148,8 @@ class PruningSlider:
 
 
 class AttentionExplorer:
-    """Pick an image, block, head and map; the heatmap over the image shows where attention goes.
+    """Pick an image, block, head and map; the heatmap over the image shows where attention goes, and bars show the
+    class token's attention mass on each key-value prompt of that block and head.
 
     Maps: "class token → patches" (:func:`~e2vpt_viz.attention_maps.cls_to_patches`) and, for blocks with key-value
     prompts, "patches → KV prompt t" (:func:`~e2vpt_viz.attention_maps.kv_prompt_maps`). ``probs_per_layer`` comes
@@ -163,7 +172,7 @@ class AttentionExplorer:
         self.head = widgets.Dropdown(options=[("mean", -1)] + [(str(h), h) for h in range(heads)], value=-1,
                                      description="head")
         self.map = widgets.Dropdown(options=self._map_options(0), value=self.CLS_MAP, description="map")
-        figure = patch_map_overlay(views[0], self.current_map().tolist())
+        figure = attention_explorer_figure(views[0], self.current_map().tolist(), self.current_kv_mass())
         self.figure = figure if self.static else go.FigureWidget(figure)
         self._handle = None
         self._syncing = False  # True while update() rewrites the map list (that fires the observer again)
@@ -184,6 +193,12 @@ class AttentionExplorer:
             maps = kv_prompt_maps(probs, self.layout)[0, :, int(self.map.value.rsplit(" ", 1)[1])]
         return maps.mean(0) if self.head.value < 0 else maps[self.head.value]
 
+    def current_kv_mass(self) -> list[float]:
+        """The class token's attention mass on each key-value prompt of the selected image, block and head."""
+        probs = self.probs[self.layer.value][self.image.value:self.image.value + 1]
+        mass = cls_to_kv_prompts(probs, self.layout)[0]  # (heads, T)
+        return (mass.mean(0) if self.head.value < 0 else mass[self.head.value]).tolist()
+
     def update(self) -> None:
         """Redraw after a control changed (the map list follows the block's key-value prompts)."""
         options = self._map_options(self.layer.value)
@@ -199,6 +214,8 @@ class AttentionExplorer:
         with self.figure.batch_update():
             self.figure.data[0].z = self.views[self.image.value].tolist()
             self.figure.data[1].z = self.current_map().tolist()
+            kv_mass = self.current_kv_mass()
+            self.figure.data[2].x, self.figure.data[2].y = [f"KV {t}" for t in range(len(kv_mass))], kv_mass
             self.figure.layout.title.text = f"block {self.layer.value} · {head}"
         if self.static and self._handle is not None:
             self._handle.update(self.figure)

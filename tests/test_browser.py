@@ -445,6 +445,7 @@ def check_pruning_slider(notebook: Notebook) -> None:
                      {k: notebook.traces("ratio")[-1][k] for k in ("x", "y")})
     label, _, point = state()
     parse_label(label)
+    assert (problem := slider_disagreement(*state())) is None, f"{notebook.name} before the drag: {problem}"
     notebook.screenshot("before", notebook.page.locator("[data-e2vpt-ratio]"))
     notebook.drag_slider("ratio")
     notebook.wait_for_change("the accuracy label", lambda: notebook.label_text("ratio"), label)

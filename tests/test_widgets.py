@@ -23,6 +23,7 @@ def test_moving_the_slider_moves_the_point_and_the_label(static):
     assert list(widget.figure.data[-1].x) == [600] and list(widget.figure.data[-1].y) == [40.0]
     assert list(widget.figure.data[-2].y) == pytest.approx([-30.0, -30.0])  # per-class change vs ratio 0
     assert widget.update(0.45)["ratio"] == 0.5  # nearest cached ratio
+    assert widget.slider.value == 0.5 and "60.0%" in widget.label.value  # slider, label and point agree
 
 
 def test_debounced_slider_applies_only_the_last_of_a_burst_inside_an_event_loop():
@@ -56,11 +57,14 @@ def test_attention_explorer_redraws_for_image_layer_head_and_kv_prompt():
     mean_cls = probs[0][0, :, 0, 2 + 1 + 1:].mean(0)
     assert heat() == pytest.approx(mean_cls.tolist())
     assert list(widget.map.options)[1:] == ["patches → KV prompt 0", "patches → KV prompt 1"]
+    assert list(widget.figure.data[2].y) == pytest.approx(probs[0][0, :, 0, :2].mean(0).tolist())  # CLS -> KV mass
     widget.head.value = 2
+    assert list(widget.figure.data[2].y) == pytest.approx(probs[0][0, 2, 0, :2].tolist())
     assert heat() == pytest.approx(probs[0][0, 2, 0, 4:].tolist())
     widget.map.value = "patches → KV prompt 1"
     assert heat() == pytest.approx(probs[0][0, 2, 2:, 1].tolist())  # query = patch, key = KV 1
-    widget.layer.value = 1  # no KV prompts there: the map falls back to the class token
+    widget.layer.value = 1  # no KV prompts there: the map falls back to the class token, no bars
+    assert list(widget.figure.data[2].y) == []
     assert widget.map.value == AttentionExplorer.CLS_MAP and list(widget.map.options) == [AttentionExplorer.CLS_MAP]
     assert heat() == pytest.approx(probs[1][0, 2, 0, 2:].tolist())
     widget.image.value = 1

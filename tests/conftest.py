@@ -20,3 +20,13 @@ def tiny_vit(**overrides) -> VisionTransformer:
 @pytest.fixture
 def images() -> torch.Tensor:
     return torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.fixture
+def one_thread():
+    """One CPU thread for the test: bitwise-reproducible sums, the same arithmetic as single-thread subprocesses, and
+    no oversubscription of a shared 2-core machine. Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -22,12 +22,9 @@ CROP = 16  # resize 18
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """These tests are small; one thread avoids oversubscribing a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def fresh_device_cache(one_thread):
+    """One thread (see conftest) and no decoded images carried over between tests."""
     yield
-    torch.set_num_threads(threads)
     clear_cache()
 
 

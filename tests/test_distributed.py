@@ -25,11 +25,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def fresh_device_cache(one_thread):
+    """One thread (see conftest) and no decoded images carried over between tests."""
     yield
-    torch.set_num_threads(threads)
     clear_cache()
 
 

@@ -21,12 +21,7 @@ from e2vpt_viz.training import (STATE_FILE, TrainingOutOfMemoryError, make_optim
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def data(n=24):

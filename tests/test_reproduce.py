@@ -3,7 +3,6 @@ retraining anything finished, and the table beside the papers' numbers."""
 import json
 
 import pytest
-import torch
 
 from data_prep.synthetic import generate_synthetic
 from e2vpt_viz import training
@@ -11,12 +10,7 @@ from e2vpt_viz.cli import main
 from e2vpt_viz.reproduce import FINAL_SEEDS, PAPER, base_config, mean_std, reproduce
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -88,12 +88,8 @@ def outcome(request):
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """One CPU thread: bitwise-reproducible sums, and the same arithmetic as the driver's subprocesses."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def single_thread(one_thread):
+    """Every fault case runs on one thread (see tests/conftest.py): the driver's subprocesses do too."""
 
 
 @pytest.fixture(scope="session")

@@ -30,3 +30,12 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def fresh_device_cache(one_thread):
+    """One thread, and no device-resident decoded images carried over to the next test."""
+    from e2vpt_viz.device_data import clear_cache
+
+    yield
+    clear_cache()

@@ -11,7 +11,7 @@ from torchvision.transforms import v2
 
 from e2vpt_viz import E2VPTConfig, FGVCDataset, TrainConfig, apply_prompts, build_transforms, fit
 from e2vpt_viz.data import make_loaders
-from e2vpt_viz.device_data import (DeviceImages, DeviceLoader, clear_cache, estimate_bytes, make_device_loaders,
+from e2vpt_viz.device_data import (DeviceImages, DeviceLoader, estimate_bytes, make_device_loaders,
                                    resized_shape)
 from e2vpt_viz.run import load_run_config, prepare_data
 from e2vpt_viz.training import seed_epoch
@@ -21,11 +21,7 @@ from conftest import tiny_vit
 CROP = 16  # resize 18
 
 
-@pytest.fixture(autouse=True)
-def fresh_device_cache(one_thread):
-    """One thread (see conftest) and no decoded images carried over between tests."""
-    yield
-    clear_cache()
+pytestmark = pytest.mark.usefixtures("fresh_device_cache")
 
 
 @pytest.fixture(scope="module")

@@ -17,18 +17,14 @@ from data_prep.synthetic import generate_synthetic
 from e2vpt_viz import apply_prompts, load_backbone, method_config
 from e2vpt_viz.cli import main
 from e2vpt_viz.data import FGVCDataset, split_loader
-from e2vpt_viz.device_data import DeviceImages, DeviceLoader, clear_cache
+from e2vpt_viz.device_data import DeviceImages, DeviceLoader
 from e2vpt_viz.distributed import batch_bounds, check_batches
 from e2vpt_viz.training import seed_epoch
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def fresh_device_cache(one_thread):
-    """One thread (see conftest) and no decoded images carried over between tests."""
-    yield
-    clear_cache()
+pytestmark = pytest.mark.usefixtures("fresh_device_cache")
 
 
 @pytest.fixture(scope="module")

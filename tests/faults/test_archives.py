@@ -174,16 +174,22 @@ class CtrlCAfter:
             raise KeyboardInterrupt
 
 
+def download_with_fault(monkeypatch, argv, progress, limit: int) -> int:
+    """Run ``python -m data_prep`` with 4 KiB chunks and ``progress`` (a fault-injecting progress bar class) that fires
+    after ``limit`` bytes; the exit code."""
+    with monkeypatch.context() as patch:
+        patch.setattr(download, "CHUNK_BYTES", 4096)
+        patch.setattr(download, "tqdm", progress)
+        progress.limit = limit
+        return main(argv)
+
+
 def test_ctrl_c_during_a_download_then_run_again_resumes(server, home, capsys, monkeypatch, outcome):
     """10 · Ctrl-C during a download → one line; running again resumes from the .part file (HTTP Range)"""
     root = home / "cub"
     size = (server.folder / ARCHIVE).stat().st_size
     argv = ["cub", "--root", str(root), "--url", server.url(ARCHIVE), "--md5", server.md5]
-    with monkeypatch.context() as patch:
-        patch.setattr(download, "CHUNK_BYTES", 4096)
-        patch.setattr(download, "tqdm", CtrlCAfter)
-        CtrlCAfter.limit = 3 * 4096
-        assert main(argv) == 130
+    assert download_with_fault(monkeypatch, argv, CtrlCAfter, 3 * 4096) == 130
     line = error_line(capsys)
     assert "interrupted; run the same command again: a partial download resumes from its .part file" in line
     part = root / "downloads" / f"{ARCHIVE}.part"
@@ -235,11 +241,7 @@ def test_disk_full_while_downloading_keeps_the_part_file_and_resumes(server, hom
     """6f · the disk fills up while downloading → one line; the .part is kept and the next run resumes it"""
     root = home / "cub"
     argv = ["cub", "--root", str(root), "--url", server.url(ARCHIVE), "--md5", server.md5]
-    with monkeypatch.context() as patch:
-        patch.setattr(download, "CHUNK_BYTES", 4096)
-        patch.setattr(download, "tqdm", FullDiskAfter)
-        FullDiskAfter.limit = 2 * 4096
-        assert main(argv) == 2
+    assert download_with_fault(monkeypatch, argv, FullDiskAfter, 2 * 4096) == 2
     line = error_line(capsys)
     assert "the disk filled up while downloading" in line and "run the same command again, it resumes from there" in line
     assert (root / "downloads" / f"{ARCHIVE}.part").stat().st_size == 2 * 4096

@@ -209,16 +209,16 @@ def annotated_batch(dataset, indices: Sequence[int], crop_size: int) -> dict[str
 
     from .data import build_transforms
 
-    model_input = build_transforms(crop_size, train=False)
-    view = v2.Compose([v2.ToImage(), v2.Resize(round(crop_size * 256 / 224), antialias=True),
-                       v2.CenterCrop(crop_size)])
+    steps = build_transforms(crop_size, train=False).transforms  # to image, resize, centre crop | dtype, normalise
+    view, normalise = v2.Compose(steps[:3]), v2.Compose(steps[3:])  # resize once, show and feed the same crop
     batch: dict[str, list] = {"images": [], "views": [], "labels": [], "parts": []}
     for i in indices:
         image, label = dataset[i]
         if not isinstance(image, Image.Image):
             raise TypeError("annotated_batch needs a dataset that returns PIL images: build it with transform=None.")
-        batch["images"].append(model_input(image))
-        batch["views"].append(view(image).permute(1, 2, 0))
+        crop = view(image)  # (3, crop, crop) uint8
+        batch["images"].append(normalise(crop))
+        batch["views"].append(crop.permute(1, 2, 0))
         batch["labels"].append(label)
         try:
             batch["parts"].append(parts_to_input(torch.from_numpy(dataset.parts(i)), image.size, crop_size))

@@ -11,6 +11,7 @@ training states go through :func:`load_torch_state` (zip CRCs checked, ``weights
 from __future__ import annotations
 
 import errno
+import glob
 import json
 import os
 import pickle
@@ -72,7 +73,8 @@ def atomic_write(path: Union[str, Path], write: Callable[[str], None]) -> Path:
 
     Readers see either the old file or the complete new one, never a half-written file. If the write fails (disk
     full, file-size limit, no permission), the temporary file is removed, ``path`` is left as it was and
-    :class:`CheckpointWriteError` says so.
+    :class:`CheckpointWriteError` says so. After a successful write, temporary files of ``path`` that a killed
+    earlier write left behind are removed.
     """
     path = Path(path)
     try:
@@ -94,7 +96,18 @@ def atomic_write(path: Union[str, Path], write: Callable[[str], None]) -> Path:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+    _remove_stale_temporaries(path)
     return path
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Delete ``.<name>.*.tmp`` files beside ``path``: half-written files of writes that were killed (kill -9, power
+    loss) before they could clean up. Only one writer writes a given path, so none of them is still in use."""
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        try:
+            stale.unlink()
+        except OSError:
+            pass  # already gone, or not ours to delete: leaving it is harmless
 
 
 def load_torch_state(path: Union[str, Path], what: str = "Checkpoint", fix: str = "", require_zip: bool = True):

@@ -75,8 +75,9 @@ def test_kill_9_while_the_checkpoint_is_written(tiny_root, reference, driven, tm
     assert len(half_written) == 1 and state_epoch(out) == 1  # the epoch-2 state never replaced the epoch-1 one
     assert main([*TRAIN, *run_args(tiny_root, out)]) == 0
     difference = assert_same_run(out, reference)
+    assert leftovers(out) == []  # the resumed run's first write removed the half-written file
     outcome(f"killed with {half_written[0]} half written; train_state.pt still epoch 1; resumed: prompts max |Δ| = "
-            f"{difference:.1g}, metrics equal")
+            f"{difference:.1g}, metrics equal, the half-written file removed")
 
 
 class CtrlC:

@@ -243,12 +243,12 @@ def _differences(found, expected, prefix: str = "") -> list[str]:
     return []
 
 
-def check_signature(found: dict, expected: dict, source: str) -> None:
-    """Raise :class:`CheckpointMismatchError` naming each field that differs, with both sides' values."""
+def check_signature(found: dict, expected: dict, source: str,
+                    fix: str = "Build the model with the same backbone, method config and classes.") -> None:
+    """Raise :class:`CheckpointMismatchError` naming each field that differs, with both sides' values, then ``fix``."""
     diffs = _differences(found if isinstance(found, dict) else {}, expected)
     if diffs:
-        raise CheckpointMismatchError(f"{source} was made for another model; " + "; ".join(diffs)
-                                      + ". Build the model with the same backbone, method config and classes.")
+        raise CheckpointMismatchError(f"{source} was made for another model; " + "; ".join(diffs) + f". {fix}")
 
 
 def save_prompts(model: PromptedViT, path: Union[str, Path], **metadata) -> Path:

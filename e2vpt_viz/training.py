@@ -230,7 +230,8 @@ def _load_state(path: Path, model: PromptedViT, optimizer: torch.optim.Optimizer
     state = load_torch_state(path, "Training state", "Move it away to train this run from the start.")
     expected = {"model": model_signature(model), "train": result_settings(asdict(config))}
     found = {"model": state.get("signature"), "train": result_settings(state.get("train_config") or {})}
-    check_signature(found, expected, f"Training state {path}")
+    check_signature(found, expected, f"Training state {path}",
+                    "Resume with the settings the run was started with, or give a new output_dir to start another run.")
     restore_trained_state(model, state["trained"], f"Training state {path}")
     optimizer.load_state_dict(state["optimizer"])
     return state["epoch"], state["history"]
@@ -327,9 +328,10 @@ def fit(model: PromptedViT, train_loader: DataLoader, val_loader: Optional[DataL
             record.update(train_one_epoch(model, train_loader, optimizer, lr_at, epoch * steps_per_epoch, device,
                                           config.amp, progress, forward=train_forward))
             if not math.isfinite(record["train_loss"]):
-                where = f" The last good checkpoint in {state_path.parent} is intact." if state_path else ""
+                where = (f" and train into a new output_dir. The last good checkpoint in {state_path.parent} is intact."
+                         if state_path else ".")
                 raise TrainingDivergedError(f"Loss became {record['train_loss']} in epoch {epoch + 1}; lower base_lr "
-                                            f"(now {config.base_lr}) or weight_decay.{where}")
+                                            f"(now {config.base_lr}) or weight_decay{where}")
             if val_loader is not None:
                 val = evaluate(model, val_loader, device, config.amp, forward=eval_forward)
                 record.update(val_loss=val["loss"], val_acc=val["acc"])

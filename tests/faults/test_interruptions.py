@@ -237,12 +237,33 @@ def test_nan_or_inf_loss_stops_and_keeps_the_last_good_checkpoint(kind, tiny_roo
     Poison(monkeypatch, kind)
     assert main([*TRAIN, *run_args(tiny_root, out)]) == 2
     line = capsys.readouterr().err.strip()
-    assert line == (f"error: Loss became {kind} in epoch 2; lower base_lr (now 2.0) or weight_decay. "
-                    f"The last good checkpoint in {out} is intact.")
+    assert line == (f"error: Loss became {kind} in epoch 2; lower base_lr (now 2.0) or weight_decay and train into a "
+                    f"new output_dir. The last good checkpoint in {out} is intact.")
     state = load_torch_state(out / STATE_FILE)
     assert state["epoch"] == 1 and all(torch.isfinite(t).all() for t in state["trained"].values())
     assert not (out / PROMPTS_FILE).exists() and not (out / "metrics.json").exists()
     outcome(f"exit 2, '{line[:60]}…'; train_state.pt: epoch 1, every tensor finite; no prompts or metrics written")
+
+
+def test_after_a_nan_a_lower_lr_in_the_same_folder_says_to_use_a_new_one(tiny_root, tmp_path, monkeypatch, capsys,
+                                                                         outcome):
+    """5b · after a NaN, the same folder with a lower lr → refused naming the lr and saying what to do; new folder trains"""
+    out = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        Poison(patch, "nan")
+        assert main([*TRAIN, *run_args(tiny_root, out)]) == 2
+    capsys.readouterr()
+    lower = [*run_args(tiny_root, out), "train.base_lr=1.0"]
+    assert main([*TRAIN, *lower]) == 2
+    line = capsys.readouterr().err.strip()
+    assert "train.base_lr: checkpoint 2.0 vs model 1.0" in line
+    assert line.endswith("Resume with the settings the run was started with, or give a new output_dir to start "
+                         "another run.")
+    assert load_torch_state(out / STATE_FILE)["epoch"] == 1  # refused without touching the kept state
+    assert main([*TRAIN, *run_args(tiny_root, tmp_path / "lower-lr"), "train.base_lr=1.0"]) == 0
+    assert (tmp_path / "lower-lr" / PROMPTS_FILE).exists()
+    outcome("same folder, base_lr 1.0: refused naming 'train.base_lr: checkpoint 2.0 vs model 1.0' and the new-folder "
+            "hint, state kept; a new output_dir trains to the end")
 
 
 def test_an_interrupted_run_moved_to_another_folder_resumes_there(tiny_root, reference, tmp_path, monkeypatch,

@@ -250,6 +250,7 @@ class FileServer:
     """Serves the files of ``folder`` on 127.0.0.1 with HTTP Range support, recording every request.
 
     ``drop_first``: file names whose first request is cut off half-way (headers promise the full length).
+    ``drop_always``: file names whose every request is cut off half-way.
     ``ranges``: False makes the server ignore Range headers (answers 200 with the whole file).
     """
 
@@ -257,6 +258,7 @@ class FileServer:
         self.folder = folder
         self.requests: list[tuple[str, dict[str, str]]] = []
         self.drop_first: set[str] = set()
+        self.drop_always: set[str] = set()
         self.ranges = True
         server = self
 
@@ -285,7 +287,7 @@ class FileServer:
                 self.send_header("Content-Length", str(len(data) - start))
                 self.end_headers()
                 body = data[start:]
-                if name in server.drop_first:
+                if name in server.drop_first or name in server.drop_always:
                     server.drop_first.discard(name)
                     body = body[: len(body) // 2]
                 self.wfile.write(body)

@@ -77,15 +77,7 @@ def test_an_http_error_says_how_to_supply_the_file(server, tmp_path):
 def test_a_connection_that_keeps_dropping_gives_up_and_keeps_the_part_file(server, tmp_path, monkeypatch):
     monkeypatch.setattr(dl, "RETRIES", 2)
     server.ranges = False
-
-    class AlwaysDrop(set):
-        def __contains__(self, item):
-            return True
-
-        def discard(self, item):
-            pass
-
-    server.drop_first = AlwaysDrop()
+    server.drop_always.add("blob.bin")
     dest = tmp_path / "blob.bin"
     with pytest.raises(dl.DownloadError, match="failed 2 times.*next run resumes"):
         dl.download(server.url("blob.bin"), dest, None)

@@ -127,15 +127,7 @@ def test_a_truncated_download_is_not_used(server, home, capsys, monkeypatch, out
     """6d · a download cut short every time → gives up with the .part kept; never extracted; the rerun completes it"""
     monkeypatch.setattr(download, "RETRIES", 2)
     server.ranges = False
-
-    class AlwaysCut(set):
-        def __contains__(self, item):
-            return True
-
-        def discard(self, item):
-            pass
-
-    server.drop_first = AlwaysCut()
+    server.drop_always.add(ARCHIVE)
     root = home / "cub"
     code = main(["cub", "--root", str(root), "--url", server.url(ARCHIVE), "--md5", server.md5])
     line = error_line(capsys)
@@ -143,7 +135,7 @@ def test_a_truncated_download_is_not_used(server, home, capsys, monkeypatch, out
     part = root / "downloads" / f"{ARCHIVE}.part"
     assert sorted(str(p.relative_to(root)) for p in root.rglob("*")) == ["downloads", f"downloads/{ARCHIVE}.part"]
     kept = part.stat().st_size
-    server.drop_first, server.ranges = set(), True
+    server.drop_always, server.ranges = set(), True
     assert main(["cub", "--root", str(root), "--url", server.url(ARCHIVE), "--md5", server.md5]) == 0
     assert server.requests[-1][1]["Range"] == f"bytes={kept}-"
     assert md5(root / "downloads" / ARCHIVE) == server.md5 and (root / "prepared.json").is_file()

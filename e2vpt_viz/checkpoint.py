@@ -162,13 +162,6 @@ def save_safetensors(tensors: dict[str, torch.Tensor], path: Union[str, Path], m
     return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
 
-def _safetensors_error(path: Path, what: str, error: Exception, fix: str) -> CheckpointReadError:
-    return CheckpointReadError(
-        f"{what} {path} is not a readable safetensors file ({error}): it is truncated, corrupted or in another format "
-        "(a pickled .pt/.pth file is never unpickled here, since that could run code); it was not loaded."
-        + (f" {fix}" if fix else ""))
-
-
 def _json_or_none(text: str):
     try:
         return json.loads(text)
@@ -185,16 +178,20 @@ def read_safetensors(path: Union[str, Path], what: str = "Checkpoint", fix: str 
     are read without that check. ``tensors=False`` reads only the header (no CRC check).
     """
     path = Path(path)
+    fix = f" {fix}" if fix else ""
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = dict(f.metadata() or {})
             saved = {key: f.get_tensor(key) for key in f.keys()} if tensors else {}
     except SafetensorError as error:
-        raise _safetensors_error(path, what, error, fix) from None
+        raise CheckpointReadError(
+            f"{what} {path} is not a readable safetensors file ({error}): it is truncated, corrupted or in another "
+            "format (a pickled .pt/.pth file is never unpickled here, since that could run code); it was not "
+            f"loaded.{fix}") from None
     stored = metadata.pop(CRC_KEY, None)
     if tensors and stored is not None and _json_or_none(stored) != tensors_crc32(saved):
         raise CheckpointReadError(f"{what} {path} is corrupted: its tensors do not match the CRC-32 stored when it was "
-                                  f"saved; it was not loaded." + (f" {fix}" if fix else ""))
+                                  f"saved; it was not loaded.{fix}")
     return metadata, saved
 
 

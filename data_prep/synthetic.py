@@ -252,7 +252,9 @@ def generate_synthetic(
     if state in ("different", "incomplete") and not overwrite:
         problem = "a different spec or seed" if state == "different" else "missing files"
         raise FileExistsError(
-            f"{root} holds a synthetic dataset with {problem}; pass overwrite=True (CLI: --overwrite) to replace it"
+            f"{root} holds a synthetic dataset with {problem} (an older version or other options made it). "
+            f"Replace it with `python -m data_prep synthetic --root {root} --task {task} --seed {seed} --overwrite` "
+            "(in Python: overwrite=True), or use another root"
         )
     species = draw_species(spec, seed)
     started = time.perf_counter()
@@ -268,6 +270,24 @@ def generate_synthetic(
     logger.info("wrote %d %s images (%d species) to %s in %.1f s",
                 len(records), task, len(species), root, time.perf_counter() - started)
     return root
+
+
+def ensure_synthetic(root: str | os.PathLike, task: str = "target", seed: int = 0, *,
+                     workers: int | None = None) -> Path:
+    """The default ``task`` dataset at ``root``: generated if missing. A synthetic dataset with another spec or
+    seed (an older version of this generator, or other options) is used as it is, with a warning that its
+    numbers will not match the documented ones and how to regenerate it; a non-synthetic dataset is used silently."""
+    root = Path(root)
+    state = _existing_state(root, _manifest(SyntheticSpec.for_task(task), seed))
+    if state == "foreign":
+        return root
+    if state == "different":
+        logger.warning(
+            "%s holds a synthetic %s dataset that is not this version's default (seed %d); using it as it is. "
+            "For the documented numbers, regenerate it: python -m data_prep synthetic --root %s --task %s "
+            "--seed %d --overwrite", root, task, seed, root, task, seed)
+        return root
+    return generate_synthetic(root, task=task, seed=seed, workers=workers)
 
 
 # ----------------------------------------------------------------------------- species

@@ -20,7 +20,7 @@ from .data import DatasetLayoutError
 from .training import TrainingDivergedError, TrainingOutOfMemoryError
 
 USER_ERRORS = (BackboneError, CheckpointMismatchError, CheckpointWriteError, DatasetLayoutError,
-               TrainingDivergedError, TrainingOutOfMemoryError, ValueError, FileNotFoundError)
+               TrainingDivergedError, TrainingOutOfMemoryError, ValueError, FileNotFoundError, FileExistsError)
 DISTRIBUTED_COMMANDS = ("train",)
 
 

@@ -145,10 +145,10 @@ def pretrain_prompts(cfg: dict, source_root: Union[str, Path], out: Union[str, P
     from .run import build_model
 
     source_root = Path(source_root)
-    if cfg["data"].get("synthetic") and not source_root.exists():
-        from data_prep.synthetic import generate_synthetic
+    if cfg["data"].get("synthetic"):
+        from data_prep.synthetic import ensure_synthetic
 
-        generate_synthetic(source_root, task="source", workers=1)  # the starter's source species
+        ensure_synthetic(source_root, task="source", workers=1)  # the starter's source species
     train = {**cfg["train"], "progress": progress, **({"epochs": epochs} if epochs else {})}
     if epochs:
         train["warmup_epochs"] = min(train["warmup_epochs"], epochs - 1)

@@ -112,7 +112,8 @@ def _method(cfg: dict):
 
 
 def prepare_data(cfg: dict, batch_size: int, seed: int) -> dict:
-    """Train / val / test loaders; generates the synthetic starter dataset first when asked to and missing.
+    """Train / val / test loaders; generates the synthetic starter dataset first when asked to and missing
+    (a stale one is used with a warning).
 
     With ``data.on_device`` (default "auto": when training on CUDA) the images are decoded once and kept on the
     training device (:func:`~e2vpt_viz.device_data.make_device_loaders`); a dataset over the memory budget falls
@@ -120,11 +121,11 @@ def prepare_data(cfg: dict, batch_size: int, seed: int) -> dict:
     """
     data = DataConfig(**cfg["data"])
     root = Path(data.root).expanduser()
-    if data.synthetic and not (root / "test.json").exists():
-        from data_prep.synthetic import generate_synthetic
+    if data.synthetic:
+        from data_prep.synthetic import ensure_synthetic
 
         if dist.is_main():
-            generate_synthetic(root, task="target", workers=1)  # in-process: safe from scripts and notebooks
+            ensure_synthetic(root, task="target", workers=1)  # in-process: safe from scripts and notebooks
         dist.barrier()
     device = TrainConfig(**cfg["train"]).resolve_device()
     shard = (dist.rank(), dist.world_size()) if dist.is_distributed() else None

@@ -35,18 +35,18 @@ def pretrain_starter(data_root: Union[str, Path] = "data/starter-source", out: U
     """Train ``name`` from scratch on the source species and save its backbone weights.
 
     Args:
-        data_root: source dataset root; generated with ``data_prep.synthetic`` (task "source") if missing.
+        data_root: source dataset root; generated with ``data_prep.synthetic`` (task "source") if missing; one with
+            another spec is used with a warning (the spec goes into the weights' metadata).
         out: weights file; default is the packaged ``e2vpt_viz/weights/<name>.safetensors``.
         epochs: override the recipe's epoch count. seed: initialisation and data-order seed.
 
     Returns:
         The path written.
     """
-    from data_prep.synthetic import generate_synthetic
+    from data_prep.synthetic import ensure_synthetic
 
     root = Path(data_root)
-    if not (root / "test.json").exists():
-        generate_synthetic(root, task="source", seed=seed)
+    ensure_synthetic(root, task="source", seed=seed)
     config = TrainConfig(**{**PRETRAIN_CONFIG.__dict__, "seed": seed, "progress": progress,
                             **({"epochs": epochs} if epochs else {})})
     crop = STARTER_BACKBONES[name]["img_size"]

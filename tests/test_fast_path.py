@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from conftest import tiny_vit
 from e2vpt_viz import E2VPTConfig, TrainConfig, apply_prompts, fit
 from e2vpt_viz import model as model_module
+from e2vpt_viz.backbones import STARTER_BACKBONES
 from e2vpt_viz.cli import main
 from e2vpt_viz.model import PromptedViT
 from e2vpt_viz.training import (STATE_FILE, TrainingOutOfMemoryError, make_optimizer, result_settings,
@@ -166,13 +167,13 @@ def test_benchmark_runs_on_cpu_and_counts_flops_of_the_formula(tmp_path):
     assert [r["method"] for r in rows] == ["linear", "e2vpt P=T=5", "eval e2vpt"]
     for row in rows:
         assert row["ours"] > 0 and row["official"] > 0 and row["fraction_of_bf16_peak"] == "n/a"
-    # starter-vit: 64 patches of 8x8, width 96, 6 blocks, MLP 384, 200 classes; E2VPT adds P = 5 tokens and
-    # T = 5 key-value prompts. Forward multiply-adds per image, counted by hand here only to check the counter:
-    d = 96
+    # starter-vit: 64 patches of 8x8, width 96, MLP 384, 200 classes; E2VPT adds P = 5 tokens and T = 5 key-value
+    # prompts. Forward multiply-adds per image, counted by hand here only to check the counter:
+    d, depth = 96, STARTER_BACKBONES["starter-vit"]["depth"]
 
     def forward_flops(n, t):  # n tokens, t key-value prompts: qkv + proj, MLP, q·k and attention·v, patches, head
         block = 4 * n * d * d + 2 * n * 4 * d * d + 2 * n * (n + t) * d
-        return 2 * (64 * 3 * 8 * 8 * d + 6 * block + d * 200)
+        return 2 * (64 * 3 * 8 * 8 * d + depth * block + d * 200)
 
     assert rows[2]["gflop"] * 1e9 == pytest.approx(forward_flops(1 + 5 + 64, 5), rel=1e-9)
     assert rows[1]["gflop"] > 2 * rows[2]["gflop"]  # backward through every block for the prompts

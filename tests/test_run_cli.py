@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 from data_prep.synthetic import generate_synthetic
+from e2vpt_viz.backbones import STARTER_BACKBONES
 from e2vpt_viz.cli import main
 from e2vpt_viz.run import choose_run_config, load_run_config, packaged_configs
 
@@ -133,7 +134,7 @@ def test_cli_prune_runs_the_protocol_and_resumes(tiny_root, tmp_path, capsys):
     best = max(runs, key=lambda r: (r["val_acc"], r["num_tokens"], r["num_segments"]))
     assert summary["best_budgets"] == {"num_tokens": best["num_tokens"], "num_segments": best["num_segments"]}
     kept_entries = (5 - best["num_tokens"]) * (16 - best["num_segments"]) * (96 // 16)
-    assert summary["rewound"]["parameters"]["visual_prompts"] == 6 * kept_entries
+    assert summary["rewound"]["parameters"]["visual_prompts"] == STARTER_BACKBONES["starter-vit"]["depth"] * kept_entries
     assert summary["rewound"]["parameters"]["masks"] == 0
     assert summary["rewound"]["parameters"]["tunable"] == best["tunable"]
     sweep = json.loads((out / "sweep.json").read_text())

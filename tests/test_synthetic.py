@@ -211,7 +211,7 @@ def test_existing_root_with_other_content_raises_unless_overwrite(tmp_path):
     root = generate_synthetic(tmp_path / "data", task="target", seed=0, **SMALL)
     with pytest.raises(FileExistsError, match="different spec or seed"):
         generate_synthetic(root, task="target", seed=0, **{**SMALL, "num_classes": 4})
-    with pytest.raises(FileExistsError, match="different spec or seed"):
+    with pytest.raises(FileExistsError, match="different spec or seed.*--task target --seed 7 --overwrite"):
         generate_synthetic(root, task="target", seed=7, **SMALL)
     next((root / "images").rglob("*.png")).unlink()
     with pytest.raises(FileExistsError, match="missing files"):
@@ -292,3 +292,19 @@ def test_cli_generates_and_reports_bad_input_in_one_line(tmp_path, capsys):
         main(["synthetic", "--root", str(tmp_path / "y"), "--task", "pretrain"])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_ensure_synthetic_reuses_a_stale_dataset_with_a_warning_that_says_how_to_regenerate(target_root, caplog):
+    before = {p: p.stat().st_mtime_ns for p in target_root.rglob("*")}
+    with caplog.at_level(logging.WARNING, logger="data_prep.synthetic"):
+        assert synthetic.ensure_synthetic(target_root, task="target", seed=0) == target_root
+    assert {p: p.stat().st_mtime_ns for p in target_root.rglob("*")} == before  # the user's data is untouched
+    assert "not this version's default" in caplog.text
+    assert f"python -m data_prep synthetic --root {target_root} --task target --seed 0 --overwrite" in caplog.text
+
+
+def test_ensure_synthetic_leaves_a_non_synthetic_dataset_alone(tmp_path, caplog):
+    (tmp_path / "test.json").write_text("{}")
+    with caplog.at_level(logging.WARNING, logger="data_prep.synthetic"):
+        assert synthetic.ensure_synthetic(tmp_path, task="target") == tmp_path
+    assert caplog.text == "" and sorted(p.name for p in tmp_path.iterdir()) == ["test.json"]

@@ -21,9 +21,9 @@ from .checkpoint import load_torch_state, read_safetensors
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
-# The offline starter backbone: 64-px images, 8-px patches (8 x 8 grid), 6 blocks of width 96 with 3 heads of 32.
+# The offline starter backbone: 64-px images, 8-px patches (8 x 8 grid), 12 blocks of width 96 with 6 heads of 16.
 STARTER_BACKBONES: dict[str, dict] = {
-    "starter-vit": dict(img_size=64, patch_size=8, embed_dim=96, depth=6, num_heads=3, mlp_ratio=4.0),
+    "starter-vit": dict(img_size=64, patch_size=8, embed_dim=96, depth=12, num_heads=6, mlp_ratio=4.0),
 }
 
 # Normalisation used for every backbone, as in the VPT code (ImageNet statistics, also for the JAX weights).

@@ -45,7 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser("report", help="train several methods and write report.md / report.html")
     _add_config(report, default="starter")
-    report.add_argument("--methods", nargs="+", default=["linear", "vpt-deep", "e2vpt"])
+    report.add_argument("--methods", nargs="+", default=["e2vpt"],
+                        help="methods to train (default e2vpt; the README's calibration table: "
+                             "linear vpt-shallow vpt-deep e2vpt full)")
     report.add_argument("--out", default="results/starter")
     report.add_argument("--quiet", action="store_true")
 

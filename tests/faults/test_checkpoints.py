@@ -17,7 +17,7 @@ import torch
 from conftest import tiny_vit
 from data_prep.synthetic import generate_synthetic
 from e2vpt_viz import E2VPTConfig, apply_prompts
-from e2vpt_viz.backbones import load_backbone
+from e2vpt_viz.backbones import STARTER_BACKBONES, load_backbone
 from e2vpt_viz.checkpoint import CheckpointMismatchError, CheckpointReadError, load_prompts, save_prompts
 from e2vpt_viz.cli import main
 from e2vpt_viz.pvp import load_prompt_modules, save_prompt_modules
@@ -144,9 +144,13 @@ def four_classes(tmp_path_factory) -> Path:
                               **{**TINY, "num_classes": 4})
 
 
+VIT_TINY = {"embed_dim": 192, "depth": 12, "num_heads": 3}  # timm's vit_tiny_patch16_224 (64-px input here)
+STARTER_VS_VIT_TINY = "; ".join(f"backbone.{field}: checkpoint {STARTER_BACKBONES['starter-vit'][field]} vs model {value}"
+                                for field, value in VIT_TINY.items() if STARTER_BACKBONES["starter-vit"][field] != value)
+
+
 @pytest.mark.parametrize("other, names", [
-    (["backbone.name=vit_tiny_patch16_224", "backbone.pretrained=false"],
-     "backbone.embed_dim: checkpoint 96 vs model 192; backbone.depth: checkpoint 6 vs model 12"),
+    (["backbone.name=vit_tiny_patch16_224", "backbone.pretrained=false"], STARTER_VS_VIT_TINY),
     (["method.num_prompts=7"], "method.num_prompts: checkpoint 5 vs model 7"),
     (["method.name=vpt-deep", "method.num_prompts=5"], "method.method: checkpoint 'e2vpt' vs model 'vpt-deep'"),
     ("four_classes", "num_classes: checkpoint 3 vs model 4"),

@@ -15,6 +15,7 @@ import torch
 from e2vpt_viz import training
 from e2vpt_viz.checkpoint import load_torch_state
 from e2vpt_viz.cli import build_parser, main
+from e2vpt_viz.run import load_run_config
 from e2vpt_viz.training import PROMPTS_FILE, STATE_FILE
 
 from .conftest import (STEPS_PER_EPOCH, TRAIN, max_difference, read_json, read_tensors, run_args, same_numbers,
@@ -237,7 +238,8 @@ def test_nan_or_inf_loss_stops_and_keeps_the_last_good_checkpoint(kind, tiny_roo
     Poison(monkeypatch, kind)
     assert main([*TRAIN, *run_args(tiny_root, out)]) == 2
     line = capsys.readouterr().err.strip()
-    assert line == (f"error: Loss became {kind} in epoch 2; lower base_lr (now 2.0) or weight_decay and train into a "
+    lr = load_run_config("starter")["train"]["base_lr"]
+    assert line == (f"error: Loss became {kind} in epoch 2; lower base_lr (now {lr}) or weight_decay and train into a "
                     f"new output_dir. The last good checkpoint in {out} is intact.")
     state = load_torch_state(out / STATE_FILE)
     assert state["epoch"] == 1 and all(torch.isfinite(t).all() for t in state["trained"].values())
@@ -256,13 +258,14 @@ def test_after_a_nan_a_lower_lr_in_the_same_folder_says_to_use_a_new_one(tiny_ro
     lower = [*run_args(tiny_root, out), "train.base_lr=1.0"]
     assert main([*TRAIN, *lower]) == 2
     line = capsys.readouterr().err.strip()
-    assert "train.base_lr: checkpoint 2.0 vs model 1.0" in line
+    named = f"train.base_lr: checkpoint {load_run_config('starter')['train']['base_lr']} vs model 1.0"
+    assert named in line
     assert line.endswith("Resume with the settings the run was started with, or give a new output_dir to start "
                          "another run.")
     assert load_torch_state(out / STATE_FILE)["epoch"] == 1  # refused without touching the kept state
     assert main([*TRAIN, *run_args(tiny_root, tmp_path / "lower-lr"), "train.base_lr=1.0"]) == 0
     assert (tmp_path / "lower-lr" / PROMPTS_FILE).exists()
-    outcome("same folder, base_lr 1.0: refused naming 'train.base_lr: checkpoint 2.0 vs model 1.0' and the new-folder "
+    outcome(f"same folder, base_lr 1.0: refused naming '{named}' and the new-folder "
             "hint, state kept; a new output_dir trains to the end")
 
 

@@ -33,7 +33,7 @@ from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, flop_registry, sdpa_backward_flop_count, sdpa_flop_count
 
 from e2vpt_viz import apply_prompts, load_backbone, method_config
 
@@ -182,10 +182,24 @@ def interleaved_rates(steps: dict, batch: int, block: int, rounds: int, device: 
     return {name: statistics.median(values) for name, values in rates.items()}
 
 
+def _cpu_sdpa_flop(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+def _cpu_sdpa_backward_flop(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
+
+
+# CPU fused attention, which some torch releases (2.14) leave out of FlopCounterMode: the same formulas as on CUDA.
+_CPU_SDPA = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_sdpa_flop,
+             torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_sdpa_backward_flop}
+MISSING_FLOP_FORMULAS = {op: formula for op, formula in _CPU_SDPA.items() if op not in flop_registry}
+
+
 def flops_per_image(model, images, labels, train: bool, amp: bool) -> float:
     """FLOPs of one step per image, counted by FlopCounterMode on a batch of at most 4 (every op is per image)."""
     small, small_labels = images[:4], labels[:4]
-    counter = FlopCounterMode(display=False)
+    counter = FlopCounterMode(display=False, custom_mapping=MISSING_FLOP_FORMULAS)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp and images.is_cuda)
     model.train(train)
     with counter:

@@ -74,8 +74,19 @@ def _set_dotted(cfg: dict, dotted: str, value: Any) -> None:
     node[keys[-1]] = value
 
 
+def _scaled_warmup(train: dict, epochs) -> int:
+    """The warm-up for a schedule changed to ``epochs``: the same fraction of it, below ``epochs``."""
+    if not isinstance(epochs, int) or not isinstance(train.get("epochs"), int) or train["epochs"] < 1:
+        return train["warmup_epochs"]  # TrainConfig reports the bad value
+    return max(0, min(epochs - 1, round(train["warmup_epochs"] * epochs / train["epochs"])))
+
+
 def load_run_config(config: Union[str, Path, dict], overrides: Sequence[str] = ()) -> dict:
-    """A run config from a packaged name, a YAML path or a dict, with ``section.field=value`` overrides applied."""
+    """A run config from a packaged name, a YAML path or a dict, with ``section.field=value`` overrides applied.
+
+    ``train.epochs=N`` without ``train.warmup_epochs`` keeps the warm-up's share of the schedule (the starter's
+    100 epochs with 10 of warm-up become 30 with 3).
+    """
     if isinstance(config, dict):
         cfg = copy.deepcopy(config)
     else:
@@ -93,10 +104,14 @@ def load_run_config(config: Union[str, Path, dict], overrides: Sequence[str] = (
         parsed.append((key.strip(), yaml.safe_load(raw)))
     # A new method name comes first and drops the old method's options (they belong to another method).
     parsed.sort(key=lambda kv: kv[0] not in ("method", "method.name"))
+    keys = {key for key, _ in parsed}
+    schedule = dict(cfg.get("train", {}))
     for key, value in parsed:
         if key == "method.name" and value != cfg.get("method", {}).get("name"):
             cfg["method"] = {}
         _set_dotted(cfg, key, value)
+    if "train.epochs" in keys and "train.warmup_epochs" not in keys and "warmup_epochs" in schedule:
+        cfg["train"]["warmup_epochs"] = _scaled_warmup(schedule, cfg["train"]["epochs"])
     unknown = sorted(set(cfg) - set(SECTIONS))
     missing = [s for s in ("data", "backbone", "method", "train") if s not in cfg]
     if unknown or missing:
@@ -237,12 +252,9 @@ def choose_run_config(dataset: str = "auto", data_dir: Union[str, Path] = "data"
                 f"(no prepared CUB at {cub_root}; `python -m data_prep cub --root {cub_root}` prepares it).")
     if backbone != "auto":
         cfg["backbone"]["name"] = backbone
-    if epochs is not None:
-        train = cfg["train"]
-        train["warmup_epochs"] = min(epochs - 1, round(train["warmup_epochs"] * epochs / train["epochs"]))
-        train["epochs"] = epochs
     cfg["train"]["device"] = device
-    return load_run_config(cfg), note + f" Backbone: {cfg['backbone']['name']}."
+    return load_run_config(cfg, [f"train.epochs={epochs}"] if epochs is not None else []), \
+        note + f" Backbone: {cfg['backbone']['name']}."
 
 
 def grid_search(cfg: dict, base_lrs: Sequence[float], weight_decays: Sequence[float], out_dir: Union[str, Path],

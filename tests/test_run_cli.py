@@ -38,6 +38,17 @@ def test_overrides_are_parsed_as_yaml():
     assert cfg["train"]["epochs"] == 7 and cfg["method"]["num_prompts"] == 3 and cfg["data"]["cache"] is False
 
 
+def test_a_shorter_schedule_keeps_the_warmup_share_unless_warmup_is_given():
+    packaged = load_run_config("starter")["train"]
+    assert (packaged["epochs"], packaged["warmup_epochs"]) == (100, 10)  # the papers' schedule
+    assert load_run_config("starter", ["train.epochs=30"])["train"]["warmup_epochs"] == 3
+    assert load_run_config("starter", ["train.epochs=2"])["train"]["warmup_epochs"] == 0
+    assert load_run_config("starter", ["train.epochs=5", "train.warmup_epochs=2"])["train"]["warmup_epochs"] == 2
+    assert load_run_config("starter", ["train.warmup_epochs=20"])["train"]["epochs"] == 100
+    with pytest.raises(ValueError, match="warmup_epochs must be in"):
+        load_run_config("starter", ["train.epochs=5", "train.warmup_epochs=5"])
+
+
 def test_a_new_method_name_drops_the_old_methods_options():
     cfg = load_run_config("starter", ["method.num_prompts=10", "method.name=vpt-deep"])
     assert cfg["method"] == {"name": "vpt-deep", "num_prompts": 10}

@@ -2,7 +2,7 @@
 
 The small setting: the linear-probe and E²VPT rows of the README's calibration table (E²VPT is what the main job
 trains), with the packaged ``starter`` config (the papers' 100-epoch schedule, the per-method settings of its
-``compare`` section) on the full synthetic target task, about 6 minutes on 2 CPU cores. VPT-shallow, VPT-deep and full
+``compare`` section) on the full synthetic target task, about 8 minutes on 2 CPU cores (472 s in CI). VPT-shallow, VPT-deep and full
 fine-tuning are measured in the README's table only (about 12 more minutes). If this fails, report the new numbers in
 the README; do not tune the test.
 """

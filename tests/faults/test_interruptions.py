@@ -21,6 +21,7 @@ from e2vpt_viz.training import PROMPTS_FILE, STATE_FILE
 from .conftest import (STEPS_PER_EPOCH, TRAIN, max_difference, read_json, read_tensors, run_args, same_numbers,
                        without_timing)
 
+STARTER_LR = load_run_config("starter")["train"]["base_lr"]  # what run_args trains with; named in the messages
 PRUNE = ["prune", "--config", "starter", "--quiet"]
 PRUNE_GRID = ["prune.num_tokens=[0,2]", "prune.num_segments=[1]", "prune.sweep_ratios=[0,0.5]"]
 EPOCHS = 3
@@ -238,8 +239,7 @@ def test_nan_or_inf_loss_stops_and_keeps_the_last_good_checkpoint(kind, tiny_roo
     Poison(monkeypatch, kind)
     assert main([*TRAIN, *run_args(tiny_root, out)]) == 2
     line = capsys.readouterr().err.strip()
-    lr = load_run_config("starter")["train"]["base_lr"]
-    assert line == (f"error: Loss became {kind} in epoch 2; lower base_lr (now {lr}) or weight_decay and train into a "
+    assert line == (f"error: Loss became {kind} in epoch 2; lower base_lr (now {STARTER_LR}) or weight_decay and train into a "
                     f"new output_dir. The last good checkpoint in {out} is intact.")
     state = load_torch_state(out / STATE_FILE)
     assert state["epoch"] == 1 and all(torch.isfinite(t).all() for t in state["trained"].values())
@@ -258,7 +258,7 @@ def test_after_a_nan_a_lower_lr_in_the_same_folder_says_to_use_a_new_one(tiny_ro
     lower = [*run_args(tiny_root, out), "train.base_lr=1.0"]
     assert main([*TRAIN, *lower]) == 2
     line = capsys.readouterr().err.strip()
-    named = f"train.base_lr: checkpoint {load_run_config('starter')['train']['base_lr']} vs model 1.0"
+    named = f"train.base_lr: checkpoint {STARTER_LR} vs model 1.0"
     assert named in line
     assert line.endswith("Resume with the settings the run was started with, or give a new output_dir to start "
                          "another run.")

@@ -123,7 +123,7 @@ def build(model_name: str, method: str, options: dict, num_classes: int, officia
           grad_checkpointing: bool):
     torch.manual_seed(0)
     model = apply_prompts(load_backbone(model_name, pretrained=False), method_config(method, **options), num_classes)
-    model.fused_attention = not official
+    model.fused_attention = model.skip_unread_tokens = not official
     if grad_checkpointing and not official:
         model.set_grad_checkpointing(True)
     return model.to(device)

@@ -40,6 +40,7 @@ def attention_forward(
         value_prompts: Optional[torch.Tensor] = None,
         recorder: Optional[AttentionRecorder] = None,
         fused: bool = True,
+        query_rows: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """Run a timm ``Attention`` module's weights on ``x`` with key-value prompts.
 
@@ -51,15 +52,20 @@ def attention_forward(
         recorder: when given, the manual path runs and the probabilities (B, heads, N, T+N) are recorded.
         fused: False forces the manual path without recording (explicit softmax, as the official code computes it;
             the benchmarks' baseline).
+        query_rows: (M,) indices of the tokens whose output is wanted; None = all N.
+            Every token is still a key and a value.
 
     Returns:
-        (B, N, C) attention output after the output projection.
+        (B, M, C) attention output after the output projection (M = N without ``query_rows``).
     """
     B, N, C = x.shape
     gate = attn.gate(x).sigmoid() if getattr(attn, "gate", None) is not None else None
     qkv = attn.qkv(x).reshape(B, N, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
     q, k, v = qkv.unbind(0)  # each (B, heads, N, head_dim)
     q, k = attn.q_norm(q), attn.k_norm(k)
+    if query_rows is not None:
+        q = q.index_select(2, query_rows)
+        gate = None if gate is None else gate.index_select(1, query_rows)
 
     if key_prompts is not None:
         value_prompts = key_prompts if value_prompts is None else value_prompts
@@ -75,7 +81,7 @@ def attention_forward(
             recorder.add(probs)
         x = attn.attn_drop(probs) @ v
 
-    x = x.transpose(1, 2).reshape(B, N, attn.attn_dim)
+    x = x.transpose(1, 2).reshape(B, q.shape[2], attn.attn_dim)
     x = attn.norm(x)
     if gate is not None:
         x = x * gate

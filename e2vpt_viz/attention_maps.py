@@ -205,12 +205,10 @@ def annotated_batch(dataset, indices: Sequence[int], crop_size: int) -> dict[str
     absent otherwise).
     """
     from PIL import Image
-    from torchvision.transforms import v2
 
-    from .data import build_transforms
+    from .data import fixed_transforms, random_transforms
 
-    steps = build_transforms(crop_size, train=False).transforms  # to image, resize, centre crop | dtype, normalise
-    view, normalise = v2.Compose(steps[:3]), v2.Compose(steps[3:])  # resize once, show and feed the same crop
+    view, normalise = fixed_transforms(crop_size, False), random_transforms(crop_size, False)  # show and feed one crop
     batch: dict[str, list] = {"images": [], "views": [], "labels": [], "parts": []}
     for i in indices:
         image, label = dataset[i]

@@ -46,10 +46,21 @@ def build_transforms(crop_size: int, train: bool) -> v2.Compose:
     train: resize → random crop → horizontal flip; eval: resize → centre crop. Both end with ImageNet normalisation.
     Output: float tensor (3, crop_size, crop_size).
     """
-    resize = resize_size(crop_size)
-    crop = [v2.RandomCrop(crop_size), v2.RandomHorizontalFlip()] if train else [v2.CenterCrop(crop_size)]
-    return v2.Compose([v2.ToImage(), v2.Resize(resize, antialias=True), *crop,
-                       v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    return v2.Compose([*fixed_transforms(crop_size, train).transforms, *random_transforms(crop_size, train).transforms])
+
+
+def fixed_transforms(crop_size: int, train: bool) -> v2.Compose:
+    """The deterministic first part of :func:`build_transforms`, which a cache may keep: PIL image → uint8 tensor
+    (3, H', W') with the short side resized (train), or the (3, crop, crop) centre crop (eval)."""
+    steps = [v2.ToImage(), v2.Resize(resize_size(crop_size), antialias=True)]
+    return v2.Compose(steps if train else [*steps, v2.CenterCrop(crop_size)])
+
+
+def random_transforms(crop_size: int, train: bool) -> v2.Compose:
+    """The rest of :func:`build_transforms`, run on every access: random crop and flip (train), then scaling to
+    [0, 1] and ImageNet normalisation. uint8 (3, H', W') → float (3, crop, crop)."""
+    crop = [v2.RandomCrop(crop_size), v2.RandomHorizontalFlip()] if train else []
+    return v2.Compose([*crop, v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
 
 
 def load_rgb(path: Path) -> Image.Image:
@@ -209,8 +220,11 @@ class FGVCDataset(Dataset):
     Args:
         root: folder with ``train.json``, ``val.json``, ``test.json`` and the images.
         split: "train", "val" or "test".
-        transform: applied to each RGB PIL image (e.g. :func:`build_transforms`).
-        cache: keep decoded images in memory (for small datasets such as the offline starter).
+        transform: applied to each RGB PIL image (e.g. :func:`build_transforms`), after ``fixed_transform``.
+        cache: keep decoded images in memory (for small datasets such as the offline starter): each image after
+            ``fixed_transform``, so a deterministic resize runs once per image, not once per epoch.
+        fixed_transform: a deterministic transform applied before ``transform`` (e.g. :func:`fixed_transforms`,
+            with :func:`random_transforms` as ``transform``); None = none.
 
     Items are ``(image, label)``; labels are contiguous 0..C-1 in the sorted order of the training set's ids.
     An image that cannot be read is skipped with a RuntimeWarning naming the file: the item is the next readable
@@ -221,7 +235,8 @@ class FGVCDataset(Dataset):
     """
 
     def __init__(self, root: Union[str, Path], split: str = "train",
-                 transform: Optional[Callable] = None, cache: bool = False) -> None:
+                 transform: Optional[Callable] = None, cache: bool = False,
+                 fixed_transform: Optional[Callable] = None) -> None:
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}.")
         self.root = Path(root).expanduser()
@@ -243,7 +258,8 @@ class FGVCDataset(Dataset):
         self.samples = [(self.image_dir / rel, self.class_to_index[entries[rel]]) for rel in self.keys]
         self.num_classes = len(class_ids)
         self.transform = transform
-        self._cache: Optional[dict[int, Image.Image]] = {} if cache else None
+        self.fixed_transform = fixed_transform
+        self._cache: Optional[dict] = {} if cache else None
 
     def _check_class_range(self) -> None:
         """Every training class id must have a name, when the root names its classes (data_prep roots do)."""
@@ -280,12 +296,15 @@ class FGVCDataset(Dataset):
             return (self.transform(image) if self.transform else image), self.samples[candidate][1]
         raise DatasetLayoutError(f"no image of the {len(self.samples)} in {self.root} can be read")
 
-    def _load(self, index: int) -> Image.Image:
-        if self._cache is None:
-            return load_rgb(self.samples[index][0])
-        if index not in self._cache:
-            self._cache[index] = load_rgb(self.samples[index][0])
-        return self._cache[index]
+    def _load(self, index: int):
+        """Sample ``index``'s image after ``fixed_transform`` (from the cache when there is one)."""
+        if self._cache is not None and index in self._cache:
+            return self._cache[index]
+        image = load_rgb(self.samples[index][0])
+        image = self.fixed_transform(image) if self.fixed_transform else image
+        if self._cache is not None:
+            self._cache[index] = image
+        return image
 
     @cached_property
     def annotations(self) -> CUBAnnotations:
@@ -318,9 +337,10 @@ def make_loaders(root: Union[str, Path], crop_size: int, batch_size: int, num_wo
 
     ``shard=(rank, world)`` gives process ``rank`` its slice of every global batch (see :class:`ShardedBatchSampler`).
     """
-    return {split: split_loader(FGVCDataset(root, split, build_transforms(crop_size, split == "train"), cache=cache),
-                                split == "train", batch_size, num_workers, seed, pin_memory, shard)
-            for split in SPLITS}
+    datasets = {split: FGVCDataset(root, split, random_transforms(crop_size, split == "train"), cache=cache,
+                                   fixed_transform=fixed_transforms(crop_size, split == "train")) for split in SPLITS}
+    return {split: split_loader(dataset, split == "train", batch_size, num_workers, seed, pin_memory, shard)
+            for split, dataset in datasets.items()}
 
 
 def split_loader(dataset: Dataset, train: bool, batch_size: int, num_workers: int = 0, seed: int = 0,

@@ -96,6 +96,7 @@ class PromptedViT(nn.Module):
         self.num_prefix_tokens = self.num_backbone_prefix + self.num_prompts  # tokens before the patches
         self.grad_checkpointing = False
         self.fused_attention = True  # False: explicit softmax attention (the benchmarks' official-style baseline)
+        self.skip_unread_tokens = True  # False: every block computes every token (the official-style baseline too)
         # (offset, global batch) while this process trains a slice of a larger batch (DistributedDataParallel): the
         # prompt dropout masks are drawn for the whole global batch and sliced, as one process would draw them.
         self.dropout_batch: Optional[tuple[int, int]] = None
@@ -158,16 +159,36 @@ class PromptedViT(nn.Module):
             return self.visual_prompts
         return self.visual_prompts * self.mask_matrix()
 
-    def _block(self, blk: nn.Module, x: torch.Tensor, layer: int) -> torch.Tensor:
-        """One pre-norm timm Block with this layer's key-value prompts: (B, N, D) -> (B, N, D)."""
+    def _block(self, blk: nn.Module, x: torch.Tensor, layer: int, rows: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """One pre-norm timm Block with this layer's key-value prompts: (B, N, D) -> (B, M, D).
+
+        ``rows``: (M,) indices of the tokens whose output is computed (None = all N); all N tokens are keys and values.
+        """
         keys = values = None
         if self.prompts_enabled and layer < self.layout.kv_depth:
             keys = self.kv_prompts[layer]
             values = None if self.value_prompts is None else self.value_prompts[layer]
         attn_out = attention_forward(blk.attn, blk.norm1(x), keys, values, self.attention_recorder,
-                                     fused=self.fused_attention)
-        x = x + blk.drop_path1(blk.ls1(attn_out))
+                                     fused=self.fused_attention, query_rows=rows)
+        x = (x if rows is None else x.index_select(1, rows)) + blk.drop_path1(blk.ls1(attn_out))
         return x + blk.drop_path2(blk.ls2(blk.mlp(blk.norm2(x))))
+
+    def _live_rows(self, layer: int, num_tokens: int, class_token_only: bool) -> Optional[torch.Tensor]:
+        """Indices of the rows of block ``layer``'s output that anything reads (None = all; all while attention is
+        recorded).
+
+        Deep prompts' outputs are dead when the next layer replaces them, and class-token pooling reads only row 0
+        of the last block: skipping those queries (and their MLP rows) gives the same result for less compute.
+        """
+        if self.attention_recorder is not None or not self.skip_unread_tokens:
+            return None
+        device = self.head.weight.device
+        if class_token_only and layer == len(self.backbone.blocks) - 1:
+            return torch.zeros(1, dtype=torch.long, device=device)
+        if self.prompts_enabled and self.num_prompts and layer + 1 < self.layout.prompt_depth:
+            n, P = self.num_backbone_prefix, self.num_prompts
+            return torch.cat([torch.arange(n), torch.arange(n + P, num_tokens)]).to(device)
+        return None
 
     def _dropped_prompts(self, prompts: torch.Tensor, batch: int) -> torch.Tensor:
         """(P, D) -> (B, P, D) with prompt dropout; under :attr:`dropout_batch` the masks of the whole global batch
@@ -177,39 +198,50 @@ class PromptedViT(nn.Module):
         offset, total = self.dropout_batch
         return self.prompt_dropout(prompts.expand(total, -1, -1))[offset:offset + batch]
 
-    def forward_features(self, images: torch.Tensor) -> torch.Tensor:
+    def forward_features(self, images: torch.Tensor, class_token_only: bool = False) -> torch.Tensor:
         """Images (B, 3, H, W) -> all tokens after the final norm (B, prefix + P + patches, D).
 
-        With prompts disabled the prompt slots are absent: (B, prefix + patches, D).
+        With prompts disabled the prompt slots are absent: (B, prefix + patches, D). ``class_token_only``: only the
+        class token's output, (B, 1, D), which is what class-token pooling reads (the last block computes one row).
         """
         bb = self.backbone
         x = bb.norm_pre(bb.patch_drop(bb._pos_embed(bb.patch_embed(images))))  # (B, prefix + patches, D)
         n, P = self.num_backbone_prefix, self.num_prompts
         use_prompts = self.prompts_enabled and P > 0
         prompts_per_layer = self.masked_prompts() if use_prompts else None  # (prompt_depth, P, D)
+        holds_prompts = False  # whether x has prompt rows (the previous block kept them)
         for layer, blk in enumerate(bb.blocks):
             if use_prompts and layer < self.layout.prompt_depth:
                 prompts = self._dropped_prompts(prompts_per_layer[layer], x.shape[0])  # (B, P, D)
-                rest = x[:, n:] if layer == 0 else x[:, n + P:]  # deep prompts replace the previous layer's
+                rest = x[:, n + P:] if holds_prompts else x[:, n:]  # deep prompts replace the previous layer's
                 x = torch.cat([x[:, :n], prompts, rest], dim=1)
+                holds_prompts = True
+            rows = self._live_rows(layer, x.shape[1], class_token_only)
             if self.grad_checkpointing and self.training:
-                x = checkpoint(self._block, blk, x, layer, use_reentrant=False)
+                x = checkpoint(self._block, blk, x, layer, rows, use_reentrant=False)
             else:
-                x = self._block(blk, x, layer)
+                x = self._block(blk, x, layer, rows)
+            holds_prompts = holds_prompts and rows is None
         return bb.norm(x)
 
     def forward_head(self, tokens: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Tokens (B, N, D) -> logits (B, num_classes), or pooled features (B, D) with ``pre_logits``.
+        """Tokens (B, N, D) from :meth:`forward_features`, or its class token alone (B, 1, D) -> logits
+        (B, num_classes), or pooled features (B, D) with ``pre_logits``.
 
         Prompt tokens are dropped first, so the backbone's own pooling (class token, or mean over patches) and
         its ``fc_norm`` see exactly the tokens they were trained on.
         """
         n = self.num_backbone_prefix
-        if self.prompts_enabled and self.num_prompts:
+        if self.prompts_enabled and self.num_prompts and tokens.shape[1] > 1:
             tokens = torch.cat([tokens[:, :n], tokens[:, n + self.num_prompts:]], dim=1)
         features = self.backbone.forward_head(tokens, pre_logits=True)  # pool -> fc_norm -> head_drop
         return features if pre_logits else self.head(features)
 
+    @property
+    def reads_class_token(self) -> bool:
+        """Whether the backbone's pooling reads the class token alone (timm ``global_pool='token'``)."""
+        return self.backbone.global_pool == "token" and getattr(self.backbone, "attn_pool", None) is None
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Images (B, 3, H, W) -> logits (B, num_classes)."""
-        return self.forward_head(self.forward_features(images))
+        return self.forward_head(self.forward_features(images, class_token_only=self.reads_class_token))

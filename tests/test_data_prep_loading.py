@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 
 from data_prep.__main__ import main
 from data_prep.verify import verify_root
-from e2vpt_viz.data import FGVCDataset, build_transforms
+from e2vpt_viz.data import FGVCDataset, build_transforms, fixed_transforms, make_loaders, random_transforms
 
 
 def write_root(root, modes=("RGB",) * 6, corrupt=()):
@@ -76,3 +76,26 @@ def test_a_corrupt_image_is_skipped_with_a_warning_never_a_crash_mid_epoch(tmp_p
         warnings.simplefilter("ignore", RuntimeWarning)
         loader = DataLoader(dataset, batch_size=2, num_workers=2)
         assert sum(len(labels) for _, labels in loader) == 6  # worker processes survive it too
+
+
+def test_the_cache_keeps_each_image_after_its_fixed_transform_and_changes_no_sample(tmp_path):
+    """cache=True runs the deterministic resize once per image; random crops, flips and labels are those of the
+    uncached build_transforms pipeline under the same seed, every epoch, and make_loaders' eval batches too."""
+    root = write_root(tmp_path)  # 24-px images: resized to 18, cropped to 16
+    resized = []
+    fixed = fixed_transforms(16, train=True)
+    cached = FGVCDataset(root, "train", random_transforms(16, train=True), cache=True,
+                         fixed_transform=lambda image: resized.append(1) or fixed(image))
+    uncached = FGVCDataset(root, "train", build_transforms(16, train=True))
+    for epoch in range(3):
+        for index in range(len(uncached)):
+            torch.manual_seed(10 * epoch + index)
+            image, label = cached[index]
+            torch.manual_seed(10 * epoch + index)
+            expected, expected_label = uncached[index]
+            assert torch.equal(image, expected) and label == expected_label
+    assert len(resized) == len(uncached)
+    val = make_loaders(root, 16, batch_size=4, cache=True)["val"]
+    images, labels = next(iter(val))
+    expected = FGVCDataset(root, "val", build_transforms(16, train=False))
+    assert all(torch.equal(images[i], expected[i][0]) for i in range(4))

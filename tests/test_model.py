@@ -73,6 +73,44 @@ def test_e2vpt_equals_hand_written_attention(images):
     assert torch.allclose(model.forward_features(images), bb.norm(x), atol=1e-5)
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("method", METHODS)
+def test_unread_tokens_are_skipped_with_the_same_logits_and_gradients(variant, method, images):
+    """Rows nothing reads (deep prompts the next layer replaces; every token but the class token in the last block
+    of a class-token-pooling backbone) are not computed: same logits and gradients as computing every token, fewer
+    FLOPs, and attention recording still sees every token."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    torch.manual_seed(0)
+    model = apply_prompts(tiny_vit(**VARIANTS[variant]), method_config(method), 5).eval()
+    labels = torch.arange(3)
+
+    def step(skip: bool):
+        model.skip_unread_tokens = skip
+        model.zero_grad(set_to_none=True)
+        with FlopCounterMode(display=False) as counter:
+            logits = model(images)
+            F.cross_entropy(logits, labels).backward()
+        grads = {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
+        return logits.detach(), grads, counter.get_total_flops()
+
+    (skipped, skipped_grads, skipped_flops), (full, full_grads, full_flops) = step(True), step(False)
+    assert torch.allclose(skipped, full, atol=1e-5)
+    assert skipped_grads.keys() == full_grads.keys() and skipped_grads
+    for name, grad in full_grads.items():
+        assert torch.allclose(skipped_grads[name], grad, atol=1e-5, rtol=1e-4), name
+    if model.reads_class_token or model.layout.prompt_depth > 1:
+        assert skipped_flops < full_flops
+    else:  # mean pooling reads every patch, and shallow prompts are never replaced
+        assert skipped_flops == full_flops
+    model.skip_unread_tokens = True
+    with record_attention(model) as rec:
+        recorded = model(images)
+    assert torch.allclose(recorded, full, atol=1e-5)
+    N = model.num_prefix_tokens + 16
+    assert [p.shape[2] for p in rec.probs] == [N] * 3
+
+
 @pytest.mark.parametrize("method", ["vpt-shallow", "vpt-deep", "e2vpt", "linear", "lora"])
 def test_disabled_prompts_reproduce_frozen_backbone_exactly(method, images):
     backbone = tiny_vit(reg_tokens=1)

@@ -1,9 +1,10 @@
 """Training and evaluation throughput per method: ours beside an official-style implementation, in the same run.
 
 Ours: bf16 autocast (on CUDA), fused scaled-dot-product attention with the key-value prompts concatenated in head
-space (flash kernels), optionally ``torch.compile`` (``--compile``) and gradient checkpointing. Official style, as
+space (flash kernels), no compute for tokens nothing reads (deep prompts the next layer replaces, all but the class
+token in the last block), optionally ``torch.compile`` (``--compile``) and gradient checkpointing. Official style, as
 the VPT / E²VPT papers' code computes it (written here from that description, not copied): explicit
-``softmax(q kᵀ / sqrt(d)) v`` attention and fp32 throughout, no compilation. Both are the same model with the same
+``softmax(q kᵀ / sqrt(d)) v`` attention over every token of every block and fp32 throughout, no compilation. Both are the same model with the same
 random weights and synthetic images of full size; each step is forward, cross-entropy, backward and an SGD step.
 
 Reported per method: images/s (median of alternating blocks of timed steps, ours and official in turn so both see

@@ -168,17 +168,21 @@ def test_benchmark_runs_on_cpu_and_counts_flops_of_the_formula(tmp_path):
     for row in rows:
         assert row["ours"] > 0 and row["official"] > 0 and row["fraction_of_bf16_peak"] == "n/a"
     # starter-vit: 64 patches of 8x8, width 96, MLP 384, 200 classes; E2VPT adds P = 5 tokens and T = 5 key-value
-    # prompts. Forward multiply-adds per image, counted by hand here only to check the counter:
+    # prompts. Forward multiply-adds per image, counted by hand here only to check the counter. Every token is a key
+    # and a value in every block, but only the rows something reads are queries: all but the deep prompts (which
+    # the next block replaces) in blocks 0..10, the class token alone in the last block.
     d, depth = 96, STARTER_BACKBONES["starter-vit"]["depth"]
 
-    def forward_flops(n, t):  # n tokens, t key-value prompts: qkv + proj, MLP, q·k and attention·v, patches, head
-        block = 4 * n * d * d + 2 * n * 4 * d * d + 2 * n * (n + t) * d
-        return 2 * (64 * 3 * 8 * 8 * d + depth * block + d * 200)
+    def forward_flops(n, t, queries):  # n tokens, t key-value prompts, query rows per block
+        blocks = sum(3 * n * d * d + m * d * d + 2 * m * 4 * d * d + 2 * m * (n + t) * d for m in queries)
+        return 2 * (64 * 3 * 8 * 8 * d + blocks + d * 200)  # qkv, proj, MLP, q·k and attention·v; patches; head
 
-    assert rows[2]["gflop"] * 1e9 == pytest.approx(forward_flops(1 + 5 + 64, 5), rel=1e-9)
+    assert rows[2]["gflop"] * 1e9 == pytest.approx(forward_flops(1 + 5 + 64, 5, [1 + 64] * (depth - 1) + [1]),
+                                                   rel=1e-9)
     assert rows[1]["gflop"] > 2 * rows[2]["gflop"]  # backward through every block for the prompts
     # linear probe: the plain backbone's forward plus the head's weight gradient (nothing flows into the backbone)
-    assert rows[0]["gflop"] * 1e9 == pytest.approx(forward_flops(1 + 64, 0) + 2 * d * 200, rel=1e-9)
+    assert rows[0]["gflop"] * 1e9 == pytest.approx(forward_flops(1 + 64, 0, [1 + 64] * (depth - 1) + [1]) + 2 * d * 200,
+                                                   rel=1e-9)
     text = out.read_text()
     assert "command: `python benchmarks/train_throughput.py --model starter-vit" in text and "torch" in text
     assert bench.bf16_peak(torch.device("cpu")) is None

@@ -173,22 +173,24 @@ class PromptedViT(nn.Module):
         x = (x if rows is None else x.index_select(1, rows)) + blk.drop_path1(blk.ls1(attn_out))
         return x + blk.drop_path2(blk.ls2(blk.mlp(blk.norm2(x))))
 
-    def _live_rows(self, layer: int, num_tokens: int, class_token_only: bool) -> Optional[torch.Tensor]:
-        """Indices of the rows of block ``layer``'s output that anything reads (None = all; all while attention is
-        recorded).
+    def _live_rows(self, num_tokens: int, class_token_only: bool,
+                   device: torch.device) -> list[Optional[torch.Tensor]]:
+        """Per block, the indices of its output rows that anything reads (None = all; all while attention is
+        recorded). ``num_tokens``: prefix + P + patches.
 
         Deep prompts' outputs are dead when the next layer replaces them, and class-token pooling reads only row 0
         of the last block: skipping those queries (and their MLP rows) gives the same result for less compute.
         """
+        rows: list[Optional[torch.Tensor]] = [None] * len(self.backbone.blocks)
         if self.attention_recorder is not None or not self.skip_unread_tokens:
-            return None
-        device = self.head.weight.device
-        if class_token_only and layer == len(self.backbone.blocks) - 1:
-            return torch.zeros(1, dtype=torch.long, device=device)
-        if self.prompts_enabled and self.num_prompts and layer + 1 < self.layout.prompt_depth:
+            return rows
+        if self.prompts_enabled and self.num_prompts:
             n, P = self.num_backbone_prefix, self.num_prompts
-            return torch.cat([torch.arange(n), torch.arange(n + P, num_tokens)]).to(device)
-        return None
+            without_prompts = torch.cat([torch.arange(n, device=device), torch.arange(n + P, num_tokens, device=device)])
+            rows[:self.layout.prompt_depth - 1] = [without_prompts] * (self.layout.prompt_depth - 1)
+        if class_token_only:
+            rows[-1] = torch.zeros(1, dtype=torch.long, device=device)
+        return rows
 
     def _dropped_prompts(self, prompts: torch.Tensor, batch: int) -> torch.Tensor:
         """(P, D) -> (B, P, D) with prompt dropout; under :attr:`dropout_batch` the masks of the whole global batch
@@ -209,19 +211,17 @@ class PromptedViT(nn.Module):
         n, P = self.num_backbone_prefix, self.num_prompts
         use_prompts = self.prompts_enabled and P > 0
         prompts_per_layer = self.masked_prompts() if use_prompts else None  # (prompt_depth, P, D)
-        holds_prompts = False  # whether x has prompt rows (the previous block kept them)
-        for layer, blk in enumerate(bb.blocks):
+        num_patches = x.shape[1] - n
+        live_rows = self._live_rows(n + (P if use_prompts else 0) + num_patches, class_token_only, x.device)
+        for layer, (blk, rows) in enumerate(zip(bb.blocks, live_rows)):
             if use_prompts and layer < self.layout.prompt_depth:
                 prompts = self._dropped_prompts(prompts_per_layer[layer], x.shape[0])  # (B, P, D)
-                rest = x[:, n + P:] if holds_prompts else x[:, n:]  # deep prompts replace the previous layer's
-                x = torch.cat([x[:, :n], prompts, rest], dim=1)
-                holds_prompts = True
-            rows = self._live_rows(layer, x.shape[1], class_token_only)
+                patches = x[:, x.shape[1] - num_patches:]  # deep prompts replace the previous layer's, if it kept them
+                x = torch.cat([x[:, :n], prompts, patches], dim=1)
             if self.grad_checkpointing and self.training:
                 x = checkpoint(self._block, blk, x, layer, rows, use_reentrant=False)
             else:
                 x = self._block(blk, x, layer, rows)
-            holds_prompts = holds_prompts and rows is None
         return bb.norm(x)
 
     def forward_head(self, tokens: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:

@@ -9,15 +9,22 @@ from typing import Sequence, Union
 import torch
 
 from .checkpoint import atomic_write
+from .training import TrainConfig
 
-COLUMNS = ("method", "test acc (%)", "val acc (%)", "tunable params", "tunable (%)", "train time (s)")
+COLUMNS = ("method", "test acc (%)", "val acc (%)", "tunable params", "tunable (%)", "epochs (warm-up)", "seed",
+           "train time (s)")
 
 
 def results_table(results: Sequence[dict]) -> list[tuple]:
-    """One row per run: method, test and val accuracy (%), tunable parameters, tunable % of the backbone, seconds."""
-    return [(r["method"], f"{100 * r['test_acc']:.1f}", f"{100 * (r['val_acc'] or 0):.1f}",
-             f"{r['parameters']['tunable']:,}", f"{r['parameters']['tunable_pct']:.2f}",
-             f"{r['train_seconds']:.0f}") for r in results]
+    """One row per run: method, test and val accuracy (%), tunable parameters, tunable % of the backbone, schedule,
+    training seed, seconds."""
+    rows = []
+    for r in results:
+        train = TrainConfig(**r["config"]["train"])
+        rows.append((r["method"], f"{100 * r['test_acc']:.1f}", f"{100 * (r['val_acc'] or 0):.1f}",
+                     f"{r['parameters']['tunable']:,}", f"{r['parameters']['tunable_pct']:.2f}",
+                     f"{r['epochs']} ({train.warmup_epochs})", str(train.seed), f"{r['train_seconds']:.0f}"))
+    return rows
 
 
 def markdown_table(results: Sequence[dict]) -> str:

@@ -3,10 +3,10 @@
 The README's table gives each method's test accuracy over three training seeds (42, the config's default, then 1 and
 2): single runs of the prompt methods differ by up to 6 points between seeds, so the claim (the linear probe at least
 5 points below VPT-deep and E²VPT, VPT-shallow in between) is made on the means. CI re-trains the seed-42 linear-probe
-and E²VPT runs (E²VPT is what the main job trains) with the packaged ``starter`` config (the papers' 100-epoch
-schedule, the per-method settings of its ``compare`` section) on the full synthetic target task, about 7 minutes on 2
-CPU cores, and checks them against the table's seed-42 column. The other seeds and methods are measured in the README
-only (about 75 more minutes). If this fails, report the new numbers in the README; do not tune the test.
+and E²VPT runs (E²VPT is what the main job trains, there for 60 epochs) with the packaged ``starter`` config (the
+papers' 100-epoch schedule, the per-method settings of its ``compare`` section) on the full synthetic target task,
+about 7 minutes on 2 CPU cores, and checks them against the table's seed-42 column. The other seeds and methods are
+measured in the README only (about 75 more minutes). If this fails, report the new numbers in the README; do not tune the test.
 """
 import re
 from pathlib import Path

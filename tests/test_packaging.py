@@ -1,5 +1,6 @@
 """The set-up promises: one dependency list in pyproject.toml and environment.yml, README commands used by CI."""
 import re
+import statistics
 import tomllib
 from pathlib import Path
 
@@ -46,3 +47,21 @@ def test_notebooks_are_stripped_and_parameterised():
         tagged = [c for c in code if "parameters" in c.metadata.get("tags", [])]
         assert len(tagged) == 1, f"{path.name} needs exactly one cell tagged 'parameters'"
         assert any("assert " in c.source for c in code), f"{path.name} checks nothing"
+
+
+def test_readme_main_job_text_matches_its_command():
+    """The schedule and the accuracy the README states for command 1 are those of the command it shows."""
+    from e2vpt_viz.cli import build_parser
+    from e2vpt_viz.run import load_run_config
+
+    readme = (ROOT / "README.md").read_text()
+    main_job = re.findall(r"```bash\n(.+?)\n```", readme, flags=re.S)[0].strip()
+    args = build_parser().parse_args(main_job.split("-m e2vpt_viz ", 1)[1].split())
+    cfg = load_run_config(args.config, args.overrides)
+    text = " ".join(readme.split("**1. The main job**", 1)[1].split("```bash", 1)[0].split())
+    epochs, warmup = map(int, re.search(r"for (\d+) epochs \((\d+) of them warm-up\)", text).groups())
+    assert (args.command, args.methods, cfg["method"]["name"]) == ("report", ["e2vpt"], "e2vpt")
+    assert (cfg["train"]["epochs"], cfg["train"]["warmup_epochs"], cfg["train"]["seed"]) == (epochs, warmup, 42)
+    mean, sd, *seeds = map(float, re.search(r"([\d.]+) ± ([\d.]+)% over training seeds 42 / 1 / 2 \(([\d.]+) / "
+                                            r"([\d.]+) / ([\d.]+)", text).groups())
+    assert abs(mean - sum(seeds) / 3) <= 0.05 and abs(sd - statistics.stdev(seeds)) <= 0.05

@@ -101,7 +101,10 @@ def test_cli_report_writes_markdown_and_html(tiny_root, tmp_path, capsys):
     assert main(["report", "--quiet", "--methods", "linear", "vpt-deep", "--out", str(out),
                  *overrides(tiny_root, tmp_path / "unused")]) == 0
     table = (out / "report.md").read_text()
-    assert "| linear |" in table and "| vpt-deep |" in table
+    rows = {line.split(" | ")[0].strip("| "): line.strip("| ").split(" | ") for line in table.splitlines()
+            if line.startswith("| linear") or line.startswith("| vpt-deep")}
+    assert set(rows) == {"linear", "vpt-deep"}
+    assert all(row[5:7] == ["2 (1)", "42"] for row in rows.values()), rows  # schedule (warm-up) and seed
     html = (out / "report.html").read_text()
     assert "<table>" in html and "plotly" in html.lower()
     assert {p.name for p in out.iterdir()} >= {"linear", "vpt-deep", "report.md", "report.html"}

@@ -177,12 +177,11 @@ def test_benchmark_runs_on_cpu_and_counts_flops_of_the_formula(tmp_path):
         blocks = sum(3 * n * d * d + m * d * d + 2 * m * 4 * d * d + 2 * m * (n + t) * d for m in queries)
         return 2 * (64 * 3 * 8 * 8 * d + blocks + d * 200)  # qkv, proj, MLP, q·k and attention·v; patches; head
 
-    assert rows[2]["gflop"] * 1e9 == pytest.approx(forward_flops(1 + 5 + 64, 5, [1 + 64] * (depth - 1) + [1]),
-                                                   rel=1e-9)
+    queries = [1 + 64] * (depth - 1) + [1]  # E2VPT and the linear probe alike
+    assert rows[2]["gflop"] * 1e9 == pytest.approx(forward_flops(1 + 5 + 64, 5, queries), rel=1e-9)
     assert rows[1]["gflop"] > 2 * rows[2]["gflop"]  # backward through every block for the prompts
     # linear probe: the plain backbone's forward plus the head's weight gradient (nothing flows into the backbone)
-    assert rows[0]["gflop"] * 1e9 == pytest.approx(forward_flops(1 + 64, 0, [1 + 64] * (depth - 1) + [1]) + 2 * d * 200,
-                                                   rel=1e-9)
+    assert rows[0]["gflop"] * 1e9 == pytest.approx(forward_flops(1 + 64, 0, queries) + 2 * d * 200, rel=1e-9)
     text = out.read_text()
     assert "command: `python benchmarks/train_throughput.py --model starter-vit" in text and "torch" in text
     assert bench.bf16_peak(torch.device("cpu")) is None

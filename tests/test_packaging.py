@@ -9,6 +9,11 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def readme_commands() -> list[str]:
+    """The README's ```bash blocks, in order: the main job first, then the tests."""
+    return [c.strip() for c in re.findall(r"```bash\n(.+?)\n```", (ROOT / "README.md").read_text(), flags=re.S)]
+
+
 def test_environment_yml_matches_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     wanted = set(project["dependencies"]) | {d for extra in project["optional-dependencies"].values() for d in extra}
@@ -25,8 +30,7 @@ def test_torch_is_never_pinned_to_the_broken_local_wheel():
 
 def test_readme_leads_with_the_two_commands_and_ci_runs_the_second():
     readme = (ROOT / "README.md").read_text()
-    commands = re.findall(r"```bash\n(.+?)\n```", readme, flags=re.S)
-    main_job, tests = commands[0].strip(), commands[1].strip()
+    main_job, tests = readme_commands()[:2]
     assert "e2vpt_viz report" in main_job and "pip install" in main_job
     assert tests.endswith("python -m pytest -q") and "pip install" in tests
     assert readme.index(main_job) < readme.index("## Use it")
@@ -55,7 +59,7 @@ def test_readme_main_job_text_matches_its_command():
     from e2vpt_viz.run import load_run_config
 
     readme = (ROOT / "README.md").read_text()
-    main_job = re.findall(r"```bash\n(.+?)\n```", readme, flags=re.S)[0].strip()
+    main_job = readme_commands()[0]
     args = build_parser().parse_args(main_job.split("-m e2vpt_viz ", 1)[1].split())
     cfg = load_run_config(args.config, args.overrides)
     text = " ".join(readme.split("**1. The main job**", 1)[1].split("```bash", 1)[0].split())

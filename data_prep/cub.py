@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 
 from data_prep.fgvc import DatasetSpec, OfficialSplits, Resource, add_dataset_subcommand, prepare
-from e2vpt_viz.data import DatasetLayoutError, read_cub_table
+from data_prep.layout import DatasetLayoutError, read_cub_table
 
 CUB_TABLES = ("images.txt", "image_class_labels.txt", "train_test_split.txt", "classes.txt",
               "bounding_boxes.txt", "parts/parts.txt", "parts/part_locs.txt")

@@ -33,7 +33,7 @@ from typing import Callable, Iterable, Mapping, Optional, Union
 
 from data_prep.download import DISK_FULL, ChecksumError, download, extract, verify_md5
 from data_prep.splits import check_fingerprints, fingerprint, stratified_split, subset
-from e2vpt_viz.data import SPLITS, SUBSET_FILE, DatasetLayoutError, read_split
+from data_prep.layout import SPLITS, SUBSET_FILE, DatasetLayoutError, read_split
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 from scipy.io import loadmat
 
-from e2vpt_viz.data import DatasetLayoutError
+from data_prep.layout import DatasetLayoutError
 
 
 def load_mat(path: Path, *keys: str) -> dict:

@@ -11,7 +11,7 @@ from typing import Optional
 
 from tqdm.auto import tqdm
 
-from e2vpt_viz.data import SPLITS, UNREADABLE_IMAGE_ERRORS, FGVCDataset, load_rgb, source_root
+from data_prep.layout import SPLITS, UNREADABLE_IMAGE_ERRORS, image_paths, load_rgb, source_root
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ def _problem(path: Path) -> Optional[str]:
 
 def verify_root(root: Path, workers: int = 4) -> list[tuple[Path, str]]:
     """Decodes every image of every split of ``root``; returns [(path, error)] of the unreadable ones, sorted."""
-    paths = sorted({path for split in SPLITS for path, _ in FGVCDataset(root, split).samples})
+    paths = sorted({path for split in SPLITS for path in image_paths(root, split)})
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:  # PIL decodes without the GIL
         problems = list(tqdm(pool.map(_problem, paths), total=len(paths), desc="verifying", unit=" images",
                              leave=False))

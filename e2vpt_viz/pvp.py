@@ -1,34 +1,27 @@
-"""PVP: pre-trained prompt modules as the initialisation of few-shot prompt tuning.
+"""PVP: pre-trained prompt modules as the initialisation of few-shot prompt tuning (the prompt-module file format).
 
 Prompt tuning from a random initialisation is weak with 1-2 images per class. PVP first trains the prompt modules
 (visual prompts and key-value prompts) on a large *source* task with the same frozen backbone, saves them without the
 head, and starts every downstream task from them (new head, masks reset to ones).
 
-    path = pretrain_prompts(cfg, "data/starter-source", "pvp.safetensors")     # source task
-    model = build_model(cfg, num_classes); load_prompt_modules(model, path)     # downstream init
-    table = few_shot_comparison(cfg, path, shots=(1, 2, 4, 8, 16), seeds=(0, 1, 2))
+    save_prompt_modules(source_model, "pvp.safetensors", source="...")   # after training on the source task
+    load_prompt_modules(downstream_model, "pvp.safetensors")               # downstream init
+
+Pre-training on a source task and the few-shot comparison are in :mod:`e2vpt_viz.experiments.fewshot`.
 
 On the offline starter the source task is the synthetic *source* species; for real use any prepared FGVC root
 (train/val/test.json) or an ImageNet-format folder (``train/<class>/*.jpg`` and ``val/<class>/*.jpg``).
 """
 from __future__ import annotations
 
-import datetime
 import json
-import statistics
-import sys
-import time
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Union
 
 import torch
-from torch.utils.data import DataLoader
-from torchvision.datasets import ImageFolder
 
 from .checkpoint import CheckpointMismatchError, backbone_signature, read_safetensors, save_safetensors
-from .data import DatasetLayoutError, build_transforms, load_rgb, make_loaders, split_loader
 from .model import PromptedViT
-from .training import TrainConfig, evaluate, fit, result_settings
 
 PROMPT_MODULES = ("visual_prompts", "kv_prompts", "value_prompts")
 
@@ -87,131 +80,3 @@ def load_prompt_modules(model: PromptedViT, path: Union[str, Path]) -> PromptedV
         for name, p in targets.items():
             p.copy_(saved[name])
     return model
-
-
-class _RGBImageFolder(ImageFolder):
-    """ImageFolder that converts every image to RGB like FGVCDataset."""
-
-    def __init__(self, root: Path, transform) -> None:
-        super().__init__(str(root), transform=transform, loader=load_rgb)
-        self.num_classes = len(self.classes)
-
-
-def packaged_prompts(cfg: dict) -> Path:
-    """The PVP file shipped for the run config's backbone and method (``weights/<backbone>-<method>-pvp``); a clear
-    error saying how to make one when none ships (only the offline starter's E2VPT prompts do)."""
-    from .backbones import WEIGHTS_DIR
-
-    method = cfg["method"]["name"]
-    path = WEIGHTS_DIR / f"{cfg['backbone']['name']}-{method}-pvp.safetensors"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"No pre-trained prompts ship for backbone {cfg['backbone']['name']!r} with {method}. Make them on a source "
-            "task (an ImageNet-format folder or a prepared FGVC root) with `python -m e2vpt_viz pvp-pretrain --config "
-            "CONFIG --source ROOT --out FILE`, then pass that file.")
-    return path
-
-
-def source_loaders(root: Union[str, Path], crop_size: int, batch_size: int, seed: int = 0,
-                   cache: bool = True) -> dict[str, DataLoader]:
-    """Train / val loaders of a source task: an FGVC root (train/val/test.json) or an ImageNet-format folder
-    (``train/<class>/*`` and ``val/<class>/*``), both with the VPT transforms."""
-    root = Path(root)
-    if (root / "train.json").is_file():
-        return make_loaders(root, crop_size, batch_size, num_workers=0, cache=cache, seed=seed)
-    if (root / "train").is_dir() and (root / "val").is_dir():
-        folders = {split: _RGBImageFolder(root / split, build_transforms(crop_size, split == "train"))
-                   for split in ("train", "val")}
-        train, val = set(folders["train"].classes), set(folders["val"].classes)
-        if train != val:  # ImageFolder numbers each split's folders on its own: the labels would not match
-            raise DatasetLayoutError(
-                f"PVP source {root}: val/ lacks the class folders {sorted(train - val)[:5]} of train/ and has "
-                f"{sorted(val - train)[:5]} that train/ lacks; both need the same class folders.")
-        return {split: split_loader(folder, split == "train", batch_size, seed=seed) for split, folder in folders.items()}
-    raise FileNotFoundError(
-        f"PVP source {root} is neither an FGVC root (train.json, val.json, test.json) nor an ImageNet-format folder "
-        "(train/<class>/*.jpg and val/<class>/*.jpg). For the offline starter: "
-        f"`python -m data_prep synthetic --root {root} --task source`.")
-
-
-def pretrain_prompts(cfg: dict, source_root: Union[str, Path], out: Union[str, Path],
-                     epochs: Optional[int] = None, progress: bool = True,
-                     run_dir: Union[str, Path, None] = None) -> Path:
-    """Train the run config's prompt method on the source task (frozen backbone) and save its prompt modules.
-
-    The resumable training state goes to ``run_dir`` (default ``results/pvp_source/<out file stem>``), so an
-    interrupted pre-training continues where it stopped.
-    """
-    from .run import build_model
-
-    source_root = Path(source_root)
-    if cfg["data"].get("synthetic"):
-        from data_prep.synthetic import ensure_synthetic
-
-        ensure_synthetic(source_root, task="source", workers=1)  # the starter's source species
-    train = {**cfg["train"], "progress": progress, **({"epochs": epochs} if epochs else {})}
-    if epochs:
-        train["warmup_epochs"] = min(train["warmup_epochs"], epochs - 1)
-    config = TrainConfig(**train)
-    loaders = source_loaders(source_root, cfg["data"]["crop_size"], config.batch_size, config.seed)
-    model = build_model(cfg, loaders["train"].dataset.num_classes)
-    started = time.perf_counter()
-    run_dir = Path(run_dir) if run_dir is not None else Path("results") / "pvp_source" / Path(out).stem
-    history = fit(model, loaders["train"], loaders["val"], config, run_dir)
-    command = " ".join(["python -m e2vpt_viz", *sys.argv[1:]]) if sys.argv[1:2] == ["pvp-pretrain"] else None
-    return save_prompt_modules(model, out, source=str(source_root), source_val_acc=history[-1]["val_acc"],
-                               command=command, date=datetime.date.today().isoformat(),
-                               train_config=result_settings(train),
-                               seconds=round(time.perf_counter() - started, 1), torch=torch.__version__)
-
-
-def few_shot_comparison(cfg: dict, prompts: Union[str, Path], shots: Sequence[int] = (1, 2, 4, 8, 16),
-                        seeds: Sequence[int] = (0, 1, 2), epochs: int = 50, progress: bool = False) -> list[dict]:
-    """Few-shot prompt tuning on the run's dataset from a random vs a PVP initialisation.
-
-    For every K in ``shots`` and every seed, a K-shot training subset is drawn with that seed (nested: the 1-shot set
-    is inside the 2-shot set) and the same model is trained twice, once per initialisation, with the same seed and
-    schedule; accuracy is measured on the full test split.
-
-    Returns one row per K: ``{"shots", "random_mean", "random_std", "pvp_mean", "pvp_std", "random", "pvp"}``
-    (accuracies in [0, 1]; std over seeds, 0 for one seed).
-    """
-    from data_prep.fgvc import write_subset
-
-    from .run import build_model, load_run_config, prepare_data
-
-    full = prepare_data(cfg, 1, 0)  # make sure the (starter) dataset exists
-    load_prompt_modules(build_model(cfg, full["train"].dataset.num_classes), prompts)  # fail now, not after K runs
-    root = Path(cfg["data"]["root"])
-    rows = []
-    for k in shots:
-        accs: dict[str, list[float]] = {"random": [], "pvp": []}
-        for seed in seeds:
-            subset = write_subset(root, None, k, seed)
-            run_cfg = load_run_config(cfg, [f"data.root={subset}", f"train.seed={seed}", f"train.epochs={epochs}",
-                                            f"train.warmup_epochs={max(1, epochs // 10)}"])
-            train_config = TrainConfig(**{**run_cfg["train"], "progress": progress})
-            loaders = prepare_data(run_cfg, train_config.batch_size, seed)
-            for init in ("random", "pvp"):
-                model = build_model(run_cfg, loaders["train"].dataset.num_classes)
-                if init == "pvp":
-                    load_prompt_modules(model, prompts)
-                fit(model, loaders["train"], None, train_config)
-                accs[init].append(evaluate(model, loaders["test"])["acc"])
-        rows.append({"shots": k, **{f"{init}_{stat}": fn(values) for init, values in accs.items()
-                                    for stat, fn in (("mean", statistics.fmean), ("std", _std))}, **accs})
-    return rows
-
-
-def markdown_table(rows: Sequence[dict]) -> str:
-    """The few-shot comparison as a markdown table (test accuracy %, mean ± std over seeds)."""
-    lines = ["| shots per class | random init (%) | PVP init (%) | PVP gain (points) |", "|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['shots']} | {100 * r['random_mean']:.1f} ± {100 * r['random_std']:.1f} | "
-                     f"{100 * r['pvp_mean']:.1f} ± {100 * r['pvp_std']:.1f} | "
-                     f"{100 * (r['pvp_mean'] - r['random_mean']):+.1f} |")
-    return "\n".join(lines)
-
-
-def _std(values: Sequence[float]) -> float:
-    return statistics.stdev(values) if len(values) > 1 else 0.0

@@ -10,7 +10,7 @@ The fast path on a GPU: bf16 autocast (``amp``), fused scaled-dot-product attent
 concatenated in head space (flash kernels), optional ``torch.compile`` (``compile``) and gradient checkpointing
 (``grad_checkpointing``), no host synchronisation inside the step (one ``.item()`` per epoch), and running out of
 GPU memory ends with :class:`TrainingOutOfMemoryError` (what to change, the last checkpoint intact). Under
-``torchrun`` the model is wrapped in DistributedDataParallel; see :mod:`e2vpt_viz.distributed`.
+``torchrun`` the model is wrapped in DistributedDataParallel; see :mod:`e2vpt_viz.experiments.distributed`.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from . import distributed as dist
+from .experiments import distributed as dist  # (moved out of the core in the next step)
 from .checkpoint import (atomic_write, check_signature, load_torch_state, model_signature, restore_trained_state,
                          save_prompts, trained_state)
 from .model import PromptedViT
@@ -126,7 +126,7 @@ def _autocast(device: torch.device, enabled: bool):
 
 
 def _sharded(loader) -> bool:
-    """A loader that gives this process only its share of the data (see :mod:`e2vpt_viz.distributed`)."""
+    """A loader that gives this process only its share of the data (see :mod:`e2vpt_viz.experiments.distributed`)."""
     return getattr(loader, "shard", None) is not None and dist.is_distributed()
 
 
@@ -276,7 +276,7 @@ def fit(model: PromptedViT, train_loader: DataLoader, val_loader: Optional[DataL
     Args:
         model: from :func:`~e2vpt_viz.apply_prompts`.
         train_loader / val_loader: FGVC loaders (``val_loader`` may be None): DataLoaders or the device-resident
-            :class:`~e2vpt_viz.device_data.DeviceLoader`; sharded ones under torchrun.
+            :class:`~e2vpt_viz.experiments.device_data.DeviceLoader`; sharded ones under torchrun.
         config: optimisation settings.
         checkpoint_dir: where ``train_state.pt`` (resumable) and ``prompts.safetensors`` (final, kilobytes) go.
             If a training state is there, training resumes from it.

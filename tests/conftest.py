@@ -35,7 +35,7 @@ def one_thread():
 @pytest.fixture
 def fresh_device_cache(one_thread):
     """One thread, and no device-resident decoded images carried over to the next test."""
-    from e2vpt_viz.device_data import clear_cache
+    from e2vpt_viz.experiments.device_data import clear_cache
 
     yield
     clear_cache()

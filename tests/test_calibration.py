@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from e2vpt_viz.run import compare_methods, load_run_config
+from e2vpt_viz.experiments.run import compare_methods, load_run_config
 
 pytestmark = pytest.mark.slow
 

@@ -11,9 +11,9 @@ from torchvision.transforms import v2
 
 from e2vpt_viz import E2VPTConfig, FGVCDataset, TrainConfig, apply_prompts, build_transforms, fit
 from e2vpt_viz.data import make_loaders
-from e2vpt_viz.device_data import (DeviceImages, DeviceLoader, estimate_bytes, make_device_loaders,
+from e2vpt_viz.experiments.device_data import (DeviceImages, DeviceLoader, estimate_bytes, make_device_loaders,
                                    resized_shape)
-from e2vpt_viz.run import load_run_config, prepare_data
+from e2vpt_viz.experiments.run import load_run_config, prepare_data
 from e2vpt_viz.training import seed_epoch
 
 from conftest import tiny_vit
@@ -135,7 +135,7 @@ def test_estimate_counts_resized_training_images_and_eval_crops(root):
 def test_over_budget_falls_back_to_the_dataloader_path_with_a_note(root, caplog):
     cfg = load_run_config("starter", [f"data.root={root}", "data.synthetic=false", f"data.crop_size={CROP}",
                                       "data.on_device=true", "data.device_budget_mb=0.001", "train.device=cpu"])
-    with caplog.at_level(logging.WARNING, logger="e2vpt_viz.device_data"):
+    with caplog.at_level(logging.WARNING, logger="e2vpt_viz.experiments.device_data"):
         loaders = prepare_data(cfg, 4, 0)
     assert isinstance(loaders["train"], torch.utils.data.DataLoader)
     assert "DataLoader path" in caplog.text and "device_budget_mb" in caplog.text

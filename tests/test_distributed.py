@@ -15,10 +15,10 @@ from torch.utils.data import TensorDataset
 
 from data_prep.synthetic import generate_synthetic
 from e2vpt_viz import apply_prompts, load_backbone, method_config
-from e2vpt_viz.cli import main
+from e2vpt_viz.experiments.cli import main
 from e2vpt_viz.data import FGVCDataset, split_loader
-from e2vpt_viz.device_data import DeviceImages, DeviceLoader
-from e2vpt_viz.distributed import batch_bounds, check_batches
+from e2vpt_viz.experiments.device_data import DeviceImages, DeviceLoader
+from e2vpt_viz.experiments.distributed import batch_bounds, check_batches, sharded_loader
 from e2vpt_viz.training import seed_epoch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,7 +44,7 @@ def test_batch_bounds_split_every_batch_contiguously():
 def test_sharded_dataloaders_partition_the_single_process_batches():
     dataset = TensorDataset(torch.arange(22))
     single = split_loader(dataset, True, 6, seed=3)
-    shards = [split_loader(dataset, True, 6, seed=3, shard=(r, 2)) for r in range(2)]
+    shards = [sharded_loader(dataset, True, 6, (r, 2), seed=3) for r in range(2)]
     assert all(s.global_batch_size == 6 and len(s) == len(single) == 4 for s in shards)
     for epoch in range(3):
         for loader in (single, *shards):
@@ -54,7 +54,7 @@ def test_sharded_dataloaders_partition_the_single_process_batches():
             assert torch.equal(torch.cat([parts[0][step][0], parts[1][step][0]]), batch)
             offset, size = shards[1].step_slice(step)
             assert size == len(batch) and offset == len(parts[0][step][0])
-    evaluation = [split_loader(dataset, False, 4, shard=(r, 2)) for r in range(2)]
+    evaluation = [sharded_loader(dataset, False, 4, (r, 2)) for r in range(2)]
     assert torch.cat([b for loader in evaluation for (b,) in loader]).tolist() == list(range(22))
 
 

@@ -14,7 +14,7 @@ from conftest import tiny_vit
 from e2vpt_viz import E2VPTConfig, TrainConfig, apply_prompts, fit
 from e2vpt_viz import model as model_module
 from e2vpt_viz.backbones import STARTER_BACKBONES
-from e2vpt_viz.cli import main
+from e2vpt_viz.experiments.cli import main
 from e2vpt_viz.model import PromptedViT
 from e2vpt_viz.training import (STATE_FILE, TrainingOutOfMemoryError, make_optimizer, result_settings,
                                 train_one_epoch)
@@ -91,7 +91,7 @@ def test_the_training_step_never_waits_for_the_device(tmp_path, monkeypatch):
     """Every conversion of a tensor value to a Python value is counted during an epoch on the device-resident
     pipeline (device="cpu"): one per epoch, the summed metrics; none inside the steps."""
     from data_prep.synthetic import generate_synthetic
-    from e2vpt_viz.device_data import make_device_loaders
+    from e2vpt_viz.experiments.device_data import make_device_loaders
 
     root = generate_synthetic(tmp_path / "tiny", task="target", seed=1, num_classes=2, train_per_class=8,
                               val_per_class=1, test_per_class=1)

@@ -55,8 +55,8 @@ def test_notebooks_are_stripped_and_parameterised():
 
 def test_readme_main_job_text_matches_its_command():
     """The schedule and the accuracy the README states for command 1 are those of the command it shows."""
-    from e2vpt_viz.cli import build_parser
-    from e2vpt_viz.run import load_run_config
+    from e2vpt_viz.experiments.cli import build_parser
+    from e2vpt_viz.experiments.run import load_run_config
 
     readme = (ROOT / "README.md").read_text()
     main_job = readme_commands()[0]

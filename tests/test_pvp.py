@@ -9,9 +9,9 @@ from PIL import Image
 from data_prep.synthetic import generate_synthetic
 from e2vpt_viz import E2VPTConfig, LinearConfig, VPTConfig, apply_prompts
 from e2vpt_viz.checkpoint import CheckpointMismatchError
-from e2vpt_viz.pvp import (few_shot_comparison, load_prompt_modules, pretrain_prompts, save_prompt_modules,
-                           source_loaders)
-from e2vpt_viz.run import load_run_config
+from e2vpt_viz.experiments.fewshot import few_shot_comparison, pretrain_prompts, source_loaders
+from e2vpt_viz.pvp import load_prompt_modules, save_prompt_modules
+from e2vpt_viz.experiments.run import load_run_config
 
 from conftest import tiny_vit
 
@@ -93,7 +93,7 @@ def test_pretrain_prompts_on_a_small_source_task(tmp_path):
         prompts = f.get_tensor("visual_prompts")
     assert meta["backbone"]["embed_dim"] == 96 and meta["method"]["method"] == "e2vpt"
     assert 0.0 <= meta["source_val_acc"] <= 1.0 and meta["train_config"]["epochs"] == 2
-    from e2vpt_viz.run import build_model
+    from e2vpt_viz.experiments.run import build_model
     fresh = build_model(cfg, 5)
     assert prompts.shape == fresh.visual_prompts.shape and not torch.equal(prompts, fresh.visual_prompts)
 
@@ -116,7 +116,8 @@ def test_committed_pvp_prompts_beat_random_init_at_one_and_two_shots(tmp_path):
 
 
 def test_packaged_prompts_ship_for_the_starter_only():
-    from e2vpt_viz.pvp import packaged_prompts, prompt_file_info
+    from e2vpt_viz.experiments.fewshot import packaged_prompts
+    from e2vpt_viz.pvp import prompt_file_info
     starter = load_run_config("starter")
     path = packaged_prompts(starter)
     assert path.name == "starter-vit-e2vpt-pvp.safetensors" and prompt_file_info(path)["source_val_acc"] > 0.8

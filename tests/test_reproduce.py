@@ -6,8 +6,8 @@ import pytest
 
 from data_prep.synthetic import generate_synthetic
 from e2vpt_viz import training
-from e2vpt_viz.cli import main
-from e2vpt_viz.reproduce import FINAL_SEEDS, PAPER, base_config, mean_std, reproduce
+from e2vpt_viz.experiments.cli import main
+from e2vpt_viz.experiments.reproduce import FINAL_SEEDS, PAPER, base_config, mean_std, reproduce
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -8,8 +8,8 @@ import yaml
 
 from data_prep.synthetic import generate_synthetic
 from e2vpt_viz.backbones import STARTER_BACKBONES
-from e2vpt_viz.cli import main
-from e2vpt_viz.run import choose_run_config, load_run_config, packaged_configs
+from e2vpt_viz.experiments.cli import main
+from e2vpt_viz.experiments.run import choose_run_config, load_run_config, packaged_configs
 
 TINY = dict(num_classes=4, train_per_class=6, val_per_class=2, test_per_class=3)
 

@@ -109,7 +109,7 @@ def run_args(root: Path, out: Path, *extra: str, epochs: int = 3) -> list[str]:
 @pytest.fixture(scope="session")
 def reference(tiny_root, tmp_path_factory) -> Path:
     """The output folder of the uninterrupted tiny run (trained in this process, one thread, like the driver)."""
-    from e2vpt_viz.cli import main
+    from e2vpt_viz.experiments.cli import main
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

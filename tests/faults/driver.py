@@ -23,7 +23,7 @@ import torch
 torch.set_num_threads(1)
 
 from e2vpt_viz import training  # noqa: E402
-from e2vpt_viz.cli import main  # noqa: E402
+from e2vpt_viz.experiments.cli import main  # noqa: E402
 
 
 def stop_here(marker: str) -> None:

@@ -19,7 +19,7 @@ from data_prep.synthetic import generate_synthetic
 from e2vpt_viz import E2VPTConfig, apply_prompts
 from e2vpt_viz.backbones import STARTER_BACKBONES, load_backbone
 from e2vpt_viz.checkpoint import CheckpointMismatchError, CheckpointReadError, load_prompts, save_prompts
-from e2vpt_viz.cli import main
+from e2vpt_viz.experiments.cli import main
 from e2vpt_viz.pvp import load_prompt_modules, save_prompt_modules
 from e2vpt_viz.training import PROMPTS_FILE, STATE_FILE
 

@@ -14,8 +14,8 @@ import torch
 
 from e2vpt_viz import training
 from e2vpt_viz.checkpoint import load_torch_state
-from e2vpt_viz.cli import build_parser, main
-from e2vpt_viz.run import load_run_config
+from e2vpt_viz.experiments.cli import build_parser, main
+from e2vpt_viz.experiments.run import load_run_config
 from e2vpt_viz.training import PROMPTS_FILE, STATE_FILE
 
 from .conftest import (STEPS_PER_EPOCH, TRAIN, max_difference, read_json, read_tensors, run_args, same_numbers,
@@ -28,7 +28,7 @@ EPOCHS = 3
 
 
 def has_reproduce() -> bool:
-    if importlib.util.find_spec("e2vpt_viz.reproduce") is None:
+    if importlib.util.find_spec("e2vpt_viz.experiments.reproduce") is None:
         return False
     subcommands = next(a for a in build_parser()._actions if a.dest == "command").choices
     return "reproduce" in subcommands

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from e2vpt_viz.cli import main
+from e2vpt_viz.experiments.cli import main
 from e2vpt_viz.data import DatasetLayoutError, FGVCDataset
-from e2vpt_viz.pvp import source_loaders
+from e2vpt_viz.experiments.fewshot import source_loaders
 
 from .conftest import TRAIN, run_args
 

@@ -8,8 +8,8 @@ from typing import Sequence, Union
 
 import torch
 
-from .checkpoint import atomic_write
-from .training import TrainConfig
+from ..checkpoint import atomic_write
+from ..training import TrainConfig
 
 COLUMNS = ("method", "test acc (%)", "val acc (%)", "tunable params", "tunable (%)", "epochs (warm-up)", "seed",
            "train time (s)")
@@ -42,7 +42,7 @@ def _environment() -> str:
 
 def write_report(results: Sequence[dict], out_dir: Union[str, Path], title: str) -> dict[str, Path]:
     """Write ``report.md`` and ``report.html`` (plotly curves inlined, readable offline) under ``out_dir``."""
-    from .plots import training_curves
+    from ..plots import training_curves
 
     out = Path(out_dir)
     dataset = results[0]["config"]["data"]["root"] if results else "?"

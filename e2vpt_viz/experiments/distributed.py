@@ -22,11 +22,16 @@ Back-ends: NCCL on CUDA, gloo on CPU.
 """
 from __future__ import annotations
 
+import math
 import os
-from typing import Optional
+from pathlib import Path
+from typing import Iterator, Optional, Union
 
 import torch
 import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from ..data import fgvc_datasets
 
 
 def is_distributed() -> bool:
@@ -100,3 +105,76 @@ def check_batches(num_items: int, batch_size: int, world: int) -> None:
         raise ValueError(f"{world} processes cannot split batches of {batch_size} images over {num_items} "
                          f"(the last batch has {last}); choose a train.batch_size whose batches, the last one "
                          f"included, have at least {world} images.")
+
+
+def sharded_loader(dataset: Dataset, train: bool, batch_size: int, shard: tuple[int, int], num_workers: int = 0,
+                   seed: int = 0, pin_memory: bool = False) -> "ShardedDataLoader":
+    """Process ``shard = (rank, world)``'s share of the loader :func:`~e2vpt_viz.data.split_loader` would make:
+    the same seeded permutation, a slice of every global batch (see :class:`ShardedBatchSampler`)."""
+    generator = torch.Generator().manual_seed(seed) if train else None
+    sampler = ShardedBatchSampler(len(dataset), batch_size, train, generator, *shard)
+    return ShardedDataLoader(dataset, batch_sampler=sampler, generator=generator, num_workers=num_workers,
+                             pin_memory=pin_memory, persistent_workers=num_workers > 0)
+
+
+def make_sharded_loaders(root: Union[str, Path], crop_size: int, batch_size: int, shard: tuple[int, int],
+                         num_workers: int = 0, cache: bool = False, seed: int = 0,
+                         pin_memory: bool = False) -> dict[str, "ShardedDataLoader"]:
+    """:func:`~e2vpt_viz.data.make_loaders` for process ``rank`` of ``world`` (``shard``)."""
+    return {split: sharded_loader(dataset, split == "train", batch_size, shard, num_workers, seed, pin_memory)
+            for split, dataset in fgvc_datasets(root, crop_size, cache).items()}
+
+
+class ShardedBatchSampler(Sampler[list[int]]):
+    """Process ``rank`` of ``world``'s share of the batches one process would see.
+
+    Training (``shuffle``): every process draws the same permutation from ``generator`` (as ``RandomSampler`` does,
+    so the global batches are those of one process) and yields its contiguous slice of each global batch
+    (:func:`batch_bounds`). Evaluation: process ``rank`` takes a contiguous block of the split,
+    in batches of ``batch_size``; the accuracies are summed over processes afterwards.
+    """
+
+    def __init__(self, num_items: int, batch_size: int, shuffle: bool, generator: Optional[torch.Generator],
+                 rank: int, world: int) -> None:
+        if shuffle:
+            check_batches(num_items, batch_size, world)
+        self.num_items, self.batch_size, self.shuffle = num_items, batch_size, shuffle
+        self.generator, self.rank, self.world = generator, rank, world
+
+    def __iter__(self) -> Iterator[list[int]]:
+        n, size = self.num_items, self.batch_size
+        if not self.shuffle:
+            lo, hi = batch_bounds(n, self.rank, self.world)
+            yield from (list(range(i, min(i + size, hi))) for i in range(lo, hi, size))
+            return
+        order = torch.randperm(n, generator=self.generator).tolist()
+        for start in range(0, n, size):
+            batch = order[start:start + size]
+            lo, hi = batch_bounds(len(batch), self.rank, self.world)
+            yield batch[lo:hi]
+
+    def __len__(self) -> int:
+        if not self.shuffle:
+            lo, hi = batch_bounds(self.num_items, self.rank, self.world)
+            return math.ceil((hi - lo) / self.batch_size)
+        return math.ceil(self.num_items / self.batch_size)
+
+    def step_slice(self, step: int) -> tuple[int, int]:
+        """(first row of this process's slice, size of the global batch) of training step ``step``."""
+        size = min(self.batch_size, self.num_items - step * self.batch_size)
+        return batch_bounds(size, self.rank, self.world)[0], size
+
+
+class ShardedDataLoader(DataLoader):
+    """A DataLoader over a :class:`ShardedBatchSampler`; ``global_batch_size`` is the batch one process would use."""
+
+    @property
+    def global_batch_size(self) -> int:
+        return self.batch_sampler.batch_size
+
+    @property
+    def shard(self) -> tuple[int, int]:
+        return self.batch_sampler.rank, self.batch_sampler.world
+
+    def step_slice(self, step: int) -> tuple[int, int]:
+        return self.batch_sampler.step_slice(step)

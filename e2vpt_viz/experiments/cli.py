@@ -4,7 +4,7 @@ Errors a user can fix (bad config, missing data, unusable backbone, mismatched o
 diverged training, out of GPU memory) are printed as one line starting with ``error:`` and exit with status 2.
 
 ``torchrun --nproc_per_node=N -m e2vpt_viz train ...`` trains on N processes (DistributedDataParallel, see
-:mod:`e2vpt_viz.distributed`); only process 0 prints and writes files.
+:mod:`e2vpt_viz.experiments.distributed`); only process 0 prints and writes files.
 """
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ import sys
 from typing import Optional, Sequence
 
 from . import distributed as dist
-from .backbones import BackboneError
-from .checkpoint import CheckpointMismatchError, CheckpointWriteError
-from .data import DatasetLayoutError
-from .training import TrainingDivergedError, TrainingOutOfMemoryError
+from ..backbones import BackboneError
+from ..checkpoint import CheckpointMismatchError, CheckpointWriteError
+from ..data import DatasetLayoutError
+from ..training import TrainingDivergedError, TrainingOutOfMemoryError
 
 USER_ERRORS = (BackboneError, CheckpointMismatchError, CheckpointWriteError, DatasetLayoutError,
                TrainingDivergedError, TrainingOutOfMemoryError, ValueError, FileNotFoundError, FileExistsError)
@@ -148,7 +148,7 @@ def run_command(args: argparse.Namespace) -> int:
         out = args.out or f"results/reproduce/{args.dataset}/{args.method}"
         print(f"written to {out}/results.md and results.json")
     elif args.command == "pvp-pretrain":
-        from .pvp import pretrain_prompts
+        from .fewshot import pretrain_prompts
 
         path = pretrain_prompts(load_run_config(args.config, args.overrides), args.source, args.out, args.epochs,
                                 progress=not args.quiet)
@@ -156,8 +156,8 @@ def run_command(args: argparse.Namespace) -> int:
     elif args.command == "pvp-fewshot":
         from pathlib import Path
 
-        from .checkpoint import atomic_write
-        from .pvp import few_shot_comparison, markdown_table
+        from ..checkpoint import atomic_write
+        from .fewshot import few_shot_comparison, markdown_table
 
         rows = few_shot_comparison(load_run_config(args.config, args.overrides), args.prompts, args.shots,
                                    args.seeds, args.epochs)

@@ -18,11 +18,11 @@ import torch
 from safetensors.torch import save_file
 from timm.models.vision_transformer import VisionTransformer
 
-from .backbones import STARTER_BACKBONES, starter_weights_path
-from .checkpoint import atomic_write
-from .data import make_loaders
-from .methods import FullConfig, apply_prompts
-from .training import TrainConfig, evaluate, fit, result_settings
+from ..backbones import STARTER_BACKBONES, starter_weights_path
+from ..checkpoint import atomic_write
+from ..data import make_loaders
+from ..methods import FullConfig, apply_prompts
+from ..training import TrainConfig, evaluate, fit, result_settings
 
 # From-scratch recipe: AdamW, lr 1e-3 at batch 128 (base_lr is scaled by batch/256), short warm-up, cosine decay.
 PRETRAIN_CONFIG = TrainConfig(epochs=30, warmup_epochs=2, batch_size=128, base_lr=2e-3, weight_decay=0.05,

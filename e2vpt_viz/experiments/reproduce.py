@@ -9,7 +9,7 @@ What runs, following /work/shared/reference/methods.md (the section is named at 
    accuracy of **any epoch** wins (E²VPT's FGVC script; VPT's FGVC selection was done by hand on val, §1.6), ties to
    the smaller lr. VPT's prompt length can be searched too (``--prompt-lengths``; the paper searched
    {1, 5, 10, 50, 100, 200}, §1.6); by default it is fixed (10 visual prompts).
-2. **E²VPT only, pruning and rewinding** (§2.4, §2.5 steps 2-5, via :func:`~e2vpt_viz.run.prune_run`): the grid's
+2. **E²VPT only, pruning and rewinding** (§2.4, §2.5 steps 2-5, via :func:`~e2vpt_viz.experiments.run.prune_run`): the grid's
    best run is the pre-pruning model (step 2 retrains exactly that run, so its checkpoint is reused); signed
    importance scores on the training split; the official candidate budgets (P = 5: 5 token × 8 segment budgets);
    a fresh model trained under each pair of frozen masks; the pair with the best last-epoch validation accuracy wins
@@ -39,9 +39,9 @@ from pathlib import Path
 from typing import Optional, Sequence, Union
 
 from . import run as runs
-from .checkpoint import atomic_write
-from .pruning import ImportanceScores, prune_and_rewind
-from .training import STATE_FILE, TrainConfig
+from ..checkpoint import atomic_write
+from ..pruning import ImportanceScores, prune_and_rewind
+from ..training import STATE_FILE, TrainConfig
 
 FINAL_SEEDS = (42, 44, 82, 100, 800)
 WEIGHT_DECAYS = (0.01, 0.001, 0.0001, 0.0)

@@ -17,13 +17,13 @@ import torch
 import yaml
 
 from . import distributed as dist
-from .backbones import load_backbone
-from .checkpoint import atomic_write, load_prompts
-from .data import make_loaders
-from .methods import apply_prompts, count_parameters, method_config
-from .model import PromptedViT
-from .training import PROMPTS_FILE, TrainConfig, evaluate, fit
-from . import pruning
+from ..backbones import load_backbone
+from ..checkpoint import atomic_write, load_prompts
+from ..data import make_loaders
+from ..methods import apply_prompts, count_parameters, method_config
+from ..model import PromptedViT
+from ..training import PROMPTS_FILE, TrainConfig, evaluate, fit
+from .. import pruning
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 SECTIONS = ("data", "backbone", "method", "train", "output_dir", "compare", "prune")
@@ -39,7 +39,7 @@ class DataConfig:
         crop_size: model input size (224 for ViT-B/16, 64 for the starter).
         cache: keep decoded images in memory. num_workers: DataLoader workers (decoding threads on the device path).
         on_device: keep the decoded images on the training device and augment there
-            (:mod:`e2vpt_viz.device_data`): "auto" (when training on CUDA), true (also on the CPU) or false.
+            (:mod:`e2vpt_viz.experiments.device_data`): "auto" (when training on CUDA), true (also on the CPU) or false.
         device_budget_mb: most memory the images may take on the device (default: half of what is free); a dataset
             that needs more falls back to the DataLoader path with a note.
     """
@@ -131,7 +131,7 @@ def prepare_data(cfg: dict, batch_size: int, seed: int) -> dict:
     (a stale one is used with a warning).
 
     With ``data.on_device`` (default "auto": when training on CUDA) the images are decoded once and kept on the
-    training device (:func:`~e2vpt_viz.device_data.make_device_loaders`); a dataset over the memory budget falls
+    training device (:func:`~e2vpt_viz.experiments.device_data.make_device_loaders`); a dataset over the memory budget falls
     back to DataLoaders with a logged note. Under torchrun each process gets its share of every batch.
     """
     data = DataConfig(**cfg["data"])
@@ -151,8 +151,11 @@ def prepare_data(cfg: dict, batch_size: int, seed: int) -> dict:
                                       max(1, data.num_workers), shard)
         if loaders is not None:
             return loaders
+    if shard is not None:
+        return dist.make_sharded_loaders(root, data.crop_size, batch_size, shard, data.num_workers, data.cache, seed,
+                                         pin_memory=device.type == "cuda")
     return make_loaders(root, data.crop_size, batch_size, data.num_workers, data.cache, seed,
-                        pin_memory=device.type == "cuda", shard=shard)
+                        pin_memory=device.type == "cuda")
 
 
 def build_model(cfg: dict, num_classes: int) -> PromptedViT:

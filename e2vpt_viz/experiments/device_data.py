@@ -33,8 +33,8 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
-from .backbones import IMAGENET_MEAN, IMAGENET_STD
-from .data import (SPLITS, UNREADABLE_IMAGE_ERRORS, DatasetLayoutError, FGVCDataset, build_transforms, load_rgb,
+from ..backbones import IMAGENET_MEAN, IMAGENET_STD
+from ..data import (SPLITS, UNREADABLE_IMAGE_ERRORS, DatasetLayoutError, FGVCDataset, build_transforms, load_rgb,
                    resize_size)
 from .distributed import batch_bounds, check_batches
 
@@ -232,7 +232,7 @@ class DeviceLoader:
     ``dataset`` is the underlying :class:`~e2vpt_viz.data.FGVCDataset` (num_classes, class_names, parts),
     ``generator`` the CPU generator that :func:`~e2vpt_viz.training.seed_epoch` seeds (training only),
     ``batch_size`` the global batch. ``shard=(rank, world)`` yields process ``rank``'s slice of every batch
-    (training) or a contiguous block of the split (evaluation), as :class:`~e2vpt_viz.data.ShardedBatchSampler`.
+    (training) or a contiguous block of the split (evaluation), as :class:`~e2vpt_viz.experiments.distributed.ShardedBatchSampler`.
     """
 
     def __init__(self, images: DeviceImages, batch_size: int, shuffle: bool, seed: int = 0,

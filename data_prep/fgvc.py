@@ -1,7 +1,7 @@
 """Shared preparation of the FGVC benchmarks: fetch → verify md5 → extract → split → move into place.
 
 Each dataset module (cub, nabirds, flowers, dogs, cars) only describes its files (:class:`DatasetSpec`) and
-parses its official annotations into :class:`OfficialSplits`. A prepared root (methods.md §4 layout) holds
+parses its official annotations into :class:`OfficialSplits`. A prepared root (VPT's FGVC layout, :mod:`data_prep.layout`) holds
 the dataset's own files (e.g. CUB's ``images/`` and ``*.txt``) plus
 
 * ``train.json``, ``val.json``, ``test.json``: {image path relative to ``spec.image_dir``: class id 0..C-1},

@@ -1,30 +1,32 @@
 """The papers' FGVC protocol end to end: ``python -m e2vpt_viz reproduce --dataset cub --method e2vpt``.
 
-What runs, following /work/shared/reference/methods.md (the section is named at each step):
+What runs, following the papers and their official code, named at each step: VPT (Jia et al., ECCV 2022,
+arXiv:2203.12119; github.com/KMnP/vpt) and E²VPT (Han et al., ICCV 2023, arXiv:2307.13770;
+github.com/ChengHan111/E2VPT).
 
-1. **Grid** (§1.6 VPT, §2.5 step 1 E²VPT): every (base lr, weight decay) pair trains on ``train`` and evaluates
+1. **Grid** (VPT's ``tune_fgvc.py``; E²VPT's released FGVC commands): every (base lr, weight decay) pair trains on ``train`` and evaluates
    ``val`` every epoch. Grids: weight decay {0.01, 0.001, 0.0001, 0}; base lr for prompts (VPT, E²VPT)
    {5, 2.5, 1, 50, 25, 10, 0.5, 0.25, 0.1}, linear {50, 25, 10, 5, 2.5, 1, 0.5, 0.25, 0.1, 0.05}, full fine-tuning
-   {0.001, 0.0001, 0.0005, 0.005}; the lr is scaled by batch / 256 (§1.5). The pair with the best validation
-   accuracy of **any epoch** wins (E²VPT's FGVC script; VPT's FGVC selection was done by hand on val, §1.6), ties to
+   {0.001, 0.0001, 0.0005, 0.005}; the lr is scaled by batch / 256 (VPT's solver). The pair with the best validation
+   accuracy of **any epoch** wins (E²VPT's FGVC script; VPT's FGVC selection was done on val, VPT Appendix A), ties to
    the smaller lr. VPT's prompt length can be searched too (``--prompt-lengths``; the paper searched
-   {1, 5, 10, 50, 100, 200}, §1.6); by default it is fixed (10 visual prompts).
-2. **E²VPT only, pruning and rewinding** (§2.4, §2.5 steps 2-5, via :func:`~e2vpt_viz.experiments.run.prune_run`): the grid's
+   {1, 5, 10, 50, 100, 200}, VPT Appendix A); by default it is fixed (10 visual prompts).
+2. **E²VPT only, pruning and rewinding** (E²VPT Sec. 3.3 and its official pruning code, via :func:`~e2vpt_viz.experiments.run.prune_run`): the grid's
    best run is the pre-pruning model (step 2 retrains exactly that run, so its checkpoint is reused); signed
    importance scores on the training split; the official candidate budgets (P = 5: 5 token × 8 segment budgets);
    a fresh model trained under each pair of frozen masks; the pair with the best last-epoch validation accuracy wins
    (ties: more pruning).
-3. **Final runs** (§1.6, §2.5 step 6): seeds 42, 44, 82, 100, 800 with the selected settings (and masks), trained on
-   ``train`` only (FGVC has no train+val split, §1.7); the reported number is the **last-epoch test top-1**,
+3. **Final runs** (VPT Appendix A; E²VPT's released commands): seeds 42, 44, 82, 100, 800 with the selected settings (and masks), trained on
+   ``train`` only (FGVC has no train+val split in VPT's data); the reported number is the **last-epoch test top-1**,
    mean ± standard deviation over the seeds. A final run that is the very run already trained (seed 42 = the grid's or
    the rewinding's run) is read back, not retrained.
-4. **Table**: ``results.md`` / ``results.json`` beside the papers' numbers (§1.8 VPT Table 1, §2.8 E²VPT), and
+4. **Table**: ``results.md`` / ``results.json`` beside the papers' numbers (VPT Table 1, E²VPT Table 1), and
    ``../summary.md`` over every method reproduced on the same dataset.
 
-Settings per method (paper, §1.5 / §2.6): 100 epochs, warm-up 10, SGD momentum 0.9 for prompts and linear, AdamW
+Settings per method (VPT Appendix A and its configs; E²VPT's released configs): 100 epochs, warm-up 10, SGD momentum 0.9 for prompts and linear, AdamW
 for full fine-tuning; batch 128 (E²VPT, VPT with P < 100), 64 (VPT with P >= 100), 2048 (linear), 128 (full), as in
 VPT's Table 8. Deviations: our AdamW uses the grid's weight decay (the official code hard-codes 0.01 and turns
-wd = 0 into SGD, §1.5); the final E²VPT runs are seeded (the official rewinding uses no seed).
+wd = 0 into SGD, in VPT's ``src/solver/optimizer.py``); the final E²VPT runs are seeded (the official rewinding uses no seed).
 
 Resuming: every stage writes its result atomically (``grid.json``, ``prune/prune.json``, ``final/seed*/result.json``)
 and every run checkpoints each epoch, so running the same command again continues where it stopped and retrains
@@ -60,7 +62,7 @@ DATASETS = {
     "starter": ("data/starter", "offline starter"),
 }
 
-# Test top-1 (%) of ViT-B/16 (supervised ImageNet-21k) in the papers: methods.md §1.8 (VPT Table 1) and §2.8.
+# Test top-1 (%) of ViT-B/16 (supervised ImageNet-21k) in the papers: VPT Table 1 and E²VPT Table 1.
 PAPER = {
     "full": {"cub": 87.3, "nabirds": 82.7, "flowers": 98.8, "dogs": 89.4, "cars": 84.5},
     "linear": {"cub": 85.3, "nabirds": 75.9, "flowers": 97.9, "dogs": 86.2, "cars": 51.3},
@@ -69,11 +71,11 @@ PAPER = {
     "e2vpt": {"cub": 89.1, "nabirds": 84.6, "flowers": 99.1, "dogs": 90.5, "cars": 82.8},
 }
 PAPER_SOURCE = {
-    "full": "VPT Table 1 (verified, methods.md §1.8)",
-    "linear": "VPT Table 1 (recalled, unverified; reproduces the verified mean, §1.8)",
-    "vpt-shallow": "VPT Table 1 (methods.md §1.8)",
-    "vpt-deep": "VPT Table 1 (verified, methods.md §1.8)",
-    "e2vpt": "E²VPT (recalled, unverified; reproduces the verified FGVC mean 89.22, §2.8)",
+    "full": "VPT Table 1",
+    "linear": "VPT Table 1 (recalled, unverified; reproduces the table's mean)",
+    "vpt-shallow": "VPT Table 1",
+    "vpt-deep": "VPT Table 1",
+    "e2vpt": "E²VPT Table 1 (recalled, unverified; reproduces the table's FGVC mean 89.22)",
 }
 
 # Per-method settings on the real datasets (the starter keeps its own batch size and schedule).
@@ -299,7 +301,7 @@ def reproduce(dataset: str, method: str, out: Union[str, Path, None] = None,
     wds = list(wds or (TINY["wds"] if tiny else WEIGHT_DECAYS))
     seeds = list(seeds or (TINY["seeds"] if tiny else FINAL_SEEDS))
     if prompt_lengths and not method.startswith("vpt"):
-        raise ValueError("--prompt-lengths applies to vpt-deep and vpt-shallow (E²VPT's P is fixed at 5, §2.6).")
+        raise ValueError("--prompt-lengths applies to vpt-deep and vpt-shallow (E²VPT's P is fixed at 5 in its released FGVC configs).")
     plan = _plan(dataset, method, cfg, lrs, wds, seeds, list(prompt_lengths) if prompt_lengths else None, tiny)
     previous = _read_json(out / "protocol.json")
     if previous is not None and previous != plan:

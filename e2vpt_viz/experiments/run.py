@@ -265,7 +265,7 @@ def grid_search(cfg: dict, base_lrs: Sequence[float], weight_decays: Sequence[fl
     """The papers' lr x wd grid: train each pair, pick the best validation accuracy (ties: smaller lr).
 
     ``select="last"``: last-epoch validation accuracy (VPT's VTAB script); ``"best"``: the best validation accuracy of
-    any epoch (E²VPT's FGVC script, methods.md §2.5).
+    any epoch (E²VPT's released FGVC script).
 
     Returns ``{"best": {"base_lr", "weight_decay", "val_acc", "best_val_acc", "test_acc", "output_dir"},
     "runs": [...]}``; each run keeps its checkpoint under ``out_dir/lr{lr}_wd{wd}``, so an interrupted search resumes,

@@ -60,11 +60,8 @@ def main() -> None:
         train_step(ours, ours_params, images, labels)
 
     def ours_every_token():
-        ours.skip_unread_tokens = False
-        try:
+        with ours.using(skip_unread_tokens=False):
             train_step(ours, ours_params, images, labels)
-        finally:
-            ours.skip_unread_tokens = True
 
     def ours_manual():
         with record_attention(ours):

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode, flop_registry, sdpa_backward_flop_count, sdpa_flop_count
 
-from e2vpt_viz import apply_prompts, load_backbone, method_config
+from e2vpt_viz import ModelOptions, apply_prompts, load_backbone, method_config
 
 # (label, method, options) — the list: full, linear, VPT-shallow, VPT-deep P = 5, 50, 200, E²VPT P = T = 5, LoRA.
 METHODS = [
@@ -123,10 +123,10 @@ def memory_text(memory: "PeakMemory", activations: Optional[int]) -> str:
 def build(model_name: str, method: str, options: dict, num_classes: int, official: bool, device: torch.device,
           grad_checkpointing: bool):
     torch.manual_seed(0)
-    model = apply_prompts(load_backbone(model_name, pretrained=False), method_config(method, **options), num_classes)
-    model.fused_attention = model.skip_unread_tokens = not official
-    if grad_checkpointing and not official:
-        model.set_grad_checkpointing(True)
+    how = ModelOptions(fused_attn=not official, skip_unread_tokens=not official,
+                       grad_checkpointing=grad_checkpointing and not official)
+    model = apply_prompts(load_backbone(model_name, pretrained=False), method_config(method, **options), num_classes,
+                          how)
     return model.to(device)
 
 

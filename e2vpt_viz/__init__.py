@@ -11,7 +11,7 @@ from .methods import (METHODS as METHODS, BiasConfig as BiasConfig, E2VPTConfig 
                       MethodConfig as MethodConfig, PartialConfig as PartialConfig, VPTConfig as VPTConfig,
                       apply_prompts as apply_prompts, count_parameters as count_parameters,
                       method_config as method_config)
-from .model import PromptedViT as PromptedViT
+from .model import ModelOptions as ModelOptions, PromptedViT as PromptedViT
 from .training import (TrainConfig as TrainConfig, TrainingDivergedError as TrainingDivergedError,
                        evaluate as evaluate, fit as fit)
 

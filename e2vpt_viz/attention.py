@@ -90,7 +90,7 @@ def attention_forward(
 
 @contextmanager
 def record_attention(model: nn.Module) -> Iterator[AttentionRecorder]:
-    """Switch a :class:`~e2vpt_viz.model.PromptedViT` to the manual attention path and record probabilities.
+    """Switch a :class:`~e2vpt_viz.model.PromptedViT` to the explicit attention path and record probabilities.
 
     Example::
 
@@ -98,16 +98,12 @@ def record_attention(model: nn.Module) -> Iterator[AttentionRecorder]:
             model(images)
         rec.probs[-1]  # (B, heads, N, T + N) for the last block
 
-    The model returns to the fused path when the block exits, also after an exception.
+    The model returns to its own path when the block exits, also after an exception.
     """
-    if not hasattr(model, "attention_recorder"):
+    if not hasattr(model, "recording_attention"):
         raise TypeError(
             f"record_attention needs a model made by e2vpt_viz.apply_prompts, got {type(model).__name__}. "
             "Wrap a timm ViT first: model = apply_prompts(backbone, config, num_classes)."
         )
-    recorder = AttentionRecorder()
-    previous, model.attention_recorder = model.attention_recorder, recorder
-    try:
+    with model.recording_attention() as recorder:
         yield recorder
-    finally:
-        model.attention_recorder = previous

@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Literal, Optional
 import torch
 from torch import nn
 
-from .model import PromptedViT, PromptLayout, check_supported_backbone
+from .model import ModelOptions, PromptedViT, PromptLayout, check_supported_backbone
 
 
 def _check_positive_int(name: str, value: Any) -> None:
@@ -216,13 +216,16 @@ def config_from_dict(data: dict) -> MethodConfig:
     return method_config(data.pop("method"), **data)
 
 
-def apply_prompts(backbone: nn.Module, config: MethodConfig, num_classes: int) -> PromptedViT:
+def apply_prompts(backbone: nn.Module, config: MethodConfig, num_classes: int,
+                  options: ModelOptions = ModelOptions()) -> PromptedViT:
     """Wrap a timm ViT for a tuning method: add prompts and a new head, freeze what the method does not train.
 
     Args:
         backbone: a timm ``VisionTransformer`` (its classifier is removed in place).
         config: a method config, e.g. ``E2VPTConfig(num_prompts=5, num_kv_prompts=5)``.
         num_classes: classes of the downstream task.
+        options: how the model computes (fused attention, the unread-token fast path, gradient checkpointing);
+            see :class:`~e2vpt_viz.model.ModelOptions`.
 
     Returns:
         A :class:`PromptedViT` whose trainable parameters are the prompts, masks, head and whatever backbone weights
@@ -235,8 +238,7 @@ def apply_prompts(backbone: nn.Module, config: MethodConfig, num_classes: int) -
     backbone.reset_classifier(0)
     backbone = config.prepare_backbone(backbone)
     depth = len(backbone.blocks)
-    model = PromptedViT(backbone, num_classes, config.layout(depth))
-    model.method_config = config
+    model = PromptedViT(backbone, num_classes, config.layout(depth), options, method_config=config)
     for name, param in backbone.named_parameters():
         param.requires_grad_(config.trains_backbone_param(name, depth))
     return model

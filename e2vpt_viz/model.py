@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterator, Optional
 
 import torch
@@ -45,6 +45,23 @@ class PromptLayout:
     masks: bool = False
 
 
+@dataclass(frozen=True)
+class ModelOptions:
+    """How :class:`PromptedViT` computes; never what: every combination gives the same logits and gradients.
+
+    Attributes:
+        fused_attn: ``F.scaled_dot_product_attention`` (flash / memory-efficient kernels), timm's flag of the same
+            name; False computes the explicit ``softmax(q kᵀ / sqrt(d)) v`` (the benchmarks' official-style baseline).
+        skip_unread_tokens: the fast path: blocks compute only the output rows something reads (see
+            :meth:`PromptedViT.live_rows`); False computes every token in every block (the official style).
+        grad_checkpointing: recompute each block's activations in the backward pass (less memory, ~30% slower).
+    """
+
+    fused_attn: bool = True
+    skip_unread_tokens: bool = True
+    grad_checkpointing: bool = False
+
+
 def check_supported_backbone(backbone: nn.Module) -> None:
     """Raise a clear error unless ``backbone`` is a timm VisionTransformer with standard pre-norm blocks."""
     from timm.models.vision_transformer import VisionTransformer
@@ -74,6 +91,12 @@ class PromptedViT(nn.Module):
         backbone: a timm ``VisionTransformer`` whose classifier has been removed (``num_classes=0``).
         num_classes: classes of the task head.
         layout: which prompts to add (see :class:`PromptLayout`).
+        options: how to compute (see :class:`ModelOptions`); :meth:`using` changes them for a ``with`` block.
+        method_config: the method config that made this model (:func:`~e2vpt_viz.apply_prompts` passes it; saved in
+            checkpoints).
+
+    Temporary modes are context managers that restore the model on exit: :meth:`disable_prompts` (the plain
+    backbone), :meth:`recording_attention` (the explicit path, probabilities recorded), :meth:`using` (other options).
 
     Parameters it adds (None when the layout has none):
         visual_prompts: (prompt_depth, P, D); (1, P, D) for shallow prompts.
@@ -83,25 +106,22 @@ class PromptedViT(nn.Module):
         head: ``nn.Linear(D, num_classes)``.
     """
 
-    def __init__(self, backbone: nn.Module, num_classes: int, layout: PromptLayout = PromptLayout()) -> None:
+    def __init__(self, backbone: nn.Module, num_classes: int, layout: PromptLayout = PromptLayout(),
+                 options: ModelOptions = ModelOptions(), method_config: Optional[object] = None) -> None:
         super().__init__()
         check_supported_backbone(backbone)
         self.backbone = backbone
         self.layout = layout
+        self.options = options
+        self.method_config = method_config
         self.num_classes = num_classes
         embed_dim = backbone.embed_dim
         attn = backbone.blocks[0].attn
         self.num_backbone_prefix = backbone.num_prefix_tokens
         self.num_prompts = layout.num_prompts if layout.prompt_depth else 0
         self.num_prefix_tokens = self.num_backbone_prefix + self.num_prompts  # tokens before the patches
-        self.grad_checkpointing = False
-        self.fused_attention = True  # False: explicit softmax attention (the benchmarks' official-style baseline)
-        self.skip_unread_tokens = True  # False: every block computes every token (the official-style baseline too)
-        # (offset, global batch) while this process trains a slice of a larger batch (DistributedDataParallel): the
-        # prompt dropout masks are drawn for the whole global batch and sliced, as one process would draw them.
-        self.dropout_batch: Optional[tuple[int, int]] = None
-        self.prompts_enabled = True
-        self.attention_recorder: Optional[AttentionRecorder] = None
+        self.prompts_enabled = True  # False inside disable_prompts()
+        self.attention_recorder: Optional[AttentionRecorder] = None  # set inside recording_attention()
 
         self.visual_prompts = self.token_mask = self.segment_mask = None
         self.kv_prompts = self.value_prompts = None
@@ -142,9 +162,24 @@ class PromptedViT(nn.Module):
         finally:
             self.prompts_enabled = previous
 
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute block activations in the backward pass to save memory."""
-        self.grad_checkpointing = enable
+    @contextmanager
+    def recording_attention(self) -> Iterator[AttentionRecorder]:
+        """The explicit attention path with every token computed; the probabilities of each block go to the
+        yielded :class:`~e2vpt_viz.attention.AttentionRecorder` (see :func:`~e2vpt_viz.record_attention`)."""
+        previous, self.attention_recorder = self.attention_recorder, AttentionRecorder()
+        try:
+            yield self.attention_recorder
+        finally:
+            self.attention_recorder = previous
+
+    @contextmanager
+    def using(self, **options) -> Iterator["PromptedViT"]:
+        """Other :class:`ModelOptions` inside the block, e.g. ``with model.using(grad_checkpointing=True): ...``."""
+        previous, self.options = self.options, replace(self.options, **options)
+        try:
+            yield self
+        finally:
+            self.options = previous
 
     def mask_matrix(self) -> torch.Tensor:
         """γ_k · Γ_{k, j mod 16} for every prompt k and channel j: (P, D)."""
@@ -169,36 +204,9 @@ class PromptedViT(nn.Module):
             keys = self.kv_prompts[layer]
             values = None if self.value_prompts is None else self.value_prompts[layer]
         attn_out = attention_forward(blk.attn, blk.norm1(x), keys, values, self.attention_recorder,
-                                     fused=self.fused_attention, query_rows=rows)
+                                     fused=self.options.fused_attn, query_rows=rows)
         x = (x if rows is None else x.index_select(1, rows)) + blk.drop_path1(blk.ls1(attn_out))
         return x + blk.drop_path2(blk.ls2(blk.mlp(blk.norm2(x))))
-
-    def _live_rows(self, num_tokens: int, class_token_only: bool,
-                   device: torch.device) -> list[Optional[torch.Tensor]]:
-        """Per block, the indices of its output rows that anything reads (None = all; all while attention is
-        recorded). ``num_tokens``: prefix + P + patches.
-
-        Deep prompts' outputs are dead when the next layer replaces them, and class-token pooling reads only row 0
-        of the last block: skipping those queries (and their MLP rows) gives the same result for less compute.
-        """
-        rows: list[Optional[torch.Tensor]] = [None] * len(self.backbone.blocks)
-        if self.attention_recorder is not None or not self.skip_unread_tokens:
-            return rows
-        if self.prompts_enabled and self.num_prompts:
-            n, P = self.num_backbone_prefix, self.num_prompts
-            without_prompts = torch.cat([torch.arange(n, device=device), torch.arange(n + P, num_tokens, device=device)])
-            rows[:self.layout.prompt_depth - 1] = [without_prompts] * (self.layout.prompt_depth - 1)
-        if class_token_only:
-            rows[-1] = torch.zeros(1, dtype=torch.long, device=device)
-        return rows
-
-    def _dropped_prompts(self, prompts: torch.Tensor, batch: int) -> torch.Tensor:
-        """(P, D) -> (B, P, D) with prompt dropout; under :attr:`dropout_batch` the masks of the whole global batch
-        are drawn (the same random numbers as one process) and this process's rows are kept."""
-        if self.dropout_batch is None or not self.training or isinstance(self.prompt_dropout, nn.Identity):
-            return self.prompt_dropout(prompts.expand(batch, -1, -1))
-        offset, total = self.dropout_batch
-        return self.prompt_dropout(prompts.expand(total, -1, -1))[offset:offset + batch]
 
     def forward_features(self, images: torch.Tensor, class_token_only: bool = False) -> torch.Tensor:
         """Images (B, 3, H, W) -> all tokens after the final norm (B, prefix + P + patches, D).
@@ -212,17 +220,40 @@ class PromptedViT(nn.Module):
         use_prompts = self.prompts_enabled and P > 0
         prompts_per_layer = self.masked_prompts() if use_prompts else None  # (prompt_depth, P, D)
         num_patches = x.shape[1] - n
-        live_rows = self._live_rows(n + (P if use_prompts else 0) + num_patches, class_token_only, x.device)
+        live_rows = self.live_rows(n + (P if use_prompts else 0) + num_patches, class_token_only, x.device)
         for layer, (blk, rows) in enumerate(zip(bb.blocks, live_rows)):
             if use_prompts and layer < self.layout.prompt_depth:
-                prompts = self._dropped_prompts(prompts_per_layer[layer], x.shape[0])  # (B, P, D)
+                prompts = self.prompt_dropout(prompts_per_layer[layer].expand(x.shape[0], -1, -1))  # (B, P, D)
                 patches = x[:, x.shape[1] - num_patches:]  # deep prompts replace the previous layer's, if it kept them
                 x = torch.cat([x[:, :n], prompts, patches], dim=1)
-            if self.grad_checkpointing and self.training:
+            if self.options.grad_checkpointing and self.training:
                 x = checkpoint(self._block, blk, x, layer, rows, use_reentrant=False)
             else:
                 x = self._block(blk, x, layer, rows)
         return bb.norm(x)
+
+    # -------------------------------------------------------------------------------------------------- fast path
+
+    def live_rows(self, num_tokens: int, class_token_only: bool, device: torch.device) -> list[Optional[torch.Tensor]]:
+        """Per block, the indices of its output rows that anything reads (None = all rows, the plain forward).
+
+        ``num_tokens``: prefix + P + patches. Deep prompts' outputs are dead when the next layer replaces them, and
+        class-token pooling reads only row 0 of the last block: skipping those queries (and their MLP rows) gives
+        the same logits and gradients for less compute. All None with ``options.skip_unread_tokens=False`` and
+        while attention is recorded (the recorded maps keep every query).
+        """
+        rows: list[Optional[torch.Tensor]] = [None] * len(self.backbone.blocks)
+        if self.attention_recorder is not None or not self.options.skip_unread_tokens:
+            return rows
+        if self.prompts_enabled and self.num_prompts:
+            n, P = self.num_backbone_prefix, self.num_prompts
+            without_prompts = torch.cat([torch.arange(n, device=device), torch.arange(n + P, num_tokens, device=device)])
+            rows[:self.layout.prompt_depth - 1] = [without_prompts] * (self.layout.prompt_depth - 1)
+        if class_token_only:
+            rows[-1] = torch.zeros(1, dtype=torch.long, device=device)
+        return rows
+
+    # ------------------------------------------------------------------------------------------------------------
 
     def forward_head(self, tokens: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Tokens (B, N, D) from :meth:`forward_features`, or its class token alone (B, 1, D) -> logits

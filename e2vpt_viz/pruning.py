@@ -15,16 +15,14 @@ Only the visual prompts are pruned (key-value prompts never are). Prompt k of ev
 """
 from __future__ import annotations
 
-import copy
 import json
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator, Literal, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -319,25 +317,26 @@ def prune_and_rewind(make_model: Callable[[], PromptedViT], train_loader: DataLo
 # ---------------------------------------------------------------------------------------------- physical removal
 
 def remove_pruned_tokens(model: PromptedViT) -> PromptedViT:
-    """A copy of ``model`` without the visual prompts whose token mask is 0: the sequence gets shorter.
+    """A model without the visual prompts whose token mask is 0: the sequence gets shorter.
 
-    The kept prompts carry their mask product baked in, and the copy has no masks. This is *not* the same model as
-    the zeroed one: a zeroed prompt becomes LayerNorm's bias β after ``norm1``, so it still has the key W_k·β + b_k
-    and the value W_v·β + b_v and takes a share of every softmax. Removal equals zeroing plus excluding the token
-    from attention. The backbone is shared with ``model`` (not copied).
+    The kept prompts carry their mask product baked in (frozen), and the new model has no masks; its key-value
+    prompts and head are copies of ``model``'s. This is *not* the same model as the zeroed one: a zeroed prompt
+    becomes LayerNorm's bias β after ``norm1``, so it still has the key W_k·β + b_k and the value W_v·β + b_v and
+    takes a share of every softmax. Removal equals zeroing plus excluding the token from attention. The backbone is
+    shared with ``model`` (not copied).
     """
     _check_prunable(model)
     keep = torch.nonzero(model.token_mask.detach() != 0).flatten()
-    backbone, model.backbone = model.backbone, None
-    try:
-        compact = copy.deepcopy(model)
-    finally:
-        model.backbone = backbone
-    compact.backbone = backbone
+    layout = replace(model.layout, num_prompts=len(keep), masks=False)
+    with torch.random.fork_rng(devices=[]):  # the constructor's random init is overwritten: leave the RNG as it was
+        compact = PromptedViT(model.backbone, model.num_classes, layout, model.options, model.method_config)
+    compact.to(model.visual_prompts.device).train(model.training)
     with torch.no_grad():
-        prompts = model.masked_prompts().detach()[:, keep]  # (depth, P_kept, D)
-    compact.visual_prompts = nn.Parameter(prompts, requires_grad=False)
-    compact.token_mask = compact.segment_mask = None
-    compact.num_prompts = len(keep)
-    compact.num_prefix_tokens = compact.num_backbone_prefix + compact.num_prompts
+        compact.visual_prompts.copy_(model.masked_prompts()[:, keep])
+        for name in ("kv_prompts", "value_prompts"):
+            if getattr(model, name) is not None:
+                getattr(compact, name).copy_(getattr(model, name))
+                getattr(compact, name).requires_grad_(getattr(model, name).requires_grad)
+        compact.head.load_state_dict(model.head.state_dict())
+    compact.visual_prompts.requires_grad_(False)
     return compact

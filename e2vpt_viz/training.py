@@ -9,8 +9,11 @@ last finished epoch and ends with the same prompts as an uninterrupted one.
 The fast path on a GPU: bf16 autocast (``amp``), fused scaled-dot-product attention with the key-value prompts
 concatenated in head space (flash kernels), optional ``torch.compile`` (``compile``) and gradient checkpointing
 (``grad_checkpointing``), no host synchronisation inside the step (one ``.item()`` per epoch), and running out of
-GPU memory ends with :class:`TrainingOutOfMemoryError` (what to change, the last checkpoint intact). Under
-``torchrun`` the model is wrapped in DistributedDataParallel; see :mod:`e2vpt_viz.experiments.distributed`.
+GPU memory ends with :class:`TrainingOutOfMemoryError` (what to change, the last checkpoint intact).
+
+Training on several processes is the platform's business: ``fit`` and ``evaluate`` take a :class:`Processes` (one
+process by default) whose few hooks the loop calls; :mod:`e2vpt_viz.experiments.distributed` provides the
+torchrun one (DistributedDataParallel, sharded batches).
 """
 from __future__ import annotations
 
@@ -26,7 +29,6 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .experiments import distributed as dist  # (moved out of the core in the next step)
 from .checkpoint import (atomic_write, check_signature, load_torch_state, model_signature, restore_trained_state,
                          save_prompts, trained_state)
 from .model import PromptedViT
@@ -93,12 +95,53 @@ class TrainConfig:
             raise ValueError(f"grad_checkpointing must be true or false, got {self.grad_checkpointing!r}.")
 
     def resolve_device(self) -> torch.device:
-        """The device to train on; under torchrun, CUDA means this process's GPU (LOCAL_RANK)."""
-        device = torch.device("cuda" if self.device == "auto" and torch.cuda.is_available()
-                              else "cpu" if self.device == "auto" else self.device)
-        if device.type == "cuda" and device.index is None and dist.is_distributed():
-            device = torch.device("cuda", dist.local_rank())
-        return device
+        """The device to train on: "auto" is CUDA when present, else the CPU."""
+        return torch.device("cuda" if self.device == "auto" and torch.cuda.is_available()
+                            else "cpu" if self.device == "auto" else self.device)
+
+
+class Processes:
+    """The processes that train one model together: here one, the default of :func:`fit` and :func:`evaluate`.
+
+    The loop calls these hooks and nothing else about processes; :class:`e2vpt_viz.experiments.distributed.Torchrun`
+    overrides them for several processes, each training a slice of every global batch.
+    """
+
+    is_main = True  # the process that writes files and calls the epoch callbacks
+
+    def device(self, config: TrainConfig) -> torch.device:
+        """The device this process trains on."""
+        return config.resolve_device()
+
+    def prepare(self, model: PromptedViT, loaders: Sequence[Optional[DataLoader]]) -> torch.nn.Module:
+        """Check the loaders and return what the training steps call (the model itself, or a wrapper of it)."""
+        return model
+
+    def batch_size(self, loader: DataLoader) -> int:
+        """The batch size the learning rate is scaled by (the global batch over all processes)."""
+        return loader.batch_size
+
+    def begin_step(self, loader: DataLoader, step: int) -> None:
+        """Called before training step ``step`` (0-based within the epoch) of ``loader``."""
+
+    def step_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss to differentiate, summed cross-entropy of this process's images) of a step: (B, C), (B,) -> 0-d.
+        One process: the batch's mean cross-entropy."""
+        loss = F.cross_entropy(logits.float(), labels)
+        return loss, loss.detach() * labels.shape[0]
+
+    def end_step(self) -> None:
+        """Called after every training step's forward pass, also when it fails."""
+
+    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Sum of ``tensor`` over processes, in place."""
+        return tensor
+
+    def barrier(self) -> None:
+        """Wait for every process."""
+
+
+ONE_PROCESS = Processes()
 
 
 def get_lr(step: int, total_steps: int, warmup_steps: int, peak_lr: float) -> float:
@@ -125,18 +168,14 @@ def _autocast(device: torch.device, enabled: bool):
     return torch.autocast("cuda", dtype=torch.bfloat16) if enabled and device.type == "cuda" else nullcontext()
 
 
-def _sharded(loader) -> bool:
-    """A loader that gives this process only its share of the data (see :mod:`e2vpt_viz.experiments.distributed`)."""
-    return getattr(loader, "shard", None) is not None and dist.is_distributed()
-
-
 @torch.no_grad()
 def evaluate(model: PromptedViT, loader: DataLoader, device: Union[str, torch.device, None] = None,
-             amp: bool = True, forward: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> dict:
+             amp: bool = True, forward: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+             processes: Processes = ONE_PROCESS) -> dict:
     """Top-1 accuracy, mean loss and per-class accuracy of ``model`` on ``loader``.
 
-    ``forward`` replaces ``model(images)`` (a compiled model). Nothing waits for the device until the end; a loader
-    sharded over processes is summed over them.
+    ``forward`` replaces ``model(images)`` (a compiled model). Nothing waits for the device until the end. With
+    several ``processes`` each evaluates its share of the split and the counts are summed over them.
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
     forward = forward if forward is not None else model
@@ -153,8 +192,7 @@ def evaluate(model: PromptedViT, loader: DataLoader, device: Union[str, torch.de
         total.index_add_(0, labels, torch.ones_like(labels, dtype=total.dtype))
         correct.index_add_(0, labels, (logits.argmax(-1) == labels).to(correct.dtype))
     model.train(was_training)
-    if _sharded(loader):
-        dist.all_reduce_sum(sums)
+    processes.all_reduce_sum(sums)
     count = total.sum().item()
     if count == 0:
         raise ValueError("evaluate() got an empty loader.")
@@ -165,46 +203,36 @@ def evaluate(model: PromptedViT, loader: DataLoader, device: Union[str, torch.de
 
 def train_one_epoch(model: PromptedViT, loader: DataLoader, optimizer: torch.optim.Optimizer,
                     lr_at: Callable[[int], float], first_step: int, device: torch.device, amp: bool,
-                    progress: bool = False, forward: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> dict:
+                    progress: bool = False, forward: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+                    processes: Processes = ONE_PROCESS) -> dict:
     """One pass over ``loader``; returns mean loss and accuracy. No host sync inside the loop.
 
-    ``forward`` replaces ``model(images)`` (a compiled or DistributedDataParallel model). With a loader sharded over
-    processes, each one's loss is its slice's summed cross-entropy · world / global batch, so the averaged gradient
-    is that of the global batch's mean loss, and prompt dropout is drawn for the global batch.
+    ``forward`` replaces ``model(images)`` (a compiled or DistributedDataParallel model); ``processes`` gives each
+    step's loss (one process: the batch's mean cross-entropy).
     """
     forward = forward if forward is not None else model
     model.train()
     if forward is not model:
         forward.train()
-    sharded = _sharded(loader)
-    world = dist.world_size()
     sums = torch.zeros(3, device=device)  # loss sum, correct, images
-    try:
-        for i, (images, labels) in enumerate(tqdm(loader, leave=False, disable=not progress, desc="batches")):
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(first_step + i)
-            images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-            if sharded:
-                offset, global_batch = loader.step_slice(i)
-                model.dropout_batch = (offset, global_batch)
+    for i, (images, labels) in enumerate(tqdm(loader, leave=False, disable=not progress, desc="batches")):
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(first_step + i)
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        processes.begin_step(loader, i)
+        try:
             with _autocast(device, amp):
                 logits = forward(images)
-            if sharded:
-                summed = F.cross_entropy(logits.float(), labels, reduction="sum")
-                loss = summed * (world / global_batch)
-            else:
-                loss = F.cross_entropy(logits.float(), labels)
-                summed = loss * labels.shape[0]
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            sums[0] += summed.detach()
-            sums[1] += (logits.argmax(-1) == labels).sum()
-            sums[2] += labels.shape[0]
-    finally:
-        model.dropout_batch = None
-    if sharded:
-        dist.all_reduce_sum(sums)
+        finally:
+            processes.end_step()
+        loss, summed = processes.step_loss(logits, labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        sums[0] += summed
+        sums[1] += (logits.argmax(-1) == labels).sum()
+        sums[2] += labels.shape[0]
+    processes.all_reduce_sum(sums)
     loss_sum, correct, seen = sums.tolist()
     return {"train_loss": loss_sum / seen, "train_acc": correct / seen, "steps": i + 1}
 
@@ -270,44 +298,37 @@ def _out_of_memory(config: TrainConfig, device: torch.device, epoch: int, state_
 
 def fit(model: PromptedViT, train_loader: DataLoader, val_loader: Optional[DataLoader], config: TrainConfig,
         checkpoint_dir: Union[str, Path, None] = None,
-        callbacks: Sequence[Callable[[dict, PromptedViT], None]] = ()) -> list[dict]:
+        callbacks: Sequence[Callable[[dict, PromptedViT], None]] = (),
+        processes: Processes = ONE_PROCESS) -> list[dict]:
     """Train ``model`` and return the per-epoch history (a list of dicts).
 
     Args:
         model: from :func:`~e2vpt_viz.apply_prompts`.
         train_loader / val_loader: FGVC loaders (``val_loader`` may be None): DataLoaders or the device-resident
-            :class:`~e2vpt_viz.experiments.device_data.DeviceLoader`; sharded ones under torchrun.
-        config: optimisation settings.
+            :class:`~e2vpt_viz.experiments.device_data.DeviceLoader`; each process's share with several processes.
+        config: optimisation settings (``grad_checkpointing`` turns the model's on while it trains).
         checkpoint_dir: where ``train_state.pt`` (resumable) and ``prompts.safetensors`` (final, kilobytes) go.
             If a training state is there, training resumes from it.
         callbacks: called as ``callback(record, model)`` after every epoch (e.g. a live plot).
+        processes: the processes training together (one by default; see :class:`Processes`).
 
     Each record: epoch (1-based), lr, train_loss, train_acc, val_loss, val_acc, seconds.
-    Under torchrun only process 0 writes files and calls the callbacks; every process returns the same history.
+    With several processes only the main one writes files and calls the callbacks; every process returns the same
+    history.
     """
-    device = config.resolve_device()
+    device = processes.device(config)
     model.to(device)
-    if config.grad_checkpointing:
-        model.set_grad_checkpointing(True)
     optimizer = make_optimizer(model, config)
     steps_per_epoch = len(train_loader)
-    batch_size = getattr(train_loader, "global_batch_size", None) or train_loader.batch_size
-    peak_lr = config.base_lr * batch_size / 256
+    peak_lr = config.base_lr * processes.batch_size(train_loader) / 256
     total_steps = config.epochs * steps_per_epoch
 
     def lr_at(step: int) -> float:
         return get_lr(step, total_steps, config.warmup_epochs * steps_per_epoch, peak_lr)
 
-    main = dist.is_main()
-    train_forward = eval_forward = model
-    if dist.is_distributed():
-        for loader in (train_loader, val_loader):
-            if loader is not None and getattr(loader, "shard", None) is None:
-                raise ValueError("Under torchrun every process needs its share of the data: build the loaders with "
-                                 "run.prepare_data or make_loaders(..., shard=(rank, world)).")
-        from torch.nn.parallel import DistributedDataParallel
-
-        train_forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    main = processes.is_main
+    train_forward = processes.prepare(model, (train_loader, val_loader))
+    eval_forward = model
     if config.compile is not False:
         eval_forward = _compiled(model, config)
         train_forward = _compiled(train_forward, config) if train_forward is not model else eval_forward
@@ -320,33 +341,36 @@ def fit(model: PromptedViT, train_loader: DataLoader, val_loader: Optional[DataL
     progress = config.progress and main
     epochs = tqdm(range(start_epoch, config.epochs), disable=not progress, desc="epochs",
                   initial=start_epoch, total=config.epochs)
-    for epoch in epochs:
-        started = time.perf_counter()
-        seed_epoch(train_loader, config.seed, epoch)
-        record = {"epoch": epoch + 1, "lr": lr_at((epoch + 1) * steps_per_epoch - 1)}
-        try:
-            record.update(train_one_epoch(model, train_loader, optimizer, lr_at, epoch * steps_per_epoch, device,
-                                          config.amp, progress, forward=train_forward))
-            if not math.isfinite(record["train_loss"]):
-                where = (f" and train into a new output_dir. The last good checkpoint in {state_path.parent} is intact."
-                         if state_path else ".")
-                raise TrainingDivergedError(f"Loss became {record['train_loss']} in epoch {epoch + 1}; lower base_lr "
-                                            f"(now {config.base_lr}) or weight_decay{where}")
-            if val_loader is not None:
-                val = evaluate(model, val_loader, device, config.amp, forward=eval_forward)
-                record.update(val_loss=val["loss"], val_acc=val["acc"])
-        except torch.OutOfMemoryError as err:
-            raise _out_of_memory(config, device, epoch, state_path, len(history)) from err
-        record["seconds"] = time.perf_counter() - started
-        del record["steps"]
-        history.append(record)
-        if state_path is not None and main:
-            _save_state(state_path, model, optimizer, config, epoch + 1, history)
-        epochs.set_postfix(loss=f"{record['train_loss']:.3f}", val_acc=f"{record.get('val_acc', float('nan')):.3f}")
-        if main:
-            for callback in callbacks:
-                callback(record, model)
+    checkpointing = model.using(grad_checkpointing=True) if config.grad_checkpointing else nullcontext()
+    with checkpointing:
+        for epoch in epochs:
+            started = time.perf_counter()
+            seed_epoch(train_loader, config.seed, epoch)
+            record = {"epoch": epoch + 1, "lr": lr_at((epoch + 1) * steps_per_epoch - 1)}
+            try:
+                record.update(train_one_epoch(model, train_loader, optimizer, lr_at, epoch * steps_per_epoch, device,
+                                              config.amp, progress, forward=train_forward, processes=processes))
+                if not math.isfinite(record["train_loss"]):
+                    where = (f" and train into a new output_dir. The last good checkpoint in {state_path.parent} is "
+                             "intact." if state_path else ".")
+                    raise TrainingDivergedError(f"Loss became {record['train_loss']} in epoch {epoch + 1}; lower "
+                                                f"base_lr (now {config.base_lr}) or weight_decay{where}")
+                if val_loader is not None:
+                    val = evaluate(model, val_loader, device, config.amp, forward=eval_forward, processes=processes)
+                    record.update(val_loss=val["loss"], val_acc=val["acc"])
+            except torch.OutOfMemoryError as err:
+                raise _out_of_memory(config, device, epoch, state_path, len(history)) from err
+            record["seconds"] = time.perf_counter() - started
+            del record["steps"]
+            history.append(record)
+            if state_path is not None and main:
+                _save_state(state_path, model, optimizer, config, epoch + 1, history)
+            epochs.set_postfix(loss=f"{record['train_loss']:.3f}",
+                               val_acc=f"{record.get('val_acc', float('nan')):.3f}")
+            if main:
+                for callback in callbacks:
+                    callback(record, model)
     if checkpoint_dir is not None and main:
         save_prompts(model, Path(checkpoint_dir) / PROMPTS_FILE, history=history)
-    dist.barrier()
+    processes.barrier()
     return history

@@ -86,9 +86,8 @@ def test_unread_tokens_are_skipped_with_the_same_logits_and_gradients(variant, m
     labels = torch.arange(3)
 
     def step(skip: bool):
-        model.skip_unread_tokens = skip
         model.zero_grad(set_to_none=True)
-        with FlopCounterMode(display=False) as counter:
+        with FlopCounterMode(display=False) as counter, model.using(skip_unread_tokens=skip):
             logits = model(images)
             F.cross_entropy(logits, labels).backward()
         grads = {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
@@ -97,13 +96,13 @@ def test_unread_tokens_are_skipped_with_the_same_logits_and_gradients(variant, m
     (skipped, skipped_grads, skipped_flops), (full, full_grads, full_flops) = step(True), step(False)
     assert torch.allclose(skipped, full, atol=1e-5)
     assert skipped_grads.keys() == full_grads.keys() and skipped_grads
-    for name, grad in full_grads.items():
-        assert torch.allclose(skipped_grads[name], grad, atol=1e-5, rtol=1e-4), name
+    for name, grad in full_grads.items():  # float32 summation order: errors scale with the tensor's magnitude
+        assert torch.allclose(skipped_grads[name], grad, atol=1e-5 * max(1.0, grad.abs().max().item()), rtol=1e-4), name
     if model.reads_class_token or model.layout.prompt_depth > 1:
         assert skipped_flops < full_flops
     else:  # mean pooling reads every patch, and shallow prompts are never replaced
         assert skipped_flops == full_flops
-    model.skip_unread_tokens = True
+    assert model.options.skip_unread_tokens  # restored after each step
     with record_attention(model) as rec:
         recorded = model(images)
     assert torch.allclose(recorded, full, atol=1e-5)
@@ -241,9 +240,9 @@ def test_gradient_checkpointing_gives_same_gradients(images):
     model = apply_prompts(tiny_vit(), E2VPTConfig(dropout=0.0), 5).train()
     grads = []
     for enable in (False, True):
-        model.set_grad_checkpointing(enable)
         model.zero_grad()
-        F.cross_entropy(model(images), torch.tensor([0, 1, 2])).backward()
+        with model.using(grad_checkpointing=enable):
+            F.cross_entropy(model(images), torch.tensor([0, 1, 2])).backward()
         grads.append((model.visual_prompts.grad.clone(), model.kv_prompts.grad.clone()))
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads))
 
@@ -274,4 +273,27 @@ def test_bad_method_and_backbone_inputs():
 def test_record_attention_rejects_plain_models():
     with pytest.raises(TypeError, match="apply_prompts"):
         with record_attention(tiny_vit()):
+            pass
+
+
+def test_options_come_through_the_constructor_and_temporary_modes_restore_them(images):
+    """How the model computes is fixed at construction (ModelOptions); `using` changes it for a block only, also when
+    the block raises; every combination computes the same logits."""
+    from e2vpt_viz import ModelOptions
+
+    torch.manual_seed(0)
+    fast = apply_prompts(tiny_vit(), E2VPTConfig(num_prompts=3, num_kv_prompts=2), 5).eval()
+    official = ModelOptions(fused_attn=False, skip_unread_tokens=False)
+    torch.manual_seed(0)
+    slow = apply_prompts(tiny_vit(), E2VPTConfig(num_prompts=3, num_kv_prompts=2), 5, official).eval()
+    assert fast.options == ModelOptions() and slow.options == official
+    assert slow.method_config == fast.method_config == E2VPTConfig(num_prompts=3, num_kv_prompts=2)
+    assert torch.allclose(fast(images), slow(images), atol=1e-5)
+    with pytest.raises(RuntimeError, match="inside"):
+        with fast.using(fused_attn=False, grad_checkpointing=True):
+            assert fast.options == ModelOptions(fused_attn=False, grad_checkpointing=True)
+            raise RuntimeError("inside")
+    assert fast.options == ModelOptions()
+    with pytest.raises(TypeError):
+        with fast.using(fused_attention=False):  # not an option: nothing is set silently
             pass

@@ -232,6 +232,8 @@ def test_removing_pruned_tokens_equals_excluding_them_from_attention_not_zeroing
     set_masks(model, model.token_mask.detach() * token_mask, model.segment_mask.detach() * segment_mask)
     compact = remove_pruned_tokens(model)
     assert compact.visual_prompts.shape == (3, 2, 32) and compact.num_prompts == 2
+    assert compact.layout.num_prompts == 2 and compact.token_mask is None and not compact.layout.masks  # built, not patched
+    assert compact.method_config == model.method_config and not compact.visual_prompts.requires_grad
     excluded = torch.nonzero(token_mask == 0).flatten().tolist()
     with torch.no_grad():
         removed = compact(images)

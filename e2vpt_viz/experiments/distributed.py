@@ -10,7 +10,8 @@ Everything is arranged so that N processes end with the prompts of one process w
 * the loss of a slice is ``sum of cross-entropies · N / global batch``, so the averaged gradient is the gradient of
   the global batch's mean loss even when the last batch does not split evenly;
 * prompt dropout draws its masks for the whole global batch and keeps the process's rows
-  (:attr:`PromptedViT.dropout_batch`), so every image sees the mask one process would have drawn for it;
+  (:class:`GlobalBatchDropout`, put in the model's ``prompt_dropout`` slot by :class:`Torchrun`), so every image
+  sees the mask one process would have drawn for it;
 * with the device-resident pipeline (``data.on_device``) the random crops and flips come from the loader's own
   generator, drawn for the whole epoch: identical in every process. (The DataLoader path draws augmentation from the
   global random generator image by image, so there the order and batches are the same but crops, flips and dropout
@@ -18,7 +19,8 @@ Everything is arranged so that N processes end with the prompts of one process w
 
 What remains is floating-point summation order (a batch of B/N vs B in the matmuls, and the all-reduce), so the
 prompts agree to about 1e-6, not bit for bit. Only process 0 writes checkpoints, metrics and logs.
-Back-ends: NCCL on CUDA, gloo on CPU.
+Back-ends: NCCL on CUDA, gloo on CPU. The training loop knows none of this: :func:`processes` gives it a
+:class:`Torchrun` (a :class:`~e2vpt_viz.training.Processes`) whose hooks do the above.
 """
 from __future__ import annotations
 
@@ -29,9 +31,13 @@ from typing import Iterator, Optional, Union
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..data import fgvc_datasets
+from ..model import PromptedViT
+from ..training import ONE_PROCESS, Processes, TrainConfig
 
 
 def is_distributed() -> bool:
@@ -91,6 +97,85 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     if is_distributed():
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
+
+
+class GlobalBatchDropout(nn.Module):
+    """Prompt dropout of one process's slice of a global batch: the masks of the whole global batch are drawn (the
+    random numbers one process would draw) and this process's rows are kept. Outside a training step (``rows`` is
+    None) it is the plain ``nn.Dropout(p)``.
+
+    Input and output: (B, P, D) prompts, the same (P, D) prompt repeated over the B images of this process.
+    """
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+        self.rows: Optional[tuple[int, int]] = None  # (offset, global batch) during a training step
+
+    def forward(self, prompts: torch.Tensor) -> torch.Tensor:
+        if self.rows is None or not self.training:
+            return F.dropout(prompts, self.p, self.training)
+        offset, total = self.rows
+        return F.dropout(prompts[:1].expand(total, -1, -1), self.p, True)[offset:offset + prompts.shape[0]]
+
+
+class Torchrun(Processes):
+    """The processes torchrun started, as the training loop sees them (see the module docstring).
+
+    :meth:`prepare` wraps the model in DistributedDataParallel and gives its prompt dropout to a
+    :class:`GlobalBatchDropout`; each step's loss is the slice's summed cross-entropy · world / global batch.
+    """
+
+    def __init__(self) -> None:
+        self.is_main = is_main()
+        self.world = world_size()
+        self._loss_weight = 1.0
+        self._dropout: Optional[GlobalBatchDropout] = None
+
+    def device(self, config: TrainConfig) -> torch.device:
+        """CUDA means this process's GPU (LOCAL_RANK)."""
+        device = config.resolve_device()
+        return torch.device("cuda", local_rank()) if device.type == "cuda" and device.index is None else device
+
+    def prepare(self, model: PromptedViT, loaders) -> nn.Module:
+        for loader in loaders:
+            if loader is not None and getattr(loader, "shard", None) is None:
+                raise ValueError("Under torchrun every process needs its share of the data: build the loaders with "
+                                 "experiments.run.prepare_data or experiments.distributed.make_sharded_loaders.")
+        if isinstance(model.prompt_dropout, nn.Dropout):
+            model.prompt_dropout = GlobalBatchDropout(model.prompt_dropout.p)
+        if isinstance(model.prompt_dropout, GlobalBatchDropout):
+            self._dropout = model.prompt_dropout
+        device = next(model.parameters()).device
+        return nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    def batch_size(self, loader: DataLoader) -> int:
+        return loader.global_batch_size
+
+    def begin_step(self, loader: DataLoader, step: int) -> None:
+        offset, global_batch = loader.step_slice(step)
+        self._loss_weight = self.world / global_batch
+        if self._dropout is not None:
+            self._dropout.rows = (offset, global_batch)
+
+    def step_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        summed = F.cross_entropy(logits.float(), labels, reduction="sum")
+        return summed * self._loss_weight, summed.detach()
+
+    def end_step(self) -> None:
+        if self._dropout is not None:
+            self._dropout.rows = None
+
+    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        return all_reduce_sum(tensor)
+
+    def barrier(self) -> None:
+        barrier()
+
+
+def processes() -> Processes:
+    """What the training loop should train with: :class:`Torchrun` inside a process group, else one process."""
+    return Torchrun() if is_distributed() else ONE_PROCESS
 
 
 def batch_bounds(size: int, rank: int, world: int) -> tuple[int, int]:

@@ -142,7 +142,7 @@ def prepare_data(cfg: dict, batch_size: int, seed: int) -> dict:
         if dist.is_main():
             ensure_synthetic(root, task="target", workers=1)  # in-process: safe from scripts and notebooks
         dist.barrier()
-    device = TrainConfig(**cfg["train"]).resolve_device()
+    device = dist.processes().device(TrainConfig(**cfg["train"]))
     shard = (dist.rank(), dist.world_size()) if dist.is_distributed() else None
     if data.on_device is True or (data.on_device == "auto" and device.type == "cuda"):
         from .device_data import make_device_loaders
@@ -183,9 +183,10 @@ def train_run(cfg: dict, callbacks: Sequence[Callable] = (), progress: bool = Tr
     """Train one run, evaluate on test, write ``metrics.json`` beside the checkpoints; resumes if interrupted."""
     train_config, loaders, model, out = _setup(cfg, progress)
     started = time.perf_counter()
-    history = fit(model, loaders["train"], loaders["val"], train_config, out, callbacks)
+    processes = dist.processes()
+    history = fit(model, loaders["train"], loaders["val"], train_config, out, callbacks, processes)
     seconds = time.perf_counter() - started
-    test = evaluate(model, loaders["test"], amp=train_config.amp)
+    test = evaluate(model, loaders["test"], amp=train_config.amp, processes=processes)
     metrics = {"method": model.method_config.method_name(), "backbone": cfg["backbone"]["name"],
                "test_acc": test["acc"], "val_acc": history[-1].get("val_acc"), "train_seconds": seconds,
                "epochs": len(history), "parameters": count_parameters(model),

@@ -13,6 +13,8 @@ from typing import Sequence
 
 import torch
 
+from .attention import record_attention
+from .data import fixed_transforms, random_transforms, resize_size
 from .model import PromptedViT
 
 KEY_GROUPS = ("kv_prompts", "prefix", "visual_prompts", "patches")
@@ -124,8 +126,7 @@ def parts_to_input(parts: torch.Tensor, image_size: tuple[int, int], crop_size: 
     """Part keypoints (K, 3) x, y, visible in original-image pixels -> the model input's pixels after the eval
     transform (resize the short side to crop·256/224, centre crop); parts cropped away become invisible."""
     width, height = image_size
-    resize = round(crop_size * 256 / 224)
-    scale = resize / min(width, height)
+    scale = resize_size(crop_size) / min(width, height)
     new_w, new_h = round(width * scale), round(height * scale)
     left, top = (new_w - crop_size) // 2, (new_h - crop_size) // 2
     x = parts[:, 0] * new_w / width - left
@@ -152,16 +153,11 @@ def grounding_score(maps: torch.Tensor, parts: torch.Tensor, patch_size: int) ->
 def capture_attention(model: PromptedViT, images: torch.Tensor, prompts: bool = True) -> list[torch.Tensor]:
     """Attention probabilities of every block for ``images`` (B, 3, H, W), in eval mode: a list of
     (B, heads, N, T_l + N) tensors on the CPU. ``prompts=False`` records the plain frozen backbone."""
-    from .attention import record_attention
 
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
-    try:
-        with record_attention(model) as recorder, (nullcontext() if prompts else model.disable_prompts()):
-            model(images.to(device))
-    finally:
-        model.train(was_training)
+    with model.evaluating(), record_attention(model) as recorder, \
+            (nullcontext() if prompts else model.disable_prompts()):
+        model(images.to(device))
     return [p.float().cpu() for p in recorder.probs]
 
 
@@ -206,7 +202,6 @@ def annotated_batch(dataset, indices: Sequence[int], crop_size: int) -> dict[str
     """
     from PIL import Image
 
-    from .data import fixed_transforms, random_transforms
 
     view, normalise = fixed_transforms(crop_size, False), random_transforms(crop_size, False)  # show and feed one crop
     batch: dict[str, list] = {"images": [], "views": [], "labels": [], "parts": []}

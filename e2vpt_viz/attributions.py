@@ -14,8 +14,7 @@ prompt dropout); the model's train/eval mode is restored afterwards.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Iterator, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -34,16 +33,6 @@ def check_images(model: PromptedViT, images: torch.Tensor) -> None:
     if images.dim() != 4 or images.shape[1] != 3 or tuple(images.shape[2:]) != size:
         raise ValueError(f"Expected images of shape (B, 3, {size[0]}, {size[1]}) for this backbone, got "
                          f"{tuple(images.shape)}; resize them with build_transforms({size[0]}, train=False).")
-
-
-@contextmanager
-def _eval_mode(model: PromptedViT) -> Iterator[None]:
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
 
 
 def _inputs_and_target(model: PromptedViT, images: torch.Tensor,
@@ -77,7 +66,7 @@ def integrated_gradients(model: PromptedViT, images: torch.Tensor, target: Optio
     """
     from captum.attr import IntegratedGradients
 
-    with _eval_mode(model):
+    with model.evaluating():
         images, target = _inputs_and_target(model, images, target)
         return IntegratedGradients(model).attribute(images, baselines=baseline, target=target, n_steps=steps).detach()
 
@@ -89,7 +78,7 @@ def occlusion(model: PromptedViT, images: torch.Tensor, target: Optional[torch.T
     from captum.attr import Occlusion
 
     patch = tuple(model.backbone.patch_embed.patch_size)
-    with _eval_mode(model), torch.no_grad():
+    with model.evaluating(), torch.no_grad():
         images, target = _inputs_and_target(model, images, target)
         pixels = Occlusion(model).attribute(images, sliding_window_shapes=(3, *patch), strides=(3, *patch),
                                             baselines=baseline, target=target,
@@ -117,7 +106,7 @@ def grad_cam(model: PromptedViT, images: torch.Tensor, target: Optional[torch.Te
         patches = grid_tap(patches).flatten(2).transpose(1, 2)
         return torch.cat([tokens[:, :first_patch], patches], dim=1)
 
-    with _eval_mode(model):
+    with model.evaluating():
         images, target = _inputs_and_target(model, images, target)
         handle = model.backbone.blocks[-1].norm1.register_forward_hook(through_grid)
         try:
@@ -177,7 +166,7 @@ def cls_features(model: PromptedViT, loader: DataLoader, max_items: Optional[int
         loader = DataLoader(Subset(dataset, picks), batch_size=loader.batch_size, num_workers=loader.num_workers)
     device = next(model.parameters()).device
     features, labels = [], []
-    with _eval_mode(model):
+    with model.evaluating():
         for images, batch_labels in loader:
             features.append(model.forward_head(model.forward_features(images.to(device)), pre_logits=True).cpu())
             labels.append(batch_labels)

@@ -21,7 +21,7 @@ import tempfile
 import zipfile
 import zlib
 from pathlib import Path
-from typing import Callable, Union
+from typing import Callable, Optional, Union
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -98,6 +98,11 @@ def atomic_write(path: Union[str, Path], write: Callable[[str], None]) -> Path:
             os.remove(tmp)
     _remove_stale_temporaries(path)
     return path
+
+
+def write_json(path: Union[str, Path], data, indent: Optional[int] = 1) -> Path:
+    """``data`` as JSON at ``path``, written atomically (see :func:`atomic_write`)."""
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=indent)))
 
 
 def _remove_stale_temporaries(path: Path) -> None:

@@ -95,8 +95,9 @@ class PromptedViT(nn.Module):
         method_config: the method config that made this model (:func:`~e2vpt_viz.apply_prompts` passes it; saved in
             checkpoints).
 
-    Temporary modes are context managers that restore the model on exit: :meth:`disable_prompts` (the plain
-    backbone), :meth:`recording_attention` (the explicit path, probabilities recorded), :meth:`using` (other options).
+    Temporary modes are context managers that restore the model on exit: :meth:`evaluating` (eval mode),
+    :meth:`disable_prompts` (the plain backbone), :meth:`recording_attention` (the explicit path, probabilities
+    recorded), :meth:`using` (other options).
 
     Parameters it adds (None when the layout has none):
         visual_prompts: (prompt_depth, P, D); (1, P, D) for shallow prompts.
@@ -161,6 +162,16 @@ class PromptedViT(nn.Module):
             yield
         finally:
             self.prompts_enabled = previous
+
+    @contextmanager
+    def evaluating(self) -> Iterator["PromptedViT"]:
+        """Eval mode inside the block (no prompt dropout); the previous mode afterwards."""
+        was_training = self.training
+        self.eval()
+        try:
+            yield self
+        finally:
+            self.train(was_training)
 
     @contextmanager
     def recording_attention(self) -> Iterator[AttentionRecorder]:

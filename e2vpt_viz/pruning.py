@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .checkpoint import atomic_write
+from .checkpoint import write_json
 from .methods import count_parameters
 from .model import NUM_SEGMENTS, PromptedViT
 from .training import TrainConfig, evaluate, fit, seed_epoch
@@ -90,8 +90,6 @@ def importance_scores(model: PromptedViT, loader: DataLoader, score: Literal["si
     if score not in ("signed", "abs"):
         raise PruningError(f"score must be 'signed' (official code) or 'abs' (paper formula), got {score!r}.")
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     masks = (model.token_mask, model.segment_mask)
     needs_grad = [m.requires_grad for m in masks]
     for m in masks:
@@ -101,19 +99,19 @@ def importance_scores(model: PromptedViT, loader: DataLoader, score: Literal["si
     batches = 0
     seed_epoch(loader, seed, 0)
     try:
-        for images, labels in tqdm(loader, disable=not progress, desc="importance"):
-            images, labels = images.to(device), labels.to(device)
-            loss = F.cross_entropy(model(images), labels)
-            token_grad, segment_grad = torch.autograd.grad(loss, masks)
-            if score == "abs":
-                token_grad, segment_grad = token_grad.abs(), segment_grad.abs()
-            token_sum += token_grad
-            segment_sum += segment_grad
-            batches += 1
+        with model.evaluating():
+            for images, labels in tqdm(loader, disable=not progress, desc="importance"):
+                images, labels = images.to(device), labels.to(device)
+                loss = F.cross_entropy(model(images), labels)
+                token_grad, segment_grad = torch.autograd.grad(loss, masks)
+                if score == "abs":
+                    token_grad, segment_grad = token_grad.abs(), segment_grad.abs()
+                token_sum += token_grad
+                segment_sum += segment_grad
+                batches += 1
     finally:
         for m, flag in zip(masks, needs_grad):
             m.requires_grad_(flag)
-        model.train(was_training)
     if batches == 0:
         raise PruningError("importance_scores() got an empty loader; pass the training loader.")
     return ImportanceScores((token_sum / batches).cpu(), (segment_sum / batches).cpu(), score)
@@ -215,7 +213,7 @@ class PruningSweep:
     def save(self, path: Union[str, Path]) -> Path:
         data = {"ratios": self.ratios, "scores": self.scores,
                 "results": [self.results[r] for r in self.ratios]}
-        return atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data)))
+        return write_json(path, data, indent=None)
 
     @classmethod
     def load(cls, path: Union[str, Path]) -> "PruningSweep":
@@ -309,7 +307,7 @@ def prune_and_rewind(make_model: Callable[[], PromptedViT], train_loader: DataLo
             done[(t, s)] = RewindRun(t, s, history[-1]["val_acc"], count_parameters(model)["tunable"], test_acc)
         runs.append(done[(t, s)])
         summary = {"scores": scores.to_dict(), "runs": [asdict(r) for r in runs]}
-        atomic_write(summary_path, lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=1)))
+        write_json(summary_path, summary)
     best = _select(runs)
     return {"runs": [asdict(r) for r in runs], "best": asdict(best), "best_dir": str(out_dir / f"t{best.num_tokens}_s{best.num_segments}")}
 

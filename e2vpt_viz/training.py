@@ -179,19 +179,17 @@ def evaluate(model: PromptedViT, loader: DataLoader, device: Union[str, torch.de
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
     forward = forward if forward is not None else model
-    was_training = model.training
-    model.eval()
     num_classes = model.num_classes
     sums = torch.zeros(1 + 2 * num_classes, device=device)  # loss sum, correct per class, count per class
     loss_sum, correct, total = sums[0], sums[1:1 + num_classes], sums[1 + num_classes:]
-    for images, labels in loader:
-        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-        with _autocast(device, amp):
-            logits = forward(images)
-        loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum")
-        total.index_add_(0, labels, torch.ones_like(labels, dtype=total.dtype))
-        correct.index_add_(0, labels, (logits.argmax(-1) == labels).to(correct.dtype))
-    model.train(was_training)
+    with model.evaluating():
+        for images, labels in loader:
+            images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+            with _autocast(device, amp):
+                logits = forward(images)
+            loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum")
+            total.index_add_(0, labels, torch.ones_like(labels, dtype=total.dtype))
+            correct.index_add_(0, labels, (logits.argmax(-1) == labels).to(correct.dtype))
     processes.all_reduce_sum(sums)
     count = total.sum().item()
     if count == 0:

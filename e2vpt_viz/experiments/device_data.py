@@ -36,7 +36,7 @@ from torchvision.transforms import v2
 from ..backbones import IMAGENET_MEAN, IMAGENET_STD
 from ..data import (SPLITS, UNREADABLE_IMAGE_ERRORS, DatasetLayoutError, FGVCDataset, build_transforms, load_rgb,
                    resize_size)
-from .distributed import batch_bounds, check_batches
+from .distributed import ShardPlan
 
 log = logging.getLogger(__name__)
 
@@ -240,26 +240,18 @@ class DeviceLoader:
         self.images, self.dataset, self.batch_size, self.shuffle = images, images.dataset, batch_size, shuffle
         self.generator = torch.Generator().manual_seed(seed) if shuffle else None
         self.shard = shard if shard is not None and shard[1] > 1 else None
-        if self.shard and shuffle:
-            check_batches(len(images), batch_size, self.shard[1])
+        self.plan = ShardPlan(len(images), batch_size, shuffle, *(self.shard or (0, 1)))
 
     @property
     def global_batch_size(self) -> int:
         return self.batch_size
 
-    def _eval_range(self) -> tuple[int, int]:
-        return batch_bounds(len(self.images), *self.shard) if self.shard else (0, len(self.images))
-
     def __len__(self) -> int:
-        if self.shuffle:
-            return math.ceil(len(self.images) / self.batch_size)
-        lo, hi = self._eval_range()
-        return math.ceil((hi - lo) / self.batch_size)
+        return len(self.plan)
 
     def step_slice(self, step: int) -> tuple[int, int]:
         """(first row of this process's slice, global batch size) of training step ``step``."""
-        size = min(self.batch_size, len(self.images) - step * self.batch_size)
-        return (batch_bounds(size, *self.shard)[0] if self.shard else 0), size
+        return self.plan.step_slice(step)
 
     def epoch_plan(self) -> torch.Tensor:
         """(4, N) int64 on the device: order, crop tops, crop lefts, flips of one epoch, drawn from ``generator``."""
@@ -276,20 +268,15 @@ class DeviceLoader:
         return plan.to(self.images.device, non_blocking=True)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        images, size = self.images, self.batch_size
+        images = self.images
         if not self.shuffle:
-            lo, hi = self._eval_range()
-            items = torch.arange(lo, hi, device=images.device)
-            for start in range(0, hi - lo, size):
-                chunk = items[start:start + size]
+            for lo, hi in self.plan.batches():
+                chunk = torch.arange(lo, hi, device=images.device)
                 yield images.batch(chunk), images.labels[chunk]
             return
-        plan = self.epoch_plan()
-        n = len(images)
-        for step, start in enumerate(range(0, n, size)):
-            end = min(start + size, n)
-            lo, hi = batch_bounds(end - start, *self.shard) if self.shard else (0, end - start)
-            order, tops, lefts, flips = plan[:, start + lo:start + hi]
+        epoch = self.epoch_plan()
+        for lo, hi in self.plan.batches():
+            order, tops, lefts, flips = epoch[:, lo:hi]
             yield images.batch(order, tops, lefts, flips.bool()), images.labels[order]
 
 

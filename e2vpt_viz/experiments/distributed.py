@@ -210,33 +210,31 @@ def make_sharded_loaders(root: Union[str, Path], crop_size: int, batch_size: int
             for split, dataset in fgvc_datasets(root, crop_size, cache).items()}
 
 
-class ShardedBatchSampler(Sampler[list[int]]):
-    """Process ``rank`` of ``world``'s share of the batches one process would see.
+class ShardPlan:
+    """Which positions of a split process ``rank`` of ``world`` gets, batch by batch; ``batch_size`` is the global
+    batch, the one a single process would use. Both sharded loaders (:class:`ShardedBatchSampler` over a Dataset and
+    :class:`~e2vpt_viz.experiments.device_data.DeviceLoader`) follow it.
 
-    Training (``shuffle``): every process draws the same permutation from ``generator`` (as ``RandomSampler`` does,
-    so the global batches are those of one process) and yields its contiguous slice of each global batch
-    (:func:`batch_bounds`). Evaluation: process ``rank`` takes a contiguous block of the split,
-    in batches of ``batch_size``; the accuracies are summed over processes afterwards.
+    Training (``shuffle``): positions in the epoch's order; every global batch [start, end) is cut into contiguous
+    slices, one per process (:func:`batch_bounds`). Evaluation: process ``rank`` takes a contiguous block of the
+    split, in batches of ``batch_size``; the accuracies are summed over processes afterwards.
     """
 
-    def __init__(self, num_items: int, batch_size: int, shuffle: bool, generator: Optional[torch.Generator],
-                 rank: int, world: int) -> None:
+    def __init__(self, num_items: int, batch_size: int, shuffle: bool, rank: int = 0, world: int = 1) -> None:
         if shuffle:
             check_batches(num_items, batch_size, world)
-        self.num_items, self.batch_size, self.shuffle = num_items, batch_size, shuffle
-        self.generator, self.rank, self.world = generator, rank, world
+        self.num_items, self.batch_size, self.shuffle, self.rank, self.world = num_items, batch_size, shuffle, rank, world
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def batches(self) -> Iterator[tuple[int, int]]:
+        """[lo, hi) of this process's positions in each batch: in the epoch's order (training) or in the split."""
         n, size = self.num_items, self.batch_size
         if not self.shuffle:
             lo, hi = batch_bounds(n, self.rank, self.world)
-            yield from (list(range(i, min(i + size, hi))) for i in range(lo, hi, size))
+            yield from ((i, min(i + size, hi)) for i in range(lo, hi, size))
             return
-        order = torch.randperm(n, generator=self.generator).tolist()
         for start in range(0, n, size):
-            batch = order[start:start + size]
-            lo, hi = batch_bounds(len(batch), self.rank, self.world)
-            yield batch[lo:hi]
+            lo, hi = batch_bounds(min(size, n - start), self.rank, self.world)
+            yield start + lo, start + hi
 
     def __len__(self) -> int:
         if not self.shuffle:
@@ -248,6 +246,32 @@ class ShardedBatchSampler(Sampler[list[int]]):
         """(first row of this process's slice, size of the global batch) of training step ``step``."""
         size = min(self.batch_size, self.num_items - step * self.batch_size)
         return batch_bounds(size, self.rank, self.world)[0], size
+
+
+class ShardedBatchSampler(Sampler[list[int]]):
+    """Process ``rank`` of ``world``'s share of the batches one process would see (see :class:`ShardPlan`).
+
+    Training: every process draws the same permutation from ``generator`` (as ``RandomSampler`` does, so the global
+    batches are those of one process) and yields its slice of each global batch.
+    """
+
+    def __init__(self, num_items: int, batch_size: int, shuffle: bool, generator: Optional[torch.Generator],
+                 rank: int, world: int) -> None:
+        self.plan = ShardPlan(num_items, batch_size, shuffle, rank, world)
+        self.batch_size, self.generator, self.rank, self.world = batch_size, generator, rank, world
+
+    def __iter__(self) -> Iterator[list[int]]:
+        if not self.plan.shuffle:
+            yield from (list(range(lo, hi)) for lo, hi in self.plan.batches())
+            return
+        order = torch.randperm(self.plan.num_items, generator=self.generator).tolist()
+        yield from (order[lo:hi] for lo, hi in self.plan.batches())
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+    def step_slice(self, step: int) -> tuple[int, int]:
+        return self.plan.step_slice(step)
 
 
 class ShardedDataLoader(DataLoader):

@@ -69,6 +69,11 @@ def test_an_unknown_block_is_refused_naming_it(tmp_path):
         docs.render(root)
 
 
+def test_a_folder_without_result_files_is_refused_in_one_line(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no result files in .*source checkout"):
+        docs.render(tmp_path)
+
+
 def test_readme_is_at_most_1500_words_and_lists_the_docs_command():
     text = (ROOT / "README.md").read_text()
     assert len(text.split()) <= 1500

@@ -288,6 +288,9 @@ def render(root: Union[str, Path] = ROOT) -> dict[Path, str]:
     """``{path: the text it should have}`` for every file the generator owns or fills; nothing is written."""
     root = Path(root)
     results = load_results(root)
+    if not results:
+        raise FileNotFoundError(f"no result files in {root / RESULTS_DIR}: run `python -m e2vpt_viz docs` from a "
+                                "source checkout of the repository (pip install -e .).")
     blocks = {**{name: fn(results) for name, fn in BLOCKS.items()}, "benchmarks": benchmarks_text(root)}
     pages = {root / "docs" / "results.md": results_index(results)}
     for path in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:

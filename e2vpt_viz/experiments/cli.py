@@ -1,4 +1,4 @@
-"""Command line: ``python -m e2vpt_viz {train,eval,report,sweep,prune,reproduce,pvp-pretrain,pvp-fewshot,pretrain-starter}``.
+"""Command line: ``python -m e2vpt_viz {train,eval,report,sweep,prune,reproduce,pvp-pretrain,pvp-fewshot,pretrain-starter,docs,record}``.
 
 Errors a user can fix (bad config, missing data, unusable backbone, mismatched or damaged checkpoint, full disk,
 diverged training, out of GPU memory) are printed as one line starting with ``error:`` and exit with status 2.
@@ -96,6 +96,16 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_argument("--out", default=None, help="weights file (default: the packaged one)")
     pretrain.add_argument("--epochs", type=int, default=None)
     pretrain.add_argument("--seed", type=int, default=0)
+
+    docs = sub.add_parser("docs", help="regenerate docs/*.md and the README's marked blocks from docs/results/*.json")
+    docs.add_argument("--check", action="store_true", help="write nothing; exit 1 naming the pages that are not current")
+
+    record = sub.add_parser("record", help="rewrite a docs/results/*.json from what a command wrote (a re-measurement)")
+    record.add_argument("kind", choices=("seeds", "prune", "pvp"),
+                        help="seeds: report --out folders, one per seed; prune: a prune output_dir; pvp: a "
+                             "pvp-fewshot --out folder")
+    record.add_argument("result_file", help="e.g. docs/results/calibration.json")
+    record.add_argument("sources", nargs="+", help="the folder(s) the command wrote")
     return parser
 
 
@@ -165,6 +175,20 @@ def run_command(args: argparse.Namespace) -> int:
         atomic_write(out / "pvp_fewshot.json", lambda tmp: Path(tmp).write_text(json.dumps(rows, indent=1)))
         atomic_write(out / "pvp_fewshot.md", lambda tmp: Path(tmp).write_text(markdown_table(rows) + "\n"))
         print(markdown_table(rows))
+    elif args.command == "docs":
+        from .docs import stale, write_docs
+
+        if args.check:
+            pages = stale()
+            for path in pages:
+                print(f"not current: {path} (run `python -m e2vpt_viz docs`)")
+            return 1 if pages else 0
+        for path in write_docs():
+            print(f"regenerated {path}")
+    elif args.command == "record":
+        from .docs import record
+
+        print(f"recorded {record(args.kind, args.result_file, args.sources)}; now run `python -m e2vpt_viz docs`")
     elif args.command == "pretrain-starter":
         from .starter import pretrain_starter
 

@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader
 from torchvision.datasets import ImageFolder
 
+from .. import tables
 from ..data import DatasetLayoutError, build_transforms, load_rgb, make_loaders, split_loader
 from ..pvp import load_prompt_modules, save_prompt_modules
 from ..training import TrainConfig, evaluate, fit, result_settings
@@ -139,14 +140,16 @@ def few_shot_comparison(cfg: dict, prompts: Union[str, Path], shots: Sequence[in
     return rows
 
 
+FEWSHOT_COLUMNS = ("shots per class", "random init (%)", "PVP init (%)", "PVP gain (points)")
+
+
 def markdown_table(rows: Sequence[dict]) -> str:
     """The few-shot comparison as a markdown table (test accuracy %, mean ± std over seeds)."""
-    lines = ["| shots per class | random init (%) | PVP init (%) | PVP gain (points) |", "|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['shots']} | {100 * r['random_mean']:.1f} ± {100 * r['random_std']:.1f} | "
-                     f"{100 * r['pvp_mean']:.1f} ± {100 * r['pvp_std']:.1f} | "
-                     f"{100 * (r['pvp_mean'] - r['random_mean']):+.1f} |")
-    return "\n".join(lines)
+    return tables.markdown_table(
+        FEWSHOT_COLUMNS,
+        [(r["shots"], f"{100 * r['random_mean']:.1f} ± {100 * r['random_std']:.1f}",
+          f"{100 * r['pvp_mean']:.1f} ± {100 * r['pvp_std']:.1f}", f"{100 * (r['pvp_mean'] - r['random_mean']):+.1f}")
+         for r in rows])
 
 
 def _std(values: Sequence[float]) -> float:

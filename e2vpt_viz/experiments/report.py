@@ -8,6 +8,7 @@ from typing import Sequence, Union
 
 import torch
 
+from .. import tables
 from ..checkpoint import atomic_write
 from ..training import TrainConfig
 
@@ -28,10 +29,8 @@ def results_table(results: Sequence[dict]) -> list[tuple]:
 
 
 def markdown_table(results: Sequence[dict]) -> str:
-    rows = [COLUMNS, *results_table(results)]
-    lines = ["| " + " | ".join(map(str, row)) + " |" for row in rows]
-    lines.insert(1, "|" + "---|" * len(COLUMNS))
-    return "\n".join(lines)
+    """The runs as a Markdown table, one row per run (the columns of :data:`COLUMNS`)."""
+    return tables.markdown_table(COLUMNS, results_table(results))
 
 
 def _environment() -> str:

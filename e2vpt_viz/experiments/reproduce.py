@@ -42,6 +42,7 @@ from typing import Optional, Sequence, Union
 
 from . import run as runs
 from ..checkpoint import atomic_write
+from ..tables import markdown_table
 from ..pruning import ImportanceScores, prune_and_rewind
 from ..training import STATE_FILE, TrainConfig
 
@@ -239,12 +240,12 @@ def markdown(results: dict) -> str:
     seeds = ", ".join(str(s) for s in p["seeds"])
     per_seed = ", ".join(f"{r['seed']}: {100 * r['test_acc']:.1f} / {100 * r['val_acc']:.1f}" for r in final)
     prompts = f", {best['num_prompts']} prompts" if best.get("num_prompts") else ""
-    lines = [f"# {results['method']} on {DATASETS[p['dataset']][1]}: the papers' protocol", "",
-             f"| method | dataset | test top-1 (%), mean ± std over seeds {seeds} | paper (%) | difference (points) "
-             "| paper source |",
-             "|---|---|---|---|---|---|",
-             f"| {results['method']} | {p['dataset']} | {mean:.1f} ± {std:.1f} | {_number(paper)} | "
-             f"{_number(None if paper is None else mean - paper, '+.1f')} | {results['paper_source']} |", "",
+    table = markdown_table(
+        ("method", "dataset", f"test top-1 (%), mean ± std over seeds {seeds}", "paper (%)", "difference (points)",
+         "paper source"),
+        [(results["method"], p["dataset"], f"{mean:.1f} ± {std:.1f}", _number(paper),
+          _number(None if paper is None else mean - paper, "+.1f"), results["paper_source"])])
+    lines = [f"# {results['method']} on {DATASETS[p['dataset']][1]}: the papers' protocol", "", table, "",
              f"Per seed (test / val %): {per_seed}.",
              f"Selected on validation (best of any epoch over {len(grid['runs'])} grid runs): base_lr "
              f"{best['base_lr']}, weight_decay {best['weight_decay']}{prompts} (val {100 * best['best_val_acc']:.1f}%).",
@@ -270,14 +271,11 @@ def summary_markdown(folder: Path) -> Optional[str]:
     rows = [r for r in rows if "protocol" in r]
     if not rows:
         return None
-    lines = ["| method | dataset | test top-1 (%) | paper (%) | difference (points) | seeds | tunable |",
-             "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        paper, mean = r["paper"], r["test_acc_mean"]
-        diff = _number(None if paper is None else mean - paper, "+.1f")
-        lines.append(f"| {r['method']} | {r['protocol']['dataset']} | {mean:.1f} ± {r['test_acc_std']:.1f} | "
-                     f"{_number(paper)} | {diff} | {len(r['final'])} | {r['final'][0]['tunable']:,} |")
-    return "\n".join(lines) + "\n"
+    return markdown_table(
+        ("method", "dataset", "test top-1 (%)", "paper (%)", "difference (points)", "seeds", "tunable"),
+        [(r["method"], r["protocol"]["dataset"], f"{r['test_acc_mean']:.1f} ± {r['test_acc_std']:.1f}",
+          _number(r["paper"]), _number(None if r["paper"] is None else r["test_acc_mean"] - r["paper"], "+.1f"),
+          len(r["final"]), f"{r['final'][0]['tunable']:,}") for r in rows]) + "\n"
 
 
 def reproduce(dataset: str, method: str, out: Union[str, Path, None] = None,

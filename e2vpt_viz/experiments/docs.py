@@ -1,0 +1,423 @@
+"""Docs pages from result files: every measured number a reader sees comes from ``docs/results/*.json``.
+
+``python -m e2vpt_viz docs`` fills the marked blocks of ``README.md`` and ``docs/*.md``::
+
+    <!-- generated:calibration-table -->
+    ... (rewritten from docs/results/calibration.json) ...
+    <!-- /generated -->
+
+and writes ``docs/results.md``, the index of every result file with its claim and provenance (command, commit, date,
+device, torch). ``python -m e2vpt_viz docs --check`` only reports the files that are not current (``tests/test_docs.py``
+runs it). Text outside the blocks is hand-written and left alone.
+
+A re-measurement is dropped in with ``python -m e2vpt_viz record``, which rewrites one result file from what the
+project's own commands wrote (keeping its claim and labels, stamping commit, date, device and torch version):
+
+* ``record seeds docs/results/calibration.json RUN_DIR ...``: one ``report --out RUN_DIR`` folder per training seed
+  (each holds ``<method>/metrics.json``); also ``main_job.json`` and ``baselines.json``;
+* ``record prune docs/results/pruning.json OUTPUT_DIR``: the ``prune.json`` and ``sweep.json`` of a ``prune`` run;
+* ``record pvp docs/results/pvp_fewshot.json OUT``: the ``pvp_fewshot.json`` of a ``pvp-fewshot --out OUT`` run.
+
+Accuracies in result files are percentages; parameter counts follow the papers' convention (``count_parameters``).
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import re
+import statistics
+import subprocess
+from pathlib import Path
+from typing import Callable, Optional, Sequence, Union
+
+from ..tables import markdown_table
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS_DIR = Path("docs") / "results"
+BLOCK = re.compile(r"(<!-- generated:([a-z0-9-]+) -->\n)(.*?)(<!-- /generated -->)", re.S)
+
+
+# ----------------------------------------------------------------------------------------------------- reading
+
+def load_results(root: Union[str, Path] = ROOT) -> dict[str, dict]:
+    """``{file stem: parsed JSON}`` for every ``docs/results/*.json`` under the repository ``root``."""
+    folder = Path(root) / RESULTS_DIR
+    return {path.stem: json.loads(path.read_text()) for path in sorted(folder.glob("*.json"))}
+
+
+def _f(value: float, fmt: str = ".1f") -> str:
+    return "—" if value is None else format(value, fmt).replace("-", "−")
+
+
+def _commit(result: dict) -> str:
+    measured = result.get("measured")
+    return f"`{measured['commit'][:7]}`, {measured['date']}" if measured else "not measured"
+
+
+def _provenance(result: dict, name: str) -> str:
+    torch = f", torch {result['torch']}" if result.get("torch") else ""
+    return (f"Measured at commit {_commit(result)} on {result['device']}{torch} with `{result['command']}`; "
+            f"from [`docs/results/{name}.json`](results/{name}.json).")
+
+
+def _seconds(values: Sequence[Optional[float]]) -> str:
+    return " and ".join(f"{v:.0f} s" for v in values if v is not None)
+
+
+# ------------------------------------------------------------------------------------------------- the blocks
+
+def seeds_table(result: dict) -> str:
+    """A ``kind: seeds`` result (one row per method; N seeds) as a Markdown table."""
+    seeds = result["seeds"]
+    if len(seeds) > 1:
+        header = ["method", f"test acc (%), mean ± sd of {len(seeds)} seeds",
+                  "seeds " + " / ".join(map(str, seeds))]
+        cells = [lambda m: f"{_f(m['test_acc_mean'])} ± {_f(m['test_acc_sd'])}",
+                 lambda m: " / ".join(_f(a) for a in m["test_acc"])]
+    else:
+        header, cells = ["method", f"test acc (%), seed {seeds[0]}"], [lambda m: _f(m["test_acc_mean"])]
+    if "tunable" in result["methods"][0]:
+        header += ["tunable params", "tunable (%)"]
+        cells += [lambda m: f"{m['tunable']:,}", lambda m: f"{m['tunable_pct']:.2f}"]
+    if any(m.get("train_seconds", [None])[0] is not None for m in result["methods"]):
+        header.append(f"train time (s), seed {seeds[0]}")
+        cells.append(lambda m: _f(m["train_seconds"][0], ".0f"))
+    return markdown_table(header, [[m["label"], *(cell(m) for cell in cells)] for m in result["methods"]])
+
+
+def _by_method(result: dict) -> dict[str, dict]:
+    return {m["method"]: m for m in result["methods"]}
+
+
+def main_job_text(r: dict[str, dict]) -> str:
+    job, times, linear = r["main_job"], r["setup_time"], _by_method(r["calibration"])["linear"]
+    install, run = times["install"], times["main_job"]
+    e2vpt = _by_method(job)["e2vpt"]
+    seeds = " / ".join(map(str, job["seeds"]))
+    return (f"**1. The main job**: install, then train E²VPT on the offline starter for {job['schedule']['epochs']} "
+            f"epochs ({job['schedule']['warmup_epochs']} of them warm-up) and write `results/starter/report.md` and "
+            f"`report.html`. Measured on a fresh clone without a pip cache, 2 CPU cores: the install took {install['seconds']} s ({install['package_seconds']} s "
+            f"the package, {install['extras_seconds']} s its extras; most of it is pip fetching torch's CUDA build), "
+            f"the report {_seconds(run['seconds'])} in two runs ({_seconds(run['train_seconds'])} of it training). "
+            f"Test accuracy: {_f(e2vpt['test_acc_mean'])} ± {_f(e2vpt['test_acc_sd'])}% over training seeds {seeds} "
+            f"({' / '.join(_f(a) for a in e2vpt['test_acc'])}), "
+            f"{_f(e2vpt['test_acc_mean'] - linear['test_acc_mean'])} points above the linear probe's "
+            f"{_f(linear['test_acc_mean'])}% of the [calibration](docs/calibration.md). Drop `train.epochs=60` for the "
+            f"papers' 100-epoch schedule (about {run['minutes_100_epochs']} minutes); add `--methods linear "
+            f"vpt-shallow vpt-deep e2vpt full` for the calibration's seed-42 column (about "
+            f"{run['minutes_five_methods_100_epochs']} minutes). Provenance: [docs/results.md](docs/results.md).")
+
+
+def tests_text(r: dict[str, dict]) -> str:
+    suite = r["setup_time"]["test_suite"]
+    lo, hi = suite["minutes"]
+    lo_i, hi_i = suite["minutes_with_install"]
+    return (f"**2. The tests**: install, then run the whole suite (unit tests, the notebooks, the calibration check): "
+            f"{lo} to {hi} minutes on 2 CPU cores, {lo_i} to {hi_i} with the install, as the machine's load allows.")
+
+
+def calibration_text(r: dict[str, dict]) -> str:
+    cal = r["calibration"]
+    acc = {m: v["test_acc_mean"] for m, v in _by_method(cal).items()}
+    seed42 = {m: v["test_acc"][0] for m, v in _by_method(cal).items()}
+    rounding, timing = cal["rounding_effect"], cal["timing_note"]
+    return "\n".join([
+        _provenance(cal, "calibration") + f" Schedule: {cal['schedule']['epochs']} epochs ({cal['schedule']['warmup_epochs']} "
+        f"warm-up), batch {cal['schedule']['batch_size']}; {cal['data']['classes']} target species, "
+        f"{cal['data']['train']} / {cal['data']['val']} / {cal['data']['test']} train / val / test images. The seed-42 "
+        f"command takes about {cal['seed_42_command_minutes']} minutes.", "",
+        seeds_table(cal), "",
+        f"On the means the linear probe is {_f(acc['e2vpt'] - acc['linear'])} points below E²VPT and "
+        f"{_f(acc['vpt-deep'] - acc['linear'])} below VPT-deep, with VPT-shallow ({_f(acc['vpt-shallow'])}) in "
+        f"between. Single runs of the prompt methods differ by up to {rounding['max_seed_spread']} points between "
+        f"seeds, and float rounding alone moved the seed-42 runs when the unread tokens stopped being computed "
+        f"(E²VPT {_f(rounding['e2vpt'][0])} → {_f(rounding['e2vpt'][1])}%, VPT-deep "
+        f"{_f(rounding['vpt-deep'][0])} → {_f(rounding['vpt-deep'][1])}%); the seed-42 E²VPT run is "
+        f"{_f(seed42['e2vpt'] - seed42['linear'])} points above the probe. Train times are seed 42's, on a VM that "
+        f"ran about {timing['machine_slower_pct']}% slower that day than on the earlier measurement (linear: "
+        f"{_f(cal['methods'][0]['train_seconds'][0], '.0f')} s against {timing['linear_seconds_earlier']} s)."])
+
+
+def baselines_text(r: dict[str, dict]) -> str:
+    base = r["baselines"]
+    return "\n".join([_provenance(base, "baselines") + f" {base['schedule']['epochs']} epochs, {base['minutes']} minutes.", "",
+                      seeds_table(base)])
+
+
+def sweep_text(r: dict[str, dict]) -> str:
+    sweep = r["settings_sweep"]
+    best_val = {}
+    for row in sweep["rows"]:
+        for run in row["30"]:
+            best_val[row["method"]] = max(best_val.get(row["method"], 0.0), run["val_acc"])
+
+    def cell(row: dict, epochs: int) -> str:
+        runs = row[str(epochs)]
+        if epochs == 30:
+            pairs = [f"{_f(run['test_acc'])} / {_f(run['val_acc'])}" for run in runs]
+            return ", ".join(f"**{p}**" if run["val_acc"] == best_val[row["method"]] else p
+                             for p, run in zip(pairs, runs))
+        return ", ".join(f"{_f(run['test_acc'])} / {_f(run['val_acc'])} ({run['setting']})" for run in runs)
+
+    header = ["run", *(f"{e} epochs" for e in sweep["epochs"])]
+    table = markdown_table(header, [[row["label"], *(cell(row, e) for e in sweep["epochs"])] for row in sweep["rows"]])
+    early = sweep["earlier_6_block_starter"]
+    accs = ", ".join(f"{m} {_f(a)}" for m, a in early["test_acc"].items())
+    probe = early["tail_colour_decodable_pct"]
+    return "\n".join([
+        _provenance(sweep, "settings_sweep") + " Test / val accuracy (%), one seed; **measured before the unread-token skipping**, so "
+        "single 100-epoch runs differ from the calibration's by float rounding. Bold: the best validation accuracy "
+        "of each method's 30-epoch sweep.", "", table, "",
+        f"- At 30 epochs the frozen-backbone methods fit at most {sweep['schedule_effect']['fit_at_30_epochs_max_pct']}% "
+        f"of the augmented training images (full fine-tuning {sweep['schedule_effect']['full_fit_at_30_epochs_pct']}%).",
+        f"- The earlier 6-block, 3-head starter ({early['epochs']} epochs): {accs}; VPT-deep with P = 50: "
+        f"{_f(early['vpt_deep_p50'])}. With 8 blocks E²VPT gained up to {early['e2vpt_gain_with_8_blocks_up_to']} "
+        f"points over the probe. The target's tail colour was {probe['tail_patch_token'][0]}–"
+        f"{probe['tail_patch_token'][1]}% decodable from the tail's patch token at every layer, "
+        f"{probe['class_token']}% from the class token.",
+        "- Generator designs that did not work (6-block backbone): "
+        + "; ".join(f"{p['design']} ({p['result']})" for p in sweep["generator_probes_6_block"]) + "."])
+
+
+def pruning_text(r: dict[str, dict]) -> str:
+    p = r["pruning"]
+    before, chosen, rewound, cands = p["before"], p["best_budgets"], p["rewound"], p["candidates"]
+    sweep = p["sweep"]
+    best = cands["best_test"]
+    return "\n".join([
+        _provenance(p, "pruning") + f" Seed {p['seed']}, {p['minutes']} minutes.", "",
+        markdown_table(["", "test acc (%)", "tunable params"],
+                       [["before pruning", _f(before["test_acc"]), f"{before['tunable']:,}"],
+                        *[[f"instant pruning, ratio {s['ratio']}", _f(s["test_acc"]), f"{s['tunable']:,}"]
+                          for s in sweep],
+                        [f"chosen on val ({chosen['num_tokens']} of {p['num_prompts']} tokens, {chosen['num_segments']} "
+                         f"of {p['segments_per_token']} segments pruned), instant", _f(p["instant_test_acc"]), "—"],
+                        ["the same, rewound", _f(rewound["test_acc"]), f"{rewound['tunable']:,}"],
+                        [f"best of the {cands['count']} rewound candidates on test ({best['num_tokens']} tokens, "
+                         f"{best['num_segments']} segment{'s' if best['num_segments'] != 1 else ''} pruned)", _f(best["test_acc"]), f"{best['tunable']:,}"]]),
+        "",
+        f"The rewound model has {100 * (1 - rewound['tunable'] / before['tunable']):.0f}% fewer tunable parameters. "
+        f"The {cands['count']} rewound candidates reached {_f(cands['test_acc_range'][0])}–"
+        f"{_f(cands['test_acc_range'][1])}% test but only {_f(cands['val_acc_range'][0])}–"
+        f"{_f(cands['val_acc_range'][1])}% validation accuracy on {cands['val_images']} images (one image = "
+        f"{100 / cands['val_images']:.1f} points), so selection on validation is noisy"
+        + (", and here it did not pick the best candidate on test" if best["test_acc"] > rewound["test_acc"] else "")
+        + (f". Rewinding the chosen pair {'beat' if rewound['test_acc'] > p['instant_test_acc'] else 'did not beat'} "
+           f"instant pruning of it ({_f(rewound['test_acc'])} against {_f(p['instant_test_acc'])}%); in the E²VPT "
+           "paper rewinding helps.")])
+
+
+def pvp_text(r: dict[str, dict]) -> str:
+    from .fewshot import FEWSHOT_COLUMNS
+
+    pvp = r["pvp_fewshot"]
+    pre = pvp["pretrained_prompts"]
+    n = len(pvp["seeds"])
+    rows = [[row["shots"], f"{_f(row['random_mean'])} ± {_f(row['random_sd'])}",
+             f"{_f(row['pvp_mean'])} ± {_f(row['pvp_sd'])}", _f(row["gain"], "+.1f"),
+             "—" if row["pvp_wins"] is None else f"{row['pvp_wins']} of {n}"] for row in pvp["rows"]]
+    seed_notes = "; ".join(f"at {row['shots']} shots seed {seed}: PVP {_f(v['pvp'])} against random {_f(v['random'])}%"
+                           for row in pvp["rows"] for seed, v in row.get("per_seed", {}).items())
+    return "\n".join([
+        _provenance(pvp, "pvp_fewshot") + f" {pvp['method']}, {pvp['epochs']} epochs per run, test accuracy on the full "
+        f"{pvp['test_images']}-image test split, mean ± sd over seeds {', '.join(map(str, pvp['seeds']))}; "
+        f"{pvp['minutes']} minutes.", "",
+        markdown_table([*FEWSHOT_COLUMNS, "seeds PVP wins"], rows), "",
+        f"Per seed: {seed_notes}. The committed prompt file was pre-trained with `{pre['command']}` (commit "
+        f"{_commit(pre)}; source val {_f(pre['source_val_acc'])}%, {pre['minutes']} minutes on 2 CPU cores)."])
+
+
+def starter_text(r: dict[str, dict]) -> str:
+    s = r["starter_backbone"]
+    return (f"`starter-vit` has {s['parameters_millions']} M parameters ({s['megabytes']} MB); `{s['command']}` "
+            f"pre-trains it on the source species in about {s['minutes']} minutes on 2 CPU cores (source val "
+            f"{_f(s['source_val_acc'])}%; commit {_commit(s)}).")
+
+
+def performance_text(r: dict[str, dict]) -> str:
+    nb, skip, gpu = r["notebooks"], r["unread_tokens"], r["gpu"]
+    t = gpu["targets"]
+    trained = ", ".join(f"`{name}` {count}" for name, count in nb["methods_trained"].items())
+    return "\n".join([
+        f"- **Lessons** (commit {_commit(nb)}): at the full 100-epoch schedule on the offline starter each method "
+        f"takes about {nb['minutes_per_method'][0]} to {nb['minutes_per_method'][1]} minutes on 2 CPU cores; methods "
+        f"trained per notebook: {trained} (03 also rewinds {nb['rewound_candidates_03']} candidates); notebook 01 "
+        f"takes about {nb['notebook_01_minutes']} minutes. `EPOCHS = {nb['short_epochs']}` in the parameters cell "
+        "is the quick setting.",
+        f"- **Unread tokens** (commit {_commit(skip)}, torch {skip['torch']}): not computing them saves "
+        f"{skip['starter_epoch_saving_pct']}% of a starter epoch (E²VPT).",
+        f"- **GPU**: unmeasured. The targets ({t['device']}): ≥ {t['train_images_per_second']:,} training images/s, "
+        f"≥ {t['bf16_peak_fraction_pct']}% of the bf16 peak, ≥ {t['speed_ratio_vs_official_style']}× the official "
+        f"style, evaluation ≥ {t['eval_images_per_second']:,} images/s, a 100-epoch CUB run in < "
+        f"{t['cub_100_epoch_minutes']} minutes. `{gpu['command']}` measures them."])
+
+
+def benchmarks_text(root: Path) -> str:
+    """Every ``benchmarks/results/*.md`` record, headings one level down, under its file name."""
+    parts = []
+    for path in sorted((root / "benchmarks" / "results").glob("*.md")):
+        text = re.sub(r"^(#+) ", r"#\1## ", path.read_text().strip(), flags=re.M)
+        parts.append(f"### `benchmarks/results/{path.name}`\n\n{text}")
+    return "\n\n".join(parts)
+
+
+BLOCKS: dict[str, Callable[[dict[str, dict]], str]] = {
+    "main-job": main_job_text, "tests": tests_text, "calibration": calibration_text, "baselines": baselines_text,
+    "settings-sweep": sweep_text, "pruning": pruning_text, "pvp": pvp_text, "starter": starter_text,
+    "performance": performance_text,
+}
+
+
+def results_index(results: dict[str, dict]) -> str:
+    """``docs/results.md``: one row per result file with its claim and provenance."""
+    rows = []
+    for name, r in results.items():
+        parts = [r] if "command" in r else [v for v in r.values() if isinstance(v, dict) and "command" in v]
+        rows.append([f"[`{name}.json`](results/{name}.json)", r["claim"], "; ".join(_commit(p) for p in parts),
+                     r.get("torch") or "—", r["device"], "; ".join(f"`{p['command']}`" for p in parts)])
+    return ("# Result files\n\n<!-- Generated by `python -m e2vpt_viz docs` from docs/results/*.json; do not edit. -->\n\n"
+            "Every measured number in the README and the docs pages is rendered from one of these files. A "
+            "re-measurement goes in with `python -m e2vpt_viz record` (see `e2vpt_viz/experiments/docs.py`), then "
+            "`python -m e2vpt_viz docs` regenerates the pages.\n\n"
+            + markdown_table(["file", "claim", "measured at", "torch", "device", "command"], rows) + "\n")
+
+
+# -------------------------------------------------------------------------------------------------- rendering
+
+def render(root: Union[str, Path] = ROOT) -> dict[Path, str]:
+    """``{path: the text it should have}`` for every file the generator owns or fills; nothing is written."""
+    root = Path(root)
+    results = load_results(root)
+    if not results:
+        raise FileNotFoundError(f"no result files in {root / RESULTS_DIR}: run `python -m e2vpt_viz docs` from a "
+                                "source checkout of the repository (pip install -e .).")
+    blocks = {**{name: fn(results) for name, fn in BLOCKS.items()}, "benchmarks": benchmarks_text(root)}
+    pages = {root / "docs" / "results.md": results_index(results)}
+    for path in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
+        if path in pages:
+            continue
+        text = path.read_text()
+
+        def fill(match: re.Match) -> str:
+            if match[2] not in blocks:
+                raise ValueError(f"{path.name}: unknown generated block {match[2]!r}; known: {', '.join(blocks)}")
+            return f"{match[1]}{blocks[match[2]]}\n{match[4]}"
+
+        pages[path] = BLOCK.sub(fill, text)
+    return pages
+
+
+def stale(root: Union[str, Path] = ROOT) -> list[Path]:
+    """The files whose committed text differs from what :func:`render` gives."""
+    return [path for path, text in render(root).items() if not path.is_file() or path.read_text() != text]
+
+
+def write_docs(root: Union[str, Path] = ROOT) -> list[Path]:
+    """Regenerate every page and block; returns the files that changed."""
+    changed = stale(root)
+    pages = render(root)
+    for path in changed:
+        path.write_text(pages[path])
+    return changed
+
+
+# -------------------------------------------------------------------------------------------------- recording
+
+def _stamp(result: dict, root: Path) -> dict:
+    import torch
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                                check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+    device = (f"CUDA {torch.cuda.get_device_name(0)}" if torch.cuda.is_available()
+              else f"{torch.get_num_threads()} CPU threads, no GPU")
+    return {**result, "measured": {"commit": commit, "date": datetime.date.today().isoformat()},
+            "device": device, "torch": torch.__version__}
+
+
+def _read(path: Path, what: str) -> dict:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: pass the folder the command wrote ({what}).")
+    return json.loads(path.read_text())
+
+
+def record_seeds(result: dict, run_dirs: Sequence[Union[str, Path]]) -> dict:
+    """The ``kind: seeds`` result re-measured: one ``report --out`` folder per seed, each with ``<method>/metrics.json``
+    for every method of ``result``; labels and claim are kept."""
+    methods, runs = [], [Path(d) for d in run_dirs]
+    metrics = {m["method"]: [_read(d / m["method"] / "metrics.json", "report --out DIR") for d in runs]
+               for m in result["methods"]}
+    for entry in result["methods"]:
+        per_seed = metrics[entry["method"]]
+        accs = [100 * m["test_acc"] for m in per_seed]
+        methods.append({**entry, "test_acc": accs, "test_acc_mean": statistics.fmean(accs),
+                        "test_acc_sd": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+                        **({"tunable": per_seed[0]["parameters"]["tunable"],
+                            "tunable_pct": per_seed[0]["parameters"]["tunable_pct"]} if "tunable" in entry else {}),
+                        **({"train_seconds": [m["train_seconds"] for m in per_seed]} if "train_seconds" in entry
+                           else {})})
+    first = next(iter(metrics.values()))
+    train = [m["config"]["train"] for m in first]
+    return {**result, "seeds": [t["seed"] for t in train], "methods": methods,
+            "schedule": {**result.get("schedule", {}), "epochs": first[0]["epochs"],
+                         "warmup_epochs": train[0]["warmup_epochs"]}}
+
+
+def record_prune(result: dict, run_dir: Union[str, Path]) -> dict:
+    """The ``kind: pruning`` result from a ``prune`` run's ``prune.json`` and ``sweep.json`` (the sweep at the
+    result's ratios)."""
+    run_dir = Path(run_dir)
+    prune = _read(run_dir / "prune.json", "the run's output_dir")
+    sweep = _read(run_dir / "sweep.json", "the run's output_dir")
+    by_ratio = dict(zip(sweep["ratios"], sweep["results"]))
+    ratios = [s["ratio"] for s in result["sweep"]]
+    candidates = prune["rewind_runs"]
+    best = max(candidates, key=lambda c: c["test_acc"])
+    return {**result,
+            "before": {"test_acc": 100 * prune["before"]["test_acc"],
+                       "tunable": prune["before"]["parameters"]["tunable"]},
+            "sweep": [{"ratio": r, "test_acc": 100 * by_ratio[r]["acc"],
+                       "tunable": by_ratio[r]["parameters"]["tunable"]} for r in ratios],
+            "best_budgets": prune["best_budgets"], "instant_test_acc": 100 * prune["instant_test_acc"],
+            "rewound": {"test_acc": 100 * prune["rewound"]["test_acc"],
+                        "tunable": prune["rewound"]["parameters"]["tunable"]},
+            "candidates": {**result["candidates"], "count": len(candidates),
+                           "test_acc_range": [100 * min(c["test_acc"] for c in candidates),
+                                              100 * max(c["test_acc"] for c in candidates)],
+                           "val_acc_range": [100 * min(c["val_acc"] for c in candidates),
+                                             100 * max(c["val_acc"] for c in candidates)],
+                           "best_test": {"num_tokens": best["num_tokens"], "num_segments": best["num_segments"],
+                                         "test_acc": 100 * best["test_acc"], "tunable": best["tunable"]}}}
+
+
+def record_pvp(result: dict, out_dir: Union[str, Path]) -> dict:
+    """The ``kind: pvp_fewshot`` result from the ``pvp_fewshot.json`` that ``pvp-fewshot --out OUT`` wrote."""
+    rows = _read(Path(out_dir) / "pvp_fewshot.json", "pvp-fewshot --out DIR")
+    return {**result, "rows": [
+        {"shots": r["shots"], "random_mean": 100 * r["random_mean"], "random_sd": 100 * r["random_std"],
+         "pvp_mean": 100 * r["pvp_mean"], "pvp_sd": 100 * r["pvp_std"],
+         "gain": 100 * (r["pvp_mean"] - r["random_mean"]),
+         "pvp_wins": sum(p > q for p, q in zip(r["pvp"], r["random"])),
+         "per_seed": {str(s): {"random": 100 * q, "pvp": 100 * p}
+                      for s, p, q in zip(result["seeds"], r["pvp"], r["random"])}} for r in rows]}
+
+
+RECORDERS = {"seeds": record_seeds, "prune": record_prune, "pvp": record_pvp}
+KINDS = {"seeds": "seeds", "prune": "pruning", "pvp": "pvp_fewshot"}
+
+
+def record(kind: str, result_file: Union[str, Path], sources: Sequence[Union[str, Path]],
+           root: Union[str, Path] = ROOT) -> Path:
+    """Rewrite ``result_file`` (a ``docs/results/*.json``) from the files a command wrote under ``sources``."""
+    path = Path(result_file)
+    result = _read(path, "an existing docs/results/*.json")
+    if result.get("kind") != KINDS[kind]:
+        raise ValueError(f"{path} holds a {result.get('kind')!r} result; `record {kind}` writes "
+                         f"{KINDS[kind]!r} results.")
+    if kind != "seeds" and len(sources) != 1:
+        raise ValueError(f"`record {kind}` reads one folder; got {len(sources)}.")
+    new = RECORDERS[kind](result, sources if kind == "seeds" else sources[0])
+    path.write_text(json.dumps(_stamp(new, Path(root)), indent=1, ensure_ascii=False) + "\n")
+    return path

@@ -64,8 +64,8 @@ def test_readme_main_job_text_matches_its_command():
     cfg = load_run_config(args.config, args.overrides)
     text = " ".join(readme.split("**1. The main job**", 1)[1].split("```bash", 1)[0].split())
     epochs, warmup = map(int, re.search(r"for (\d+) epochs \((\d+) of them warm-up\)", text).groups())
-    assert (args.command, args.methods, cfg["method"]["name"]) == ("report", ["e2vpt"], "e2vpt")
-    assert (cfg["train"]["epochs"], cfg["train"]["warmup_epochs"], cfg["train"]["seed"]) == (epochs, warmup, 42)
+    assert (args.command, args.methods, cfg.method_name) == ("report", ["e2vpt"], "e2vpt")
+    assert (cfg.train.epochs, cfg.train.warmup_epochs, cfg.train.seed) == (epochs, warmup, 42)
     mean, sd, *seeds = map(float, re.search(r"([\d.]+) ± ([\d.]+)% over training seeds 42 / 1 / 2 \(([\d.]+) / "
                                             r"([\d.]+) / ([\d.]+)", text).groups())
     assert abs(mean - sum(seeds) / 3) <= 0.05 and abs(sd - statistics.stdev(seeds)) <= 0.05

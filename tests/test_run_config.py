@@ -36,10 +36,11 @@ def test_overrides_are_read_as_yaml_and_converted_to_the_field_type():
     assert load_run_config("starter", ["train.compile=eager"]).train.compile == "eager"
 
 
-def test_a_hash_in_a_value_is_kept_as_written():
+def test_values_are_taken_as_written():
     assert parse_override("output_dir=/runs/base #2") == ("output_dir", "/runs/base #2")
     assert load_run_config("starter", ["output_dir=/runs/base #2"]).output_dir == "/runs/base #2"
     assert load_run_config("starter", ["data.root=data/#1"]).data.root == "data/#1"
+    assert load_run_config("starter", ["data.root=${oc.env:HOME}"]).data.root == "${oc.env:HOME}"  # no interpolation
     with pytest.raises(ValueError, match=r"train.epochs: Value '5 #x'"):  # not a comment: "5 #x" is no integer
         load_run_config("starter", ["train.epochs=5 #x"])
 

@@ -18,7 +18,7 @@ Override grammar (``section.field=value``), and the rules :meth:`RunConfig.repla
 
 - The value is read as YAML (``5``, ``false``, ``null``, ``[0, 2]``, ``{name: linear}``) and then converted to the
   field's type; a value containing ``#`` is taken as written (``output_dir=/runs/base #2`` is ``/runs/base #2``,
-  not a YAML comment).
+  not a YAML comment), and ``${...}`` is not interpolated.
 - ``section=value`` replaces a whole section (``prune={}`` restores its defaults); ``compare.<method>=<mapping>``
   sets one method's presets.
 - A ``method.name`` that differs from the current one is applied first and drops the old method's options (they
@@ -298,9 +298,13 @@ def _first_line(err: Exception) -> str:
 
 
 def _to_object(section: str, kind: type, values: dict, fields_named: Sequence[str]):
-    """``kind(**values)`` through its OmegaConf schema: unknown keys, types, then the dataclass's own checks."""
+    """``kind(**values)`` through its OmegaConf schema: unknown keys, types, then the dataclass's own checks.
+
+    Values are taken as written: no ``${...}`` interpolation is resolved.
+    """
     try:
-        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(kind), values))
+        conf = OmegaConf.merge(OmegaConf.structured(kind), values)
+        return kind(**OmegaConf.to_container(conf, resolve=False, throw_on_missing=True))
     except (ConfigKeyError, ConfigAttributeError) as err:
         key = f"{section}.{err.key if err.key is not None else _first_line(err)}"
         raise ValueError(_unknown_key_message(key, [f"{section}.{f}" for f in fields_named])) from None

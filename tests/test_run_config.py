@@ -155,3 +155,19 @@ def test_round_trip_yaml_object_dict_object(tmp_path):
               "train": {"epochs": 100, "warmup_epochs": 10, "batch_size": 32, "base_lr": 5, "weight_decay": 0.0001}}
     full = load_run_config("starter").replace(prune=PruneConfig(), compare={}, output_dir=None)
     assert RunConfig.from_dict(sparse) == full
+
+
+def test_finished_run_recognises_exactly_its_config(tmp_path):
+    from e2vpt_viz.experiments.run import finished_run
+
+    cfg = load_run_config("starter", [f"output_dir={tmp_path}"])
+    assert finished_run(cfg) is None  # no metrics.json yet
+    (tmp_path / "metrics.json").write_text(json.dumps({"test_acc": 0.5, "config": cfg.to_dict()}))
+    assert finished_run(cfg)["test_acc"] == 0.5
+    assert finished_run(cfg.replace(train={"base_lr": 2.5})) is None
+    assert finished_run(cfg.replace(method={"name": "vpt-deep"})) is None
+    sparse = yaml.safe_load((CONFIG_DIR / "starter.yaml").read_text())  # written before defaults were filled in
+    (tmp_path / "metrics.json").write_text(json.dumps({"test_acc": 0.5, "config": {**sparse, "output_dir": str(tmp_path)}}))
+    assert finished_run(cfg)["test_acc"] == 0.5
+    (tmp_path / "metrics.json").write_text(json.dumps({"test_acc": 0.5, "config": {"data": {}}}))
+    assert finished_run(cfg) is None  # unreadable config: not this run

@@ -1,10 +1,10 @@
-"""Run configs, the CLI end to end on a tiny synthetic dataset, and its error messages."""
+"""choose_run_config, the CLI end to end on a tiny synthetic dataset, and its error messages (the run-config parser
+is tested in test_run_config.py)."""
 import json
 import subprocess
 import sys
 
 import pytest
-import yaml
 
 from data_prep.synthetic import generate_synthetic
 from e2vpt_viz.backbones import STARTER_BACKBONES

@@ -43,7 +43,7 @@ from omegaconf.errors import (ConfigAttributeError, ConfigKeyError, MissingManda
 
 from .. import pruning
 from ..backbones import load_backbone
-from ..methods import METHODS, MethodConfig, method_config
+from ..methods import METHODS, MethodConfig
 from ..training import TrainConfig
 
 CONFIG_DIR = Path(__file__).parent / "configs"

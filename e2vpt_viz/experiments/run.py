@@ -16,8 +16,7 @@ from typing import Callable, Optional, Sequence, Union
 import torch
 
 from . import distributed as dist
-from .config import (CONFIG_DIR, BackboneConfig, DataConfig, PruneConfig, RunConfig, load_run_config,  # noqa: F401
-                     packaged_configs)
+from .config import RunConfig, load_run_config, packaged_configs  # noqa: F401 (load_run_config is read from here too)
 from ..checkpoint import atomic_write, load_prompts
 from ..data import make_loaders
 from ..methods import apply_prompts, count_parameters

@@ -167,7 +167,8 @@ def test_finished_run_recognises_exactly_its_config(tmp_path):
     assert finished_run(cfg.replace(train={"base_lr": 2.5})) is None
     assert finished_run(cfg.replace(method={"name": "vpt-deep"})) is None
     sparse = yaml.safe_load((CONFIG_DIR / "starter.yaml").read_text())  # written before defaults were filled in
-    (tmp_path / "metrics.json").write_text(json.dumps({"test_acc": 0.5, "config": {**sparse, "output_dir": str(tmp_path)}}))
+    sparse["output_dir"] = str(tmp_path)
+    (tmp_path / "metrics.json").write_text(json.dumps({"test_acc": 0.5, "config": sparse}))
     assert finished_run(cfg)["test_acc"] == 0.5
     (tmp_path / "metrics.json").write_text(json.dumps({"test_acc": 0.5, "config": {"data": {}}}))
     assert finished_run(cfg) is None  # unreadable config: not this run

@@ -79,7 +79,8 @@ class DataConfig:
             raise ValueError(f"data.on_device must be auto, true or false, got {self.on_device!r}.")
         if self.device_budget_mb is not None and not (isinstance(self.device_budget_mb, (int, float))
                                                       and self.device_budget_mb >= 0):
-            raise ValueError(f"data.device_budget_mb must be a number of MB >= 0 or null, got {self.device_budget_mb!r}.")
+            raise ValueError(f"data.device_budget_mb must be a number of MB >= 0 or null, "
+                             f"got {self.device_budget_mb!r}.")
 
 
 @dataclass
@@ -170,15 +171,15 @@ class RunConfig:
             raise ValueError(_unknown_key_message(str(unknown[0])))
         missing = [s for s in REQUIRED_SECTIONS if data.get(s) is None]
         if missing:
-            raise ValueError(f"The run config has no section {missing[0]!r}; a run config needs {list(REQUIRED_SECTIONS)}.")
+            raise ValueError(f"The run config has no section {missing[0]!r}; "
+                             f"a run config needs {list(REQUIRED_SECTIONS)}.")
         sections = {name: _section(name, kind, data.get(name) or {}) for name, kind in SECTION_TYPES.items()}
         output_dir = data.get("output_dir")
         if output_dir is not None and not isinstance(output_dir, (str, Path)):
             raise ValueError(f"output_dir must be a folder path or null, got {output_dir!r}.")
         compare = _compare(data.get("compare") or {})
-        cfg = cls(method=_method(data["method"]), compare=compare,
-                  output_dir=None if output_dir is None else str(output_dir), **sections)
-        return cfg
+        return cls(method=_method(data["method"]), compare=compare,
+                   output_dir=None if output_dir is None else str(output_dir), **sections)
 
     def to_dict(self) -> dict:
         """The plain, JSON-serialisable form; ``RunConfig.from_dict(cfg.to_dict()) == cfg``."""

@@ -24,6 +24,7 @@ from ..model import PromptedViT
 from ..training import PROMPTS_FILE, TrainConfig, evaluate, fit
 from .. import pruning
 
+
 def prepare_data(cfg: RunConfig, batch_size: int, seed: int) -> dict:
     """Train / val / test loaders; generates the synthetic starter dataset first when asked to and missing
     (a stale one is used with a warning).

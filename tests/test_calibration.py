@@ -37,7 +37,7 @@ def test_the_seed_42_linear_probe_and_e2vpt_runs_are_reproduced(tmp_path):
     published = published_seed_42()
     methods = ["linear", "e2vpt"]
     cfg = load_run_config("starter", [f"data.root={tmp_path / 'starter'}"])
-    assert cfg["train"]["seed"] == 42
+    assert cfg.train.seed == 42
     results = {r["method"]: r for r in compare_methods(cfg, methods, tmp_path / "runs", progress=False)}
     accuracy = {method: 100 * r["test_acc"] for method, r in results.items()}
     assert accuracy["e2vpt"] > accuracy["linear"], accuracy

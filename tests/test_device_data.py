@@ -139,12 +139,12 @@ def test_over_budget_falls_back_to_the_dataloader_path_with_a_note(root, caplog)
         loaders = prepare_data(cfg, 4, 0)
     assert isinstance(loaders["train"], torch.utils.data.DataLoader)
     assert "DataLoader path" in caplog.text and "device_budget_mb" in caplog.text
-    cfg["data"]["device_budget_mb"] = 10
+    cfg = cfg.replace(data={"device_budget_mb": 10})
     assert isinstance(prepare_data(cfg, 4, 0)["train"], DeviceLoader)
-    cfg["data"]["on_device"] = "auto"  # auto = only when training on CUDA
+    cfg = cfg.replace(data={"on_device": "auto"})  # auto = only when training on CUDA
     assert isinstance(prepare_data(cfg, 4, 0)["train"], torch.utils.data.DataLoader)
     with pytest.raises(ValueError, match="on_device"):
-        load_run_config(cfg, ["data.on_device=sometimes"])
+        cfg.replace(data={"on_device": "sometimes"})
 
 
 def test_fit_on_device_resumes_exactly_and_learns(root, tmp_path):

@@ -65,8 +65,8 @@ def test_readme_main_job_text_matches_its_command():
     args = build_parser().parse_args(main_job.split("-m e2vpt_viz ", 1)[1].split())
     cfg = load_run_config(args.config, args.overrides)
     job = results["main_job"]
-    assert (args.command, args.methods, cfg["method"]["name"]) == ("report", ["e2vpt"], "e2vpt")
-    assert (cfg["train"]["epochs"], cfg["train"]["warmup_epochs"], cfg["train"]["seed"]) == (
+    assert (args.command, args.methods, cfg.method_name) == ("report", ["e2vpt"], "e2vpt")
+    assert (cfg.train.epochs, cfg.train.warmup_epochs, cfg.train.seed) == (
         job["schedule"]["epochs"], job["schedule"]["warmup_epochs"], job["seeds"][0])
     e2vpt = job["methods"][0]
     assert abs(e2vpt["test_acc_mean"] - statistics.fmean(e2vpt["test_acc"])) <= 0.05

@@ -7,6 +7,8 @@ import pytest
 from data_prep.synthetic import generate_synthetic
 from e2vpt_viz import training
 from e2vpt_viz.experiments.cli import main
+from e2vpt_viz.experiments.config import PruneConfig
+from e2vpt_viz.methods import E2VPTConfig
 from e2vpt_viz.experiments.reproduce import FINAL_SEEDS, PAPER, base_config, mean_std, reproduce
 
 
@@ -44,12 +46,13 @@ def count_epochs(monkeypatch, stop_after=None):
 
 def test_paper_settings():
     cfg = base_config("cub", "e2vpt")
-    assert cfg["data"]["root"] == "data/CUB_200_2011" and cfg["backbone"]["name"] == "vit_base_patch16_224.orig_in21k"
-    assert cfg["method"] == {"name": "e2vpt", "num_prompts": 5, "num_kv_prompts": 5, "dropout": 0.1}
-    assert (cfg["train"]["epochs"], cfg["train"]["warmup_epochs"], cfg["train"]["batch_size"]) == (100, 10, 128)
-    assert base_config("cub", "linear")["train"]["batch_size"] == 2048
-    assert base_config("cub", "full")["train"]["optimizer"] == "adamw"
-    assert cfg["prune"] == {}  # the official candidate budgets
+    assert cfg.data.root == "data/CUB_200_2011" and cfg.backbone.name == "vit_base_patch16_224.orig_in21k"
+    assert cfg.method == E2VPTConfig(num_prompts=5, num_kv_prompts=5, dropout=0.1)
+    assert (cfg.train.epochs, cfg.train.warmup_epochs, cfg.train.batch_size) == (100, 10, 128)
+    assert base_config("cub", "linear").train.batch_size == 2048
+    assert base_config("cub", "full").train.optimizer == "adamw"
+    assert cfg.prune == PruneConfig() and cfg.prune.num_tokens is None  # the official candidate budgets
+    assert cfg.compare == {}
     assert FINAL_SEEDS == (42, 44, 82, 100, 800) and PAPER["e2vpt"]["cub"] == 89.1 and PAPER["vpt-deep"]["cub"] == 88.5
     assert mean_std([88.0, 89.0, 90.0]) == (89.0, 1.0)
 

@@ -1,15 +1,17 @@
-"""Run configs, the CLI end to end on a tiny synthetic dataset, and its error messages."""
+"""choose_run_config, the CLI end to end on a tiny synthetic dataset, and its error messages (the run-config parser
+is tested in test_run_config.py)."""
 import json
 import subprocess
 import sys
 
 import pytest
-import yaml
 
 from data_prep.synthetic import generate_synthetic
 from e2vpt_viz.backbones import STARTER_BACKBONES
 from e2vpt_viz.experiments.cli import main
-from e2vpt_viz.experiments.run import choose_run_config, load_run_config, packaged_configs
+from e2vpt_viz.experiments.config import RunConfig
+from e2vpt_viz.experiments.run import choose_run_config
+from e2vpt_viz.methods import E2VPTConfig
 
 TINY = dict(num_classes=4, train_per_class=6, val_per_class=2, test_per_class=3)
 
@@ -25,58 +27,17 @@ def overrides(root, out, **extra):
     return [f"{k}={v}" for k, v in items.items()]
 
 
-def test_packaged_configs_load_and_validate():
-    assert {"starter", "cub_e2vpt"} <= set(packaged_configs())
-    cub = load_run_config("cub_e2vpt")
-    assert cub["method"] == {"name": "e2vpt", "num_prompts": 5, "num_kv_prompts": 5, "dropout": 0.1}
-    assert (cub["train"]["batch_size"], cub["train"]["epochs"], cub["train"]["warmup_epochs"]) == (128, 100, 10)
-    assert cub["train"]["optimizer"] == "sgd"
-
-
-def test_overrides_are_parsed_as_yaml():
-    cfg = load_run_config("starter", ["train.epochs=7", "method.num_prompts=3", "data.cache=false"])
-    assert cfg["train"]["epochs"] == 7 and cfg["method"]["num_prompts"] == 3 and cfg["data"]["cache"] is False
-
-
-def test_a_shorter_schedule_keeps_the_warmup_share_unless_warmup_is_given():
-    packaged = load_run_config("starter")["train"]
-    assert (packaged["epochs"], packaged["warmup_epochs"]) == (100, 10)  # the papers' schedule
-    assert load_run_config("starter", ["train.epochs=30"])["train"]["warmup_epochs"] == 3
-    assert load_run_config("starter", ["train.epochs=2"])["train"]["warmup_epochs"] == 0
-    assert load_run_config("starter", ["train.epochs=5", "train.warmup_epochs=2"])["train"]["warmup_epochs"] == 2
-    assert load_run_config("starter", ["train.warmup_epochs=20"])["train"]["epochs"] == 100
-    with pytest.raises(ValueError, match="warmup_epochs must be in"):
-        load_run_config("starter", ["train.epochs=5", "train.warmup_epochs=5"])
-
-
-def test_a_new_method_name_drops_the_old_methods_options():
-    cfg = load_run_config("starter", ["method.num_prompts=10", "method.name=vpt-deep"])
-    assert cfg["method"] == {"name": "vpt-deep", "num_prompts": 10}
-    assert load_run_config("starter", ["method.name=linear"])["method"] == {"name": "linear"}
-    assert load_run_config("starter", ["method.name=e2vpt"])["method"]["num_kv_prompts"] == 5  # same method: kept
-
-
-@pytest.mark.parametrize("bad, message", [
-    (["train.epochs=0"], "epochs must be a positive integer"),
-    (["method.num_prompts=-2"], "num_prompts must be a positive integer"),
-    (["method.name=prefix"], "Unknown method 'prefix'"),
-    (["epochs=5"], "sections must be"),
-    (["train.epochs"], "section.field=value"),
-])
-def test_bad_overrides_fail_at_load(bad, message):
-    with pytest.raises(ValueError, match=message):
-        load_run_config("starter", bad)
-
-
 def test_choose_run_config_falls_back_to_the_starter(tmp_path):
-    cfg, note = choose_run_config("auto", tmp_path, epochs=3)
-    assert cfg["backbone"]["name"] == "starter-vit" and "Offline starter" in note
-    assert cfg["data"]["root"] == str(tmp_path / "starter")
-    assert cfg["train"]["epochs"] == 3 and 0 <= cfg["train"]["warmup_epochs"] < 3
+    cfg, note = choose_run_config("auto", tmp_path, epochs=3, device="cpu")
+    assert isinstance(cfg, RunConfig) and cfg.method == E2VPTConfig(num_prompts=5, num_kv_prompts=5)
+    assert cfg.backbone.name == "starter-vit" and "Offline starter" in note
+    assert cfg.data.root == str(tmp_path / "starter") and cfg.train.device == "cpu"
+    assert (cfg.train.epochs, cfg.train.warmup_epochs) == (3, 0)  # 10% of 3 epochs rounds to 0
     (tmp_path / "CUB_200_2011").mkdir()
     (tmp_path / "CUB_200_2011" / "train.json").write_text("{}")
-    cfg, note = choose_run_config("auto", tmp_path)
-    assert cfg["backbone"]["name"] == "vit_base_patch16_224.orig_in21k" and "Real CUB" in note
+    cfg, note = choose_run_config("auto", tmp_path, backbone="vit_small_patch16_224")
+    assert cfg.backbone.name == "vit_small_patch16_224" and "Real CUB" in note and "vit_small_patch16_224" in note
+    assert cfg.data.root == str(tmp_path / "CUB_200_2011") and (cfg.train.epochs, cfg.train.batch_size) == (100, 128)
 
 
 def test_cli_train_eval_and_resume(tiny_root, tmp_path, capsys):
@@ -116,6 +77,8 @@ def test_cli_errors_are_one_line_without_traceback(tmp_path):
          "does not exist"),
         (["train", "--config", "starter", "backbone.name=vit_bsae_patch16_224"], "Close matches"),
         (["train", "--config", str(tmp_path / "missing.yaml")], "neither a file nor a packaged config"),
+        (["train", "--config", "starter", "backbone.pretraind=false"],
+         "unknown key backbone.pretraind; did you mean backbone.pretrained?"),
     ]
     for argv, message in cases:
         done = subprocess.run([sys.executable, "-m", "e2vpt_viz", *argv], capture_output=True, text=True,
@@ -159,13 +122,6 @@ def test_cli_prune_runs_the_protocol_and_resumes(tiny_root, tmp_path, capsys):
     assert main(args) == 0
     assert {p: p.stat().st_mtime_ns for p in out.rglob("train_state.pt")} == stamps
     assert json.loads((out / "prune.json").read_text())["rewind_runs"] == runs
-
-
-def test_bad_prune_settings_fail_at_load():
-    with pytest.raises(ValueError, match="prune.score"):
-        load_run_config("starter", ["prune.score=magnitude"])
-    with pytest.raises(ValueError, match=r"in \[0, 1\)"):
-        load_run_config("starter", ["prune.sweep_ratios=[0.5,1.0]"])
 
 
 def test_cli_pvp_pretrain_then_few_shot(tiny_root, tmp_path, capsys, monkeypatch):

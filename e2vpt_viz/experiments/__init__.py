@@ -3,8 +3,9 @@ device-resident data path and several processes.
 
 It depends on the core (:mod:`e2vpt_viz`), never the other way round:
 
-* :mod:`.run` run configs (data + backbone + method + training + output folder), ``train_run``, ``compare_methods``,
-  ``grid_search``, ``prune_run``;
+* :mod:`.config` typed run configs (data + backbone + method + training + pruning + output folder), parsed once from
+  YAML and ``section.field=value`` overrides;
+* :mod:`.run` ``train_run``, ``compare_methods``, ``grid_search``, ``prune_run``;
 * :mod:`.cli` ``python -m e2vpt_viz ...``; :mod:`.report` the report files;
 * :mod:`.reproduce` the papers' FGVC protocol (grid, pruning, final seeds, table beside the papers' numbers);
 * :mod:`.fewshot` PVP pre-training on a source task and the few-shot comparison;

@@ -207,7 +207,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                  f"run `python -m e2vpt_viz {args.command} ...` without torchrun.")
             from .run import load_run_config
 
-            dist.init_from_env(load_run_config(args.config, args.overrides)["train"].get("device", "auto"))
+            dist.init_from_env(load_run_config(args.config, args.overrides).train.device)
             started_group = True
         return run_command(args)
     except USER_ERRORS as err:

@@ -13,8 +13,9 @@ import datetime
 import statistics
 import sys
 import time
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import TYPE_CHECKING, Optional, Sequence, Union
 
 import torch
 from torch.utils.data import DataLoader
@@ -23,7 +24,10 @@ from torchvision.datasets import ImageFolder
 from .. import tables
 from ..data import DatasetLayoutError, build_transforms, load_rgb, make_loaders, split_loader
 from ..pvp import load_prompt_modules, save_prompt_modules
-from ..training import TrainConfig, evaluate, fit, result_settings
+from ..training import evaluate, fit, result_settings
+
+if TYPE_CHECKING:
+    from .config import RunConfig
 
 
 class _RGBImageFolder(ImageFolder):
@@ -34,16 +38,16 @@ class _RGBImageFolder(ImageFolder):
         self.num_classes = len(self.classes)
 
 
-def packaged_prompts(cfg: dict) -> Path:
+def packaged_prompts(cfg: "RunConfig") -> Path:
     """The PVP file shipped for the run config's backbone and method (``weights/<backbone>-<method>-pvp``); a clear
     error saying how to make one when none ships (only the offline starter's E2VPT prompts do)."""
     from ..backbones import WEIGHTS_DIR
 
-    method = cfg["method"]["name"]
-    path = WEIGHTS_DIR / f"{cfg['backbone']['name']}-{method}-pvp.safetensors"
+    method = cfg.method_name
+    path = WEIGHTS_DIR / f"{cfg.backbone.name}-{method}-pvp.safetensors"
     if not path.is_file():
         raise FileNotFoundError(
-            f"No pre-trained prompts ship for backbone {cfg['backbone']['name']!r} with {method}. Make them on a source "
+            f"No pre-trained prompts ship for backbone {cfg.backbone.name!r} with {method}. Make them on a source "
             "task (an ImageNet-format folder or a prepared FGVC root) with `python -m e2vpt_viz pvp-pretrain --config "
             "CONFIG --source ROOT --out FILE`, then pass that file.")
     return path
@@ -71,7 +75,7 @@ def source_loaders(root: Union[str, Path], crop_size: int, batch_size: int, seed
         f"`python -m data_prep synthetic --root {root} --task source`.")
 
 
-def pretrain_prompts(cfg: dict, source_root: Union[str, Path], out: Union[str, Path],
+def pretrain_prompts(cfg: "RunConfig", source_root: Union[str, Path], out: Union[str, Path],
                      epochs: Optional[int] = None, progress: bool = True,
                      run_dir: Union[str, Path, None] = None) -> Path:
     """Train the run config's prompt method on the source task (frozen backbone) and save its prompt modules.
@@ -82,15 +86,13 @@ def pretrain_prompts(cfg: dict, source_root: Union[str, Path], out: Union[str, P
     from .run import build_model
 
     source_root = Path(source_root)
-    if cfg["data"].get("synthetic"):
+    if cfg.data.synthetic:
         from data_prep.synthetic import ensure_synthetic
 
         ensure_synthetic(source_root, task="source", workers=1)  # the starter's source species
-    train = {**cfg["train"], "progress": progress, **({"epochs": epochs} if epochs else {})}
-    if epochs:
-        train["warmup_epochs"] = min(train["warmup_epochs"], epochs - 1)
-    config = TrainConfig(**train)
-    loaders = source_loaders(source_root, cfg["data"]["crop_size"], config.batch_size, config.seed)
+    schedule = {"epochs": epochs, "warmup_epochs": min(cfg.train.warmup_epochs, epochs - 1)} if epochs else {}
+    config = replace(cfg.train, progress=progress, **schedule)
+    loaders = source_loaders(source_root, cfg.data.crop_size, config.batch_size, config.seed)
     model = build_model(cfg, loaders["train"].dataset.num_classes)
     started = time.perf_counter()
     run_dir = Path(run_dir) if run_dir is not None else Path("results") / "pvp_source" / Path(out).stem
@@ -98,11 +100,11 @@ def pretrain_prompts(cfg: dict, source_root: Union[str, Path], out: Union[str, P
     command = " ".join(["python -m e2vpt_viz", *sys.argv[1:]]) if sys.argv[1:2] == ["pvp-pretrain"] else None
     return save_prompt_modules(model, out, source=str(source_root), source_val_acc=history[-1]["val_acc"],
                                command=command, date=datetime.date.today().isoformat(),
-                               train_config=result_settings(train),
+                               train_config=result_settings(asdict(config)),
                                seconds=round(time.perf_counter() - started, 1), torch=torch.__version__)
 
 
-def few_shot_comparison(cfg: dict, prompts: Union[str, Path], shots: Sequence[int] = (1, 2, 4, 8, 16),
+def few_shot_comparison(cfg: "RunConfig", prompts: Union[str, Path], shots: Sequence[int] = (1, 2, 4, 8, 16),
                         seeds: Sequence[int] = (0, 1, 2), epochs: int = 50, progress: bool = False) -> list[dict]:
     """Few-shot prompt tuning on the run's dataset from a random vs a PVP initialisation.
 
@@ -115,19 +117,19 @@ def few_shot_comparison(cfg: dict, prompts: Union[str, Path], shots: Sequence[in
     """
     from data_prep.fgvc import write_subset
 
-    from .run import build_model, load_run_config, prepare_data
+    from .run import build_model, prepare_data
 
     full = prepare_data(cfg, 1, 0)  # make sure the (starter) dataset exists
     load_prompt_modules(build_model(cfg, full["train"].dataset.num_classes), prompts)  # fail now, not after K runs
-    root = Path(cfg["data"]["root"])
+    root = Path(cfg.data.root)
     rows = []
     for k in shots:
         accs: dict[str, list[float]] = {"random": [], "pvp": []}
         for seed in seeds:
             subset = write_subset(root, None, k, seed)
-            run_cfg = load_run_config(cfg, [f"data.root={subset}", f"train.seed={seed}", f"train.epochs={epochs}",
-                                            f"train.warmup_epochs={max(1, epochs // 10)}"])
-            train_config = TrainConfig(**{**run_cfg["train"], "progress": progress})
+            run_cfg = cfg.replace(data={"root": str(subset)},
+                                  train={"seed": seed, "epochs": epochs, "warmup_epochs": max(1, epochs // 10)})
+            train_config = replace(run_cfg.train, progress=progress)
             loaders = prepare_data(run_cfg, train_config.batch_size, seed)
             for init in ("random", "pvp"):
                 model = build_model(run_cfg, loaders["train"].dataset.num_classes)

@@ -37,14 +37,17 @@ from __future__ import annotations
 import json
 import shutil
 import statistics
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
 from . import run as runs
+from .config import PruneConfig, RunConfig, load_run_config
 from ..checkpoint import atomic_write
 from ..tables import markdown_table
+from ..methods import method_config
 from ..pruning import ImportanceScores, prune_and_rewind
-from ..training import STATE_FILE, TrainConfig
+from ..training import STATE_FILE
 
 FINAL_SEEDS = (42, 44, 82, 100, 800)
 WEIGHT_DECAYS = (0.01, 0.001, 0.0001, 0.0)
@@ -102,8 +105,8 @@ def _read_json(path: Path) -> Optional[dict]:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def base_config(dataset: str, method: str, config: Union[str, Path, dict, None] = None,
-                overrides: Sequence[str] = (), tiny: bool = False) -> dict:
+def base_config(dataset: str, method: str, config: Union[str, Path, dict, RunConfig, None] = None,
+                overrides: Sequence[str] = (), tiny: bool = False) -> RunConfig:
     """The run config of one method on one dataset before the grid fills in lr and wd."""
     if dataset not in DATASETS:
         raise ValueError(f"Unknown dataset {dataset!r}; choose one of {sorted(DATASETS)}.")
@@ -112,20 +115,19 @@ def base_config(dataset: str, method: str, config: Union[str, Path, dict, None] 
     settings = METHOD_SETTINGS[method]
     if config is None:
         config = "starter" if dataset == "starter" else "cub_e2vpt"
-    items = [f"method={json.dumps(settings['method'])}", "prune={}"]
+    options = dict(settings["method"])
+    changes: dict = {"method": method_config(options.pop("name"), **options), "prune": PruneConfig(), "compare": {}}
+    train: dict = {}
     if dataset != "starter":
-        items.append(f"data.root={DATASETS[dataset][0]}")
-        items += [f"train.{k}={json.dumps(v)}" for k, v in settings["train"].items()]
-        items += ["train.epochs=100", "train.warmup_epochs=10"]
+        changes["data"] = {"root": DATASETS[dataset][0]}
+        train = {**settings["train"], "epochs": 100, "warmup_epochs": 10}
         if method.startswith("vpt") and settings["method"]["num_prompts"] >= 100:
-            items.append("train.batch_size=64")
+            train["batch_size"] = 64
     elif method == "full":
-        items += ["train.optimizer=adamw"]
+        train = {"optimizer": "adamw"}
     if tiny:
-        items += [f"train.epochs={TINY['epochs']}", "train.warmup_epochs=1"]
-    cfg = runs.load_run_config(config, items)
-    cfg.pop("compare", None)
-    return runs.load_run_config(cfg, overrides)
+        train.update(epochs=TINY["epochs"], warmup_epochs=1)
+    return load_run_config(config).replace(**changes, train=train).with_overrides(overrides)
 
 
 # Settings that do not change the results; a resumed reproduction may differ in them.
@@ -133,9 +135,9 @@ _FREE = {"train": ("device", "compile", "grad_checkpointing", "progress"),
          "data": ("num_workers", "on_device", "device_budget_mb", "cache")}
 
 
-def _plan(dataset: str, method: str, cfg: dict, lrs, wds, seeds, prompt_lengths, tiny: bool) -> dict:
+def _plan(dataset: str, method: str, cfg: RunConfig, lrs, wds, seeds, prompt_lengths, tiny: bool) -> dict:
     """What fixes a reproduction's numbers; a resume must agree with the ``protocol.json`` it finds."""
-    config = {k: v for k, v in cfg.items() if k != "output_dir"}
+    config = {k: v for k, v in cfg.to_dict().items() if k != "output_dir"}
     for section, keys in _FREE.items():
         config[section] = {k: v for k, v in config[section].items() if k not in keys}
     return json.loads(json.dumps({"dataset": dataset, "method": method, "lrs": list(lrs), "wds": list(wds),
@@ -143,14 +145,14 @@ def _plan(dataset: str, method: str, cfg: dict, lrs, wds, seeds, prompt_lengths,
                                   "config": config}))
 
 
-def _grid(cfg: dict, out: Path, lrs, wds, prompt_lengths, progress: bool) -> dict:
+def _grid(cfg: RunConfig, out: Path, lrs, wds, prompt_lengths, progress: bool) -> dict:
     """Stage 1: the lr × wd (× prompt length) grid, selected on the best validation accuracy of any epoch."""
     path = out / "grid.json"
     if path.is_file():
         return json.loads(path.read_text())
     searches = []
     for length in prompt_lengths or [None]:
-        run_cfg = cfg if length is None else runs.load_run_config(cfg, [f"method.num_prompts={length}"])
+        run_cfg = cfg if length is None else cfg.replace(method={"num_prompts": length})
         folder = out / "grid" if length is None else out / "grid" / f"p{length}"
         search = runs.grid_search(run_cfg, lrs, wds, folder, progress=progress, select="best")
         for r in search["runs"]:
@@ -163,15 +165,13 @@ def _grid(cfg: dict, out: Path, lrs, wds, prompt_lengths, progress: bool) -> dic
     return grid
 
 
-def _selected_config(cfg: dict, grid: dict) -> dict:
+def _selected_config(cfg: RunConfig, grid: dict) -> RunConfig:
     best = grid["best"]
-    items = [f"train.base_lr={best['base_lr']}", f"train.weight_decay={best['weight_decay']}"]
-    if best.get("num_prompts") is not None:
-        items.append(f"method.num_prompts={best['num_prompts']}")
-    return runs.load_run_config(cfg, items)
+    prompts = {"num_prompts": best["num_prompts"]} if best.get("num_prompts") is not None else {}
+    return cfg.replace(train={"base_lr": best["base_lr"], "weight_decay": best["weight_decay"]}, method=prompts)
 
 
-def _prune(cfg: dict, grid: dict, out: Path, tiny: bool, progress: bool) -> dict:
+def _prune(cfg: RunConfig, grid: dict, out: Path, tiny: bool, progress: bool) -> dict:
     """Stage 2 (E²VPT): scores, candidates, rewinding; the grid's best run is the model before pruning."""
     path = out / "prune" / "prune.json"
     if path.is_file():
@@ -181,26 +181,24 @@ def _prune(cfg: dict, grid: dict, out: Path, tiny: bool, progress: bool) -> dict
     if not (before / STATE_FILE).exists() and grid_state.exists():
         before.mkdir(parents=True, exist_ok=True)
         atomic_write(before / STATE_FILE, lambda tmp: shutil.copyfile(grid_state, tmp))
-    items = [f"output_dir={out / 'prune'}"]
-    if tiny:
-        items += [f"prune.{k}={json.dumps(TINY[k])}" for k in ("num_tokens", "num_segments", "sweep_ratios")]
-    result = runs.prune_run(runs.load_run_config(cfg, items), progress=progress)
+    prune = {k: TINY[k] for k in ("num_tokens", "num_segments", "sweep_ratios")} if tiny else {}
+    result = runs.prune_run(cfg.replace(output_dir=str(out / "prune"), prune=prune), progress=progress)
     return {k: v for k, v in result.items() if k not in ("model", "sweep")}
 
 
-def _final_run(cfg: dict, seed: int, grid: dict, pruned: Optional[dict], out: Path, progress: bool) -> dict:
+def _final_run(cfg: RunConfig, seed: int, grid: dict, pruned: Optional[dict], out: Path, progress: bool) -> dict:
     """Stage 3: one final seed; its result.json marks it done."""
     path = out / "final" / f"seed{seed}" / "result.json"
     if path.is_file():
         return json.loads(path.read_text())
-    seed_cfg = runs.load_run_config(cfg, [f"train.seed={seed}", f"output_dir={path.parent}"])
-    same_as_selected = seed == cfg["train"]["seed"]
+    seed_cfg = cfg.replace(train={"seed": seed}, output_dir=str(path.parent))
+    same_as_selected = seed == cfg.train.seed
     if pruned is None:
         if same_as_selected:  # the grid's best run is this very run
-            seed_cfg = runs.load_run_config(seed_cfg, [f"output_dir={grid['best']['output_dir']}"])
+            seed_cfg = seed_cfg.replace(output_dir=grid["best"]["output_dir"])
         metrics = runs.finished_run(seed_cfg) or runs.train_run(seed_cfg, progress=progress)
         result = {"seed": seed, "test_acc": metrics["test_acc"], "val_acc": metrics["val_acc"],
-                  "tunable": metrics["parameters"]["tunable"], "run_dir": seed_cfg["output_dir"]}
+                  "tunable": metrics["parameters"]["tunable"], "run_dir": seed_cfg.output_dir}
     else:
         budgets = pruned["best_budgets"]
         chosen = [r for r in pruned["rewind_runs"] if (r["num_tokens"], r["num_segments"])
@@ -210,7 +208,7 @@ def _final_run(cfg: dict, seed: int, grid: dict, pruned: Optional[dict], out: Pa
                       "tunable": chosen["tunable"], "run_dir": str(out / "prune" / "rewind")}
         else:
             scores = ImportanceScores.from_dict(json.loads((out / "prune" / "scores.json").read_text()))
-            train_config = TrainConfig(**{**seed_cfg["train"], "progress": progress})
+            train_config = replace(seed_cfg.train, progress=progress)
             loaders = runs.prepare_data(seed_cfg, train_config.batch_size, seed)
             num_classes = loaders["train"].dataset.num_classes
             rewound = prune_and_rewind(lambda: runs.build_model(seed_cfg, num_classes), loaders["train"],
@@ -279,7 +277,7 @@ def summary_markdown(folder: Path) -> Optional[str]:
 
 
 def reproduce(dataset: str, method: str, out: Union[str, Path, None] = None,
-              config: Union[str, Path, dict, None] = None, overrides: Sequence[str] = (), tiny: bool = False,
+              config: Union[str, Path, dict, RunConfig, None] = None, overrides: Sequence[str] = (), tiny: bool = False,
               lrs: Optional[Sequence[float]] = None, wds: Optional[Sequence[float]] = None,
               seeds: Optional[Sequence[int]] = None, prompt_lengths: Optional[Sequence[int]] = None,
               progress: bool = True) -> dict:
@@ -308,7 +306,7 @@ def reproduce(dataset: str, method: str, out: Union[str, Path, None] = None,
                          "pass another --out or the same settings to resume it.")
     _write_json(out / "protocol.json", plan)
 
-    grid = _grid(runs.load_run_config(cfg, [f"output_dir={out}"]), out, lrs, wds, plan["prompt_lengths"], progress)
+    grid = _grid(cfg.replace(output_dir=str(out)), out, lrs, wds, plan["prompt_lengths"], progress)
     selected = _selected_config(cfg, grid)
     pruned = _prune(selected, grid, out, tiny, progress) if method == "e2vpt" else None
     final = [_final_run(selected, seed, grid, pruned, out, progress) for seed in seeds]

@@ -11,6 +11,7 @@ import datetime
 import json
 import sys
 import time
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Optional, Union
 
@@ -47,8 +48,7 @@ def pretrain_starter(data_root: Union[str, Path] = "data/starter-source", out: U
 
     root = Path(data_root)
     ensure_synthetic(root, task="source", seed=seed)
-    config = TrainConfig(**{**PRETRAIN_CONFIG.__dict__, "seed": seed, "progress": progress,
-                            **({"epochs": epochs} if epochs else {})})
+    config = replace(PRETRAIN_CONFIG, seed=seed, progress=progress, **({"epochs": epochs} if epochs else {}))
     crop = STARTER_BACKBONES[name]["img_size"]
     loaders = make_loaders(root, crop, config.batch_size, num_workers=0, cache=True, seed=seed)
     torch.manual_seed(seed)
@@ -62,7 +62,7 @@ def pretrain_starter(data_root: Union[str, Path] = "data/starter-source", out: U
         "name": name, "architecture": STARTER_BACKBONES[name], "seed": seed,
         "command": " ".join(["python -m e2vpt_viz pretrain-starter", *sys.argv[2:]]) if sys.argv[1:2] == [
             "pretrain-starter"] else f"pretrain_starter({str(data_root)!r}, epochs={epochs}, seed={seed})",
-        "train_config": result_settings(config.__dict__),
+        "train_config": result_settings(asdict(config)),
         "data_spec": json.loads(spec_file.read_text()) if spec_file.exists() else None,
         "source_val_acc": val["acc"], "final_train_loss": history[-1]["train_loss"],
         "train_seconds": round(time.perf_counter() - started, 1), "torch": torch.__version__,

@@ -21,7 +21,7 @@ from e2vpt_viz.training import PROMPTS_FILE, STATE_FILE
 from .conftest import (STEPS_PER_EPOCH, TRAIN, max_difference, read_json, read_tensors, run_args, same_numbers,
                        without_timing)
 
-STARTER_LR = load_run_config("starter")["train"]["base_lr"]  # what run_args trains with; named in the messages
+STARTER_LR = load_run_config("starter").train.base_lr  # what run_args trains with; named in the messages
 PRUNE = ["prune", "--config", "starter", "--quiet"]
 PRUNE_GRID = ["prune.num_tokens=[0,2]", "prune.num_segments=[1]", "prune.sweep_ratios=[0,0.5]"]
 EPOCHS = 3

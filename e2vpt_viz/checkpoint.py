@@ -100,9 +100,14 @@ def atomic_write(path: Union[str, Path], write: Callable[[str], None]) -> Path:
     return path
 
 
+def write_text(path: Union[str, Path], text: str) -> Path:
+    """``text`` at ``path``, written atomically (see :func:`atomic_write`)."""
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
 def write_json(path: Union[str, Path], data, indent: Optional[int] = 1) -> Path:
     """``data`` as JSON at ``path``, written atomically (see :func:`atomic_write`)."""
-    return atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=indent)))
+    return write_text(path, json.dumps(data, indent=indent))
 
 
 def _remove_stale_temporaries(path: Path) -> None:

@@ -1,7 +1,14 @@
-"""The one Markdown table renderer: reports, the PVP few-shot table, the reproduction tables and the docs pages."""
+"""Result tables: the one mean ± sd over seeds and the one Markdown renderer (reports, the PVP few-shot table, the
+reproduction tables and the docs pages)."""
 from __future__ import annotations
 
+import statistics
 from typing import Iterable, Sequence
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation of ``values`` (sd 0 for one value)."""
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def markdown_table(header: Sequence[object], rows: Iterable[Sequence[object]]) -> str:

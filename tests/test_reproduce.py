@@ -9,7 +9,8 @@ from e2vpt_viz import training
 from e2vpt_viz.experiments.cli import main
 from e2vpt_viz.experiments.config import PruneConfig
 from e2vpt_viz.methods import E2VPTConfig
-from e2vpt_viz.experiments.reproduce import FINAL_SEEDS, PAPER, base_config, mean_std, reproduce
+from e2vpt_viz.experiments.reproduce import FINAL_SEEDS, PAPER, base_config, reproduce
+from e2vpt_viz.tables import mean_std
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

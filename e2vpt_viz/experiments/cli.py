@@ -166,14 +166,14 @@ def run_command(args: argparse.Namespace) -> int:
     elif args.command == "pvp-fewshot":
         from pathlib import Path
 
-        from ..checkpoint import atomic_write
+        from ..checkpoint import write_json, write_text
         from .fewshot import few_shot_comparison, markdown_table
 
         rows = few_shot_comparison(load_run_config(args.config, args.overrides), args.prompts, args.shots,
                                    args.seeds, args.epochs)
         out = Path(args.out)
-        atomic_write(out / "pvp_fewshot.json", lambda tmp: Path(tmp).write_text(json.dumps(rows, indent=1)))
-        atomic_write(out / "pvp_fewshot.md", lambda tmp: Path(tmp).write_text(markdown_table(rows) + "\n"))
+        write_json(out / "pvp_fewshot.json", rows)
+        write_text(out / "pvp_fewshot.md", markdown_table(rows) + "\n")
         print(markdown_table(rows))
     elif args.command == "docs":
         from .docs import stale, write_docs

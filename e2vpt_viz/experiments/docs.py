@@ -25,12 +25,11 @@ from __future__ import annotations
 import datetime
 import json
 import re
-import statistics
 import subprocess
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
-from ..tables import markdown_table
+from ..tables import markdown_table, mean_std
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS_DIR = Path("docs") / "results"
@@ -352,8 +351,8 @@ def record_seeds(result: dict, run_dirs: Sequence[Union[str, Path]]) -> dict:
     for entry in result["methods"]:
         per_seed = metrics[entry["method"]]
         accs = [100 * m["test_acc"] for m in per_seed]
-        methods.append({**entry, "test_acc": accs, "test_acc_mean": statistics.fmean(accs),
-                        "test_acc_sd": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+        mean, sd = mean_std(accs)
+        methods.append({**entry, "test_acc": accs, "test_acc_mean": mean, "test_acc_sd": sd,
                         **({"tunable": per_seed[0]["parameters"]["tunable"],
                             "tunable_pct": per_seed[0]["parameters"]["tunable_pct"]} if "tunable" in entry else {}),
                         **({"train_seconds": [m["train_seconds"] for m in per_seed]} if "train_seconds" in entry

@@ -10,7 +10,6 @@ On the offline starter the source task is the synthetic *source* species; for re
 from __future__ import annotations
 
 import datetime
-import statistics
 import sys
 import time
 from dataclasses import asdict, replace
@@ -22,6 +21,7 @@ from torch.utils.data import DataLoader
 from torchvision.datasets import ImageFolder
 
 from .. import tables
+from ..tables import mean_std
 from ..data import DatasetLayoutError, build_transforms, load_rgb, make_loaders, split_loader
 from ..pvp import load_prompt_modules, save_prompt_modules
 from ..training import evaluate, fit, result_settings
@@ -137,8 +137,9 @@ def few_shot_comparison(cfg: "RunConfig", prompts: Union[str, Path], shots: Sequ
                     load_prompt_modules(model, prompts)
                 fit(model, loaders["train"], None, train_config)
                 accs[init].append(evaluate(model, loaders["test"])["acc"])
-        rows.append({"shots": k, **{f"{init}_{stat}": fn(values) for init, values in accs.items()
-                                    for stat, fn in (("mean", statistics.fmean), ("std", _std))}, **accs})
+        stats = {init: mean_std(values) for init, values in accs.items()}
+        rows.append({"shots": k, **{f"{init}_{name}": value for init, pair in stats.items()
+                                    for name, value in zip(("mean", "std"), pair)}, **accs})
     return rows
 
 
@@ -153,6 +154,3 @@ def markdown_table(rows: Sequence[dict]) -> str:
           f"{100 * r['pvp_mean']:.1f} ± {100 * r['pvp_std']:.1f}", f"{100 * (r['pvp_mean'] - r['random_mean']):+.1f}")
          for r in rows])
 
-
-def _std(values: Sequence[float]) -> float:
-    return statistics.stdev(values) if len(values) > 1 else 0.0

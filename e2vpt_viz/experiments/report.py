@@ -9,7 +9,7 @@ from typing import Sequence, Union
 import torch
 
 from .. import tables
-from ..checkpoint import atomic_write
+from ..checkpoint import write_text
 from ..training import TrainConfig
 
 COLUMNS = ("method", "test acc (%)", "val acc (%)", "tunable params", "tunable (%)", "epochs (warm-up)", "seed",
@@ -49,7 +49,7 @@ def write_report(results: Sequence[dict], out_dir: Union[str, Path], title: str)
     intro = (f"Dataset `{dataset}`, backbone `{backbone}`. Accuracy is top-1 on the test split after the last "
              f"epoch; tunable parameters follow the papers' convention. Environment: {_environment()}.")
     md = f"# {title}\n\n{intro}\n\n{markdown_table(results)}\n"
-    atomic_write(out / "report.md", lambda tmp: Path(tmp).write_text(md))
+    write_text(out / "report.md", md)
 
     fig = training_curves({r["method"]: r["history"] for r in results})
     head = "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS)
@@ -60,5 +60,5 @@ def write_report(results: Sequence[dict], out_dir: Union[str, Path], title: str)
             "td,th{padding:4px 10px;border-bottom:1px solid #ddd;text-align:right}</style></head><body>"
             f"<h1>{html.escape(title)}</h1><p>{html.escape(intro)}</p><table><tr>{head}</tr>{body}</table>"
             f"{fig.to_html(full_html=False, include_plotlyjs=True)}</body></html>")
-    atomic_write(out / "report.html", lambda tmp: Path(tmp).write_text(page))
+    write_text(out / "report.html", page)
     return {"markdown": out / "report.md", "html": out / "report.html"}

@@ -36,15 +36,14 @@ from __future__ import annotations
 
 import json
 import shutil
-import statistics
 from dataclasses import replace
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
 from . import run as runs
 from .config import PruneConfig, RunConfig, load_run_config
-from ..checkpoint import atomic_write
-from ..tables import markdown_table
+from ..checkpoint import atomic_write, write_json, write_text
+from ..tables import markdown_table, mean_std
 from ..methods import method_config
 from ..pruning import ImportanceScores, prune_and_rewind
 from ..training import STATE_FILE
@@ -95,10 +94,6 @@ METHOD_SETTINGS = {
 }
 TINY = {"lrs": 2, "wds": (0.0001,), "epochs": 2, "seeds": (42, 44), "num_tokens": [0, 2], "num_segments": [1],
         "sweep_ratios": [0.0, 0.5]}
-
-
-def _write_json(path: Path, data) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=1)))
 
 
 def _read_json(path: Path) -> Optional[dict]:
@@ -161,7 +156,7 @@ def _grid(cfg: RunConfig, out: Path, lrs, wds, prompt_lengths, progress: bool) -
     all_runs = [r for s in searches for r in s["runs"]]
     best = max(all_runs, key=lambda r: (r["best_val_acc"], -r["base_lr"]))
     grid = {"best": best, "runs": all_runs, "select": "best validation accuracy of any epoch; ties: smaller lr"}
-    _write_json(path, grid)
+    write_json(path, grid)
     return grid
 
 
@@ -217,13 +212,8 @@ def _final_run(cfg: RunConfig, seed: int, grid: dict, pruned: Optional[dict], ou
                                        test_loader=loaders["test"], progress=progress)["best"]
             result = {"seed": seed, "test_acc": rewound["test_acc"], "val_acc": rewound["val_acc"],
                       "tunable": rewound["tunable"], "run_dir": str(path.parent)}
-    _write_json(path, result)
+    write_json(path, result)
     return result
-
-
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for one value)."""
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def _number(value: Optional[float], fmt: str = ".1f") -> str:
@@ -304,7 +294,7 @@ def reproduce(dataset: str, method: str, out: Union[str, Path, None] = None,
         changed = sorted(k for k in plan if previous.get(k) != plan[k])
         raise ValueError(f"{out} holds a reproduction with other settings ({', '.join(changed)} differ); "
                          "pass another --out or the same settings to resume it.")
-    _write_json(out / "protocol.json", plan)
+    write_json(out / "protocol.json", plan)
 
     grid = _grid(cfg.replace(output_dir=str(out)), out, lrs, wds, plan["prompt_lengths"], progress)
     selected = _selected_config(cfg, grid)
@@ -315,9 +305,9 @@ def reproduce(dataset: str, method: str, out: Union[str, Path, None] = None,
     results = {"method": method, "protocol": plan, "grid": grid, "pruning": pruned, "final": final,
                "test_acc_mean": mean, "test_acc_std": std, "paper": paper,
                "paper_source": PAPER_SOURCE[method] if paper is not None else "no paper number (offline starter)"}
-    _write_json(out / "results.json", results)
-    atomic_write(out / "results.md", lambda tmp: Path(tmp).write_text(markdown(results)))
+    write_json(out / "results.json", results)
+    write_text(out / "results.md", markdown(results))
     summary = summary_markdown(out.parent)
     if summary:
-        atomic_write(out.parent / "summary.md", lambda tmp: Path(tmp).write_text(summary))
+        write_text(out.parent / "summary.md", summary)
     return results

@@ -17,7 +17,7 @@ import torch
 
 from . import distributed as dist
 from .config import RunConfig, load_run_config, packaged_configs  # noqa: F401 (load_run_config is read from here too)
-from ..checkpoint import atomic_write, load_prompts
+from ..checkpoint import load_prompts, write_json
 from ..data import make_loaders
 from ..methods import apply_prompts, count_parameters
 from ..model import PromptedViT
@@ -98,7 +98,7 @@ def train_run(cfg: RunConfig, callbacks: Sequence[Callable] = (), progress: bool
                "epochs": len(history), "parameters": count_parameters(model),
                "per_class_acc": test["per_class_acc"], "history": history, "config": cfg.to_dict()}
     if dist.is_main():
-        atomic_write(out / "metrics.json", lambda tmp: Path(tmp).write_text(json.dumps(metrics, indent=1)))
+        write_json(out / "metrics.json", metrics)
     return {**metrics, "model": model}
 
 
@@ -216,7 +216,7 @@ def prune_run(cfg: RunConfig, progress: bool = True) -> dict:
         scores = pruning.ImportanceScores.from_dict(json.loads(scores_path.read_text()))
     else:
         scores = pruning.importance_scores(model, loaders["train"], prune_cfg.score, progress=progress)
-        atomic_write(scores_path, lambda tmp: Path(tmp).write_text(json.dumps(scores.to_dict())))
+        write_json(scores_path, scores.to_dict(), indent=None)
     sweep = pruning.pruning_sweep(model, loaders["test"], prune_cfg.sweep_ratios, scores=scores, progress=progress)
     sweep.save(out / "sweep.json")
     num_classes = loaders["train"].dataset.num_classes
@@ -237,5 +237,5 @@ def prune_run(cfg: RunConfig, progress: bool = True) -> dict:
                "rewound": {"test_acc": best["test_acc"],  # measured by prune_and_rewind right after training
                            "val_acc": best["val_acc"], "parameters": count_parameters(best_model)},
                "rewind_runs": rewind["runs"], "config": cfg.to_dict()}
-    atomic_write(out / "prune.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=1)))
+    write_json(out / "prune.json", summary)
     return {**summary, "model": best_model, "sweep": sweep}

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import torch
 from timm.models.vision_transformer import VisionTransformer
@@ -39,3 +41,14 @@ def fresh_device_cache(one_thread):
 
     yield
     clear_cache()
+
+
+TINY_DATA = dict(num_classes=4, train_per_class=6, val_per_class=2, test_per_class=3)
+
+
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory) -> Path:
+    """A synthetic target-task root (4 classes; 6 / 2 / 3 images per class in train / val / test), made once."""
+    from data_prep.synthetic import generate_synthetic
+
+    return generate_synthetic(tmp_path_factory.mktemp("data") / "tiny", task="target", seed=1, **TINY_DATA)

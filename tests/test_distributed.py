@@ -13,7 +13,6 @@ import torch
 from safetensors.torch import load_file
 from torch.utils.data import TensorDataset
 
-from data_prep.synthetic import generate_synthetic
 from e2vpt_viz import apply_prompts, load_backbone, method_config
 from e2vpt_viz.experiments.cli import main
 from e2vpt_viz.data import FGVCDataset, split_loader
@@ -25,12 +24,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 pytestmark = pytest.mark.usefixtures("fresh_device_cache")
-
-
-@pytest.fixture(scope="module")
-def tiny_root(tmp_path_factory):
-    return generate_synthetic(tmp_path_factory.mktemp("data") / "tiny", task="target", seed=1, num_classes=4,
-                              train_per_class=6, val_per_class=2, test_per_class=3)
 
 
 def test_batch_bounds_split_every_batch_contiguously():

@@ -4,7 +4,6 @@ import json
 
 import pytest
 
-from data_prep.synthetic import generate_synthetic
 from e2vpt_viz import training
 from e2vpt_viz.experiments.cli import main
 from e2vpt_viz.experiments.config import PruneConfig
@@ -14,12 +13,6 @@ from e2vpt_viz.tables import mean_std
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def tiny_root(tmp_path_factory):
-    return generate_synthetic(tmp_path_factory.mktemp("data") / "tiny", task="target", seed=1, num_classes=4,
-                              train_per_class=6, val_per_class=2, test_per_class=3)
 
 
 def settings(root):

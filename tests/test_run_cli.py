@@ -13,14 +13,6 @@ from e2vpt_viz.experiments.config import RunConfig
 from e2vpt_viz.experiments.run import choose_run_config
 from e2vpt_viz.methods import E2VPTConfig
 
-TINY = dict(num_classes=4, train_per_class=6, val_per_class=2, test_per_class=3)
-
-
-@pytest.fixture(scope="module")
-def tiny_root(tmp_path_factory):
-    return generate_synthetic(tmp_path_factory.mktemp("data") / "tiny", task="target", seed=1, **TINY)
-
-
 def overrides(root, out, **extra):
     items = {"data.root": str(root), "backbone.pretrained": False, "train.epochs": 2, "train.warmup_epochs": 1,
              "train.batch_size": 8, "output_dir": str(out), **extra}

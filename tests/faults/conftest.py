@@ -93,7 +93,8 @@ def single_thread(one_thread):
 
 
 @pytest.fixture(scope="session")
-def tiny_root(tmp_path_factory) -> Path:
+def fault_root(tmp_path_factory) -> Path:
+    """A smaller root than the suite's ``tiny_root``: 3 steps of batch 4 per epoch (``STEPS_PER_EPOCH``)."""
     return generate_synthetic(tmp_path_factory.mktemp("faults-data") / "tiny", task="target", seed=1, **TINY)
 
 
@@ -107,7 +108,7 @@ def run_args(root: Path, out: Path, *extra: str, epochs: int = 3) -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def reference(tiny_root, tmp_path_factory) -> Path:
+def reference(fault_root, tmp_path_factory) -> Path:
     """The output folder of the uninterrupted tiny run (trained in this process, one thread, like the driver)."""
     from e2vpt_viz.experiments.cli import main
 
@@ -115,7 +116,7 @@ def reference(tiny_root, tmp_path_factory) -> Path:
     torch.set_num_threads(1)
     try:
         out = tmp_path_factory.mktemp("reference") / "run"
-        assert main([*TRAIN, *run_args(tiny_root, out)]) == 0
+        assert main([*TRAIN, *run_args(fault_root, out)]) == 0
     finally:
         torch.set_num_threads(threads)
     return out

@@ -86,7 +86,7 @@ def backbone_file(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("how", ["truncated", "corrupted", "pickle"])
 @pytest.mark.parametrize("kind", ["train_state", "prompts", "pvp", "backbone"])
-def test_damaged_checkpoints_are_refused_and_run_no_code(kind, how, tiny_root, reference, pvp_file, backbone_file,
+def test_damaged_checkpoints_are_refused_and_run_no_code(kind, how, fault_root, reference, pvp_file, backbone_file,
                                                          tmp_path, capsys, outcome):
     """3 · a truncated, corrupted (one flipped byte) or pickle-bearing checkpoint → refused, clear error, no code runs"""
     marker = tmp_path / "code-ran"
@@ -95,16 +95,16 @@ def test_damaged_checkpoints_are_refused_and_run_no_code(kind, how, tiny_root, r
     if kind == "train_state":  # resuming a run whose training state was damaged
         target = out / STATE_FILE
         damage(target, how, marker)
-        argv = [*TRAIN, *run_args(tiny_root, out)]
+        argv = [*TRAIN, *run_args(fault_root, out)]
     elif kind == "prompts":  # `eval --checkpoint` of a damaged prompt file
         target = out / PROMPTS_FILE
         damage(target, how, marker)
-        argv = [*EVAL, *run_args(tiny_root, out), "--checkpoint", str(target)]
+        argv = [*EVAL, *run_args(fault_root, out), "--checkpoint", str(target)]
     elif kind == "backbone":  # backbone.checkpoint=FILE, the offline way to pass weights
         target = tmp_path / "weights.pth"
         shutil.copyfile(backbone_file, target)
         damage(target, how, marker)
-        argv = [*EVAL, *run_args(tiny_root, out), f"backbone.checkpoint={target}"]
+        argv = [*EVAL, *run_args(fault_root, out), f"backbone.checkpoint={target}"]
     else:  # PVP prompts loaded into a model
         target = tmp_path / "pvp.safetensors"
         shutil.copyfile(pvp_file, target)
@@ -155,10 +155,10 @@ STARTER_VS_VIT_TINY = "; ".join(f"backbone.{field}: checkpoint {STARTER_BACKBONE
     (["method.name=vpt-deep", "method.num_prompts=5"], "method.method: checkpoint 'e2vpt' vs model 'vpt-deep'"),
     ("four_classes", "num_classes: checkpoint 3 vs model 4"),
 ], ids=["backbone", "prompt-count", "method", "class-count"])
-def test_a_checkpoint_of_another_model_names_both_sides(other, names, tiny_root, four_classes, reference, tmp_path,
+def test_a_checkpoint_of_another_model_names_both_sides(other, names, fault_root, four_classes, reference, tmp_path,
                                                         capsys, outcome):
     """4 · prompts of another backbone / prompt count / method / class count → `eval` names both sides"""
-    root, extra = (four_classes, []) if other == "four_classes" else (tiny_root, other)
+    root, extra = (four_classes, []) if other == "four_classes" else (fault_root, other)
     assert main([*EVAL, *run_args(root, tmp_path / "unused", *extra), "--checkpoint",
                  str(reference / PROMPTS_FILE)]) == 2
     message = capsys.readouterr().err.strip()

@@ -3,7 +3,6 @@ while saving, and a loss that turns NaN or infinite. Each resumes to exactly the
 with one clear line and keeps the last good checkpoint."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import shutil
@@ -14,7 +13,7 @@ import torch
 
 from e2vpt_viz import training
 from e2vpt_viz.checkpoint import load_torch_state
-from e2vpt_viz.experiments.cli import build_parser, main
+from e2vpt_viz.experiments.cli import main
 from e2vpt_viz.experiments.run import load_run_config
 from e2vpt_viz.training import PROMPTS_FILE, STATE_FILE
 
@@ -25,13 +24,6 @@ STARTER_LR = load_run_config("starter").train.base_lr  # what run_args trains wi
 PRUNE = ["prune", "--config", "starter", "--quiet"]
 PRUNE_GRID = ["prune.num_tokens=[0,2]", "prune.num_segments=[1]", "prune.sweep_ratios=[0,0.5]"]
 EPOCHS = 3
-
-
-def has_reproduce() -> bool:
-    if importlib.util.find_spec("e2vpt_viz.experiments.reproduce") is None:
-        return False
-    subcommands = next(a for a in build_parser()._actions if a.dest == "command").choices
-    return "reproduce" in subcommands
 
 
 def state_epoch(folder: Path) -> int:
@@ -53,29 +45,31 @@ def assert_same_run(resumed: Path, reference: Path) -> float:
     return difference
 
 
-def test_kill_9_mid_epoch_then_resume(tiny_root, reference, driven, tmp_path, outcome):
+@pytest.mark.slow  # the kill-and-resume matrix: resumed runs equal uninterrupted ones (docs/faults.md)
+def test_kill_9_mid_epoch_then_resume(fault_root, reference, driven, tmp_path, outcome):
     """1a · kill -9 of `train` mid-epoch → run again → same prompts and metrics as an uninterrupted run"""
     out = tmp_path / "run"
     step = STEPS_PER_EPOCH + 2  # epoch 2, after its second optimizer step
-    run = driven(f"hang-at-step:{step}", [*TRAIN, *run_args(tiny_root, out)])
+    run = driven(f"hang-at-step:{step}", [*TRAIN, *run_args(fault_root, out)])
     run.wait_for_fault()
     assert run.kill() == -9
     assert state_epoch(out) == 1 and not (out / PROMPTS_FILE).exists() and not (out / "metrics.json").exists()
-    assert main([*TRAIN, *run_args(tiny_root, out)]) == 0
+    assert main([*TRAIN, *run_args(fault_root, out)]) == 0
     difference = assert_same_run(out, reference)
     outcome(f"killed after step {step} of {EPOCHS * STEPS_PER_EPOCH} (epoch 2), state at epoch 1; resumed: prompts "
             f"max |Δ| = {difference:.1g}, history and test accuracy equal")
 
 
-def test_kill_9_while_the_checkpoint_is_written(tiny_root, reference, driven, tmp_path, outcome):
+@pytest.mark.slow  # the kill-and-resume matrix: resumed runs equal uninterrupted ones (docs/faults.md)
+def test_kill_9_while_the_checkpoint_is_written(fault_root, reference, driven, tmp_path, outcome):
     """1b · kill -9 while train_state.pt is being written → the previous state is intact; resume is exact"""
     out = tmp_path / "run"
-    run = driven("hang-in-save:2", [*TRAIN, *run_args(tiny_root, out)])
+    run = driven("hang-in-save:2", [*TRAIN, *run_args(fault_root, out)])
     run.wait_for_fault()
     half_written = leftovers(out)
     assert run.kill() == -9
     assert len(half_written) == 1 and state_epoch(out) == 1  # the epoch-2 state never replaced the epoch-1 one
-    assert main([*TRAIN, *run_args(tiny_root, out)]) == 0
+    assert main([*TRAIN, *run_args(fault_root, out)]) == 0
     difference = assert_same_run(out, reference)
     assert leftovers(out) == []  # the resumed run's first write removed the half-written file
     outcome(f"killed with {half_written[0]} half written; train_state.pt still epoch 1; resumed: prompts max |Δ| = "
@@ -96,16 +90,17 @@ class CtrlC:
         monkeypatch.setattr(training, "train_one_epoch", interrupted)
 
 
-def test_ctrl_c_during_training_then_resume(tiny_root, reference, tmp_path, monkeypatch, capsys, outcome):
+@pytest.mark.slow  # the kill-and-resume matrix: resumed runs equal uninterrupted ones (docs/faults.md)
+def test_ctrl_c_during_training_then_resume(fault_root, reference, tmp_path, monkeypatch, capsys, outcome):
     """1c · Ctrl-C during `train` → one line saying how to resume → run again → same result"""
     out = tmp_path / "run"
     with monkeypatch.context() as patch:
         CtrlC(patch, epoch=3)
-        assert main([*TRAIN, *run_args(tiny_root, out)]) == 130
+        assert main([*TRAIN, *run_args(fault_root, out)]) == 130
     message = capsys.readouterr().err.strip()
     assert message == "interrupted: run the same command again to resume from the last finished epoch"
     assert state_epoch(out) == 2
-    assert main([*TRAIN, *run_args(tiny_root, out)]) == 0
+    assert main([*TRAIN, *run_args(fault_root, out)]) == 0
     assert_same_run(out, reference)
     outcome(f"exit 130, '{message}'; state at epoch 2; resumed run equals the uninterrupted one")
 
@@ -119,19 +114,20 @@ def read_json_relative(path: Path, folder: Path):
     return json.loads(path.read_text().replace(str(folder), "<out>"))
 
 
-def test_kill_9_during_rewinding_then_resume(tiny_root, driven, tmp_path, outcome):
+@pytest.mark.slow  # the kill-and-resume matrix: resumed runs equal uninterrupted ones (docs/faults.md)
+def test_kill_9_during_rewinding_then_resume(fault_root, driven, tmp_path, outcome):
     """1d · kill -9 of `prune` mid-rewinding → run again → same pruning result as an uninterrupted run"""
     straight, out = tmp_path / "straight", tmp_path / "killed"
-    assert main([*PRUNE, *run_args(tiny_root, straight), *PRUNE_GRID]) == 0
+    assert main([*PRUNE, *run_args(fault_root, straight), *PRUNE_GRID]) == 0
     # 3 epochs before pruning (9 steps), then the candidates t0_s1 and t2_s1 (9 steps each): stop inside t2_s1.
     step = 3 * STEPS_PER_EPOCH + 3 * STEPS_PER_EPOCH + STEPS_PER_EPOCH + 2
-    run = driven(f"hang-at-step:{step}", [*PRUNE, *run_args(tiny_root, out), *PRUNE_GRID])
+    run = driven(f"hang-at-step:{step}", [*PRUNE, *run_args(fault_root, out), *PRUNE_GRID])
     run.wait_for_fault()
     assert run.kill() == -9
     done = read_json(out / "rewind" / "rewind.json")["runs"]
     assert [(r["num_tokens"], r["num_segments"]) for r in done] == [(0, 1)]
     assert state_epoch(out / "rewind" / "t2_s1") == 1 and not (out / "prune.json").exists()
-    assert main([*PRUNE, *run_args(tiny_root, out), *PRUNE_GRID]) == 0
+    assert main([*PRUNE, *run_args(fault_root, out), *PRUNE_GRID]) == 0
     ours, theirs = prune_summary(out), prune_summary(straight)
     ours["config"]["output_dir"] = theirs["config"]["output_dir"]
     assert same_numbers(ours, theirs)
@@ -143,12 +139,12 @@ def test_kill_9_during_rewinding_then_resume(tiny_root, driven, tmp_path, outcom
             "sweep.json and both candidates' prompts equal the uninterrupted run")
 
 
-@pytest.mark.skipif(not has_reproduce(), reason="the reproduce runner (e2vpt_viz/reproduce.py) has not landed")
-def test_kill_9_of_the_reproduce_runner_mid_grid_then_resume(tiny_root, driven, tmp_path, outcome):
+@pytest.mark.slow  # the kill-and-resume matrix: resumed runs equal uninterrupted ones (docs/faults.md)
+def test_kill_9_of_the_reproduce_runner_mid_grid_then_resume(fault_root, driven, tmp_path, outcome):
     """1e · kill -9 of `reproduce --tiny` mid-grid → run again → same results.json as an uninterrupted run"""
     def command(out: Path) -> list[str]:
         return ["reproduce", "--dataset", "starter", "--method", "e2vpt", "--tiny", "--quiet", "--out", str(out),
-                f"data.root={tiny_root}", "train.batch_size=4"]
+                f"data.root={fault_root}", "train.batch_size=4"]
 
     straight, out = tmp_path / "straight" / "e2vpt", tmp_path / "killed" / "e2vpt"
     assert main(command(straight)) == 0
@@ -167,17 +163,17 @@ def test_kill_9_of_the_reproduce_runner_mid_grid_then_resume(tiny_root, driven, 
             f"(test {ours['test_acc_mean']:.1f} ± {ours['test_acc_std']:.1f})")
 
 
-def test_disk_full_while_saving_a_checkpoint(tiny_root, reference, driven, tmp_path, outcome):
+def test_disk_full_while_saving_a_checkpoint(fault_root, reference, driven, tmp_path, outcome):
     """2 · disk full (RLIMIT_FSIZE) while saving train_state.pt → one clear line; the old state loads and resumes"""
     out = tmp_path / "run"
-    code, log = driven("fsize-after-save:1", [*TRAIN, *run_args(tiny_root, out)]).finish()
+    code, log = driven("fsize-after-save:1", [*TRAIN, *run_args(fault_root, out)]).finish()
     assert code == 2, log
     line = log.strip().splitlines()[-1]
     assert "Traceback" not in log and line.startswith("error: Could not write ")
     assert f"{out / STATE_FILE}" in line and "train_state.pt was not changed (the previous version is intact)" in line
     assert "Free some disk space (or raise the file-size limit) and run the same command again" in line
     assert state_epoch(out) == 1 and leftovers(out) == []  # the temporary file is gone, the old state loads
-    assert main([*TRAIN, *run_args(tiny_root, out)]) == 0
+    assert main([*TRAIN, *run_args(fault_root, out)]) == 0
     assert_same_run(out, reference)
     outcome(f"exit 2, '{line[:90]}…'; epoch-1 state intact, no temp file; resumed run equals the uninterrupted one")
 
@@ -232,12 +228,12 @@ class Poison:
 
 
 @pytest.mark.parametrize("kind", ["nan", "inf"])
-def test_nan_or_inf_loss_stops_and_keeps_the_last_good_checkpoint(kind, tiny_root, tmp_path, monkeypatch, capsys,
+def test_nan_or_inf_loss_stops_and_keeps_the_last_good_checkpoint(kind, fault_root, tmp_path, monkeypatch, capsys,
                                                                    outcome):
     """5 · NaN / inf loss (injected in epoch 2) → stops with one line; the epoch-1 checkpoint is kept"""
     out = tmp_path / "run"
     Poison(monkeypatch, kind)
-    assert main([*TRAIN, *run_args(tiny_root, out)]) == 2
+    assert main([*TRAIN, *run_args(fault_root, out)]) == 2
     line = capsys.readouterr().err.strip()
     assert line == (f"error: Loss became {kind} in epoch 2; lower base_lr (now {STARTER_LR}) or weight_decay and train into a "
                     f"new output_dir. The last good checkpoint in {out} is intact.")
@@ -247,15 +243,15 @@ def test_nan_or_inf_loss_stops_and_keeps_the_last_good_checkpoint(kind, tiny_roo
     outcome(f"exit 2, '{line[:60]}…'; train_state.pt: epoch 1, every tensor finite; no prompts or metrics written")
 
 
-def test_after_a_nan_a_lower_lr_in_the_same_folder_says_to_use_a_new_one(tiny_root, tmp_path, monkeypatch, capsys,
+def test_after_a_nan_a_lower_lr_in_the_same_folder_says_to_use_a_new_one(fault_root, tmp_path, monkeypatch, capsys,
                                                                          outcome):
     """5b · after a NaN, the same folder with a lower lr → refused naming the lr and saying what to do; new folder trains"""
     out = tmp_path / "run"
     with monkeypatch.context() as patch:
         Poison(patch, "nan")
-        assert main([*TRAIN, *run_args(tiny_root, out)]) == 2
+        assert main([*TRAIN, *run_args(fault_root, out)]) == 2
     capsys.readouterr()
-    lower = [*run_args(tiny_root, out), "train.base_lr=1.0"]
+    lower = [*run_args(fault_root, out), "train.base_lr=1.0"]
     assert main([*TRAIN, *lower]) == 2
     line = capsys.readouterr().err.strip()
     named = f"train.base_lr: checkpoint {STARTER_LR} vs model 1.0"
@@ -263,23 +259,24 @@ def test_after_a_nan_a_lower_lr_in_the_same_folder_says_to_use_a_new_one(tiny_ro
     assert line.endswith("Resume with the settings the run was started with, or give a new output_dir to start "
                          "another run.")
     assert load_torch_state(out / STATE_FILE)["epoch"] == 1  # refused without touching the kept state
-    assert main([*TRAIN, *run_args(tiny_root, tmp_path / "lower-lr"), "train.base_lr=1.0"]) == 0
+    assert main([*TRAIN, *run_args(fault_root, tmp_path / "lower-lr"), "train.base_lr=1.0"]) == 0
     assert (tmp_path / "lower-lr" / PROMPTS_FILE).exists()
     outcome(f"same folder, base_lr 1.0: refused naming '{named}' and the new-folder "
             "hint, state kept; a new output_dir trains to the end")
 
 
-def test_an_interrupted_run_moved_to_another_folder_resumes_there(tiny_root, reference, tmp_path, monkeypatch,
+@pytest.mark.slow  # the kill-and-resume matrix: resumed runs equal uninterrupted ones (docs/faults.md)
+def test_an_interrupted_run_moved_to_another_folder_resumes_there(fault_root, reference, tmp_path, monkeypatch,
                                                                    outcome):
     """1f · an interrupted run's folder copied elsewhere (another disk, a classmate) resumes there, same result"""
     out = tmp_path / "run"
     with monkeypatch.context() as patch:
         CtrlC(patch, epoch=2)
-        assert main([*TRAIN, *run_args(tiny_root, out)]) == 130
+        assert main([*TRAIN, *run_args(fault_root, out)]) == 130
     moved = tmp_path / "elsewhere"
     shutil.copytree(out, moved)
     shutil.rmtree(out)
-    assert main([*TRAIN, *run_args(tiny_root, moved)]) == 0
+    assert main([*TRAIN, *run_args(fault_root, moved)]) == 0
     assert_same_run(moved, reference)
     outcome("epoch-1 state copied into a new output_dir (original deleted); resumed there, equal to the "
             "uninterrupted run")

@@ -17,9 +17,9 @@ from .conftest import TRAIN, run_args
 
 
 @pytest.fixture
-def root(tiny_root, tmp_path) -> Path:
+def root(fault_root, tmp_path) -> Path:
     """A copy of the tiny starter root (3 classes named in classes.txt) to break."""
-    return Path(shutil.copytree(tiny_root, tmp_path / "tiny"))
+    return Path(shutil.copytree(fault_root, tmp_path / "tiny"))
 
 
 def edit(root: Path, split: str, change) -> dict:
@@ -85,9 +85,9 @@ def test_bad_layouts_stop_with_a_message_saying_what_to_fix(case, root, tmp_path
     outcome("error: …" + found.group(0).replace(str(tmp_path), "~")[-140:])
 
 
-def test_a_source_folder_with_an_empty_or_missing_class_is_refused(tmp_path, tiny_root, outcome):
+def test_a_source_folder_with_an_empty_or_missing_class_is_refused(tmp_path, fault_root, outcome):
     """8b · PVP source in ImageNet format: an empty class folder, or val/ lacking a class of train/ → clear message"""
-    image = next((tiny_root / "images").rglob("*.png")).read_bytes()
+    image = next((fault_root / "images").rglob("*.png")).read_bytes()
     for split in ("train", "val"):
         for name in ("albatross", "finch", "wren"):
             (tmp_path / split / name).mkdir(parents=True)

@@ -8,7 +8,7 @@ The set-up cell of every lesson starts with::
 From then on, in that kernel, a ``NameError`` for a name that one of the notebook's cells defines shows one line
 instead of a traceback, e.g.::
 
-    results, num_classes are not defined yet: run the cells up to “3 · Train the methods side by side” first
+    loaders, signed, rows are not defined yet: run the cells up to “3 · Instant pruning: the trade-off curve” first
     (after a kernel restart: Run ▸ Run All Above Selected Cell).
 
 The map from names to sections is read from the notebook file itself: every name a code cell binds at top level
@@ -88,7 +88,8 @@ def defining_sections(notebook: dict) -> dict[str, str]:
     heading = "the top of the notebook"
     for cell in notebook["cells"]:
         if cell["cell_type"] == "markdown":
-            titles = re.findall(r"^#+\s+(.+?)\s*#*\s*$", cell["source"], flags=re.M)
+            text = re.sub(r"^```.*?^```", "", cell["source"], flags=re.M | re.S)  # a '# comment' in code is no heading
+            titles = re.findall(r"^#+\s+(.+?)\s*#*\s*$", text, flags=re.M)
             heading = titles[-1] if titles else heading
         elif cell["cell_type"] == "code" and (tree := _parse(cell["source"])) is not None:
             for name in _bound_names(tree.body):

@@ -37,7 +37,7 @@ TINY = notebook(
     ("md", "## Parameters\nThe next cell is tagged `parameters`."),
     ("code", "SIZE = 3"),
     ("code", 'from e2vpt_viz.notebook import cell_order_hints\nprint(cell_order_hints("tiny.ipynb"))\ntotal = SIZE + 1'),
-    ("md", "## 1 · Data\ntext"),
+    ("md", "## 1 · Data\n```bash\n# a comment in a code block, not a heading\n```"),
     ("code", "data = list(range(SIZE))\nfor item in data:\n    last = item"),
     ("md", "## 2 · Model"),
     ("code", "%time _ = 1"),  # magics do not stop the map

@@ -38,9 +38,9 @@ LATER_CELL = {
                                    "the trade-off curve” first (after a kernel restart: Run ▸ Run All Above Selected "
                                    "Cell)."),
 }
-# The set-up cell run before the parameters cell.
-SETUP_FIRST = ("DATASET, DATA_DIR, BACKBONE, EPOCHS, DEVICE are not defined yet: run the cells up to “Parameters” first "
-               "(after a kernel restart: Run ▸ Run All Above Selected Cell).")
+# The set-up cell run before the parameters cell: the parameters it reads.
+SETUP_READS = {"01_train_cub.ipynb": "DATASET, DATA_DIR, BACKBONE, EPOCHS, DEVICE",
+               "03_pruning_tradeoffs.ipynb": "DATASET, DATA_DIR, BACKBONE, EPOCHS, DEVICE, OUTPUT_DIR"}
 
 
 def setup_index(kernel: LessonKernel) -> int:
@@ -53,7 +53,9 @@ def test_restart_then_a_later_cell_first(name, lesson_workspace, outcome):
     with LessonKernel(lesson_workspace, name) as kernel:  # a restarted kernel: nothing is defined
         setup = setup_index(kernel)
         first = kernel.error(setup)
-        assert first["ename"] == "NameError" and first["traceback"] == [SETUP_FIRST]
+        assert first["ename"] == "NameError" and first["traceback"] == [
+            f"{SETUP_READS[name]} are not defined yet: run the cells up to “Parameters” first "
+            "(after a kernel restart: Run ▸ Run All Above Selected Cell)."]
         kernel.run_cell(next(i for i, c in enumerate(kernel.nb.cells) if "parameters" in c.metadata.get("tags", [])))
         kernel.run_cell(setup)
         start, message = LATER_CELL[name]

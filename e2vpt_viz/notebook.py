@@ -1,40 +1,187 @@
 """Cell order in the lesson notebooks: a cell run before the cells it builds on stops with one clear line.
 
-After a kernel restart, or when a student jumps ahead, a cell that uses ``results`` or ``loaders`` would fail with a
-bare ``NameError``. Each such cell starts with::
+The set-up cell of every lesson starts with::
 
-    from e2vpt_viz.notebook import require
-    require("results", "num_classes", after="“3 · Train the methods side by side”")
+    from e2vpt_viz.notebook import cell_order_hints
+    cell_order_hints("01_train_cub.ipynb")
 
-and then stops with ``RunEarlierCellsError: results, num_classes are not defined yet: run the cells up to
-“3 · Train the methods side by side” first ...`` (no traceback in Jupyter) when they are missing.
+From then on, in that kernel, a ``NameError`` for a name that one of the notebook's cells defines shows one line
+instead of a traceback, e.g.::
+
+    loaders, signed, rows are not defined yet: run the cells up to “3 · Instant pruning: the trade-off curve” first
+    (after a kernel restart: Run ▸ Run All Above Selected Cell).
+
+The map from names to sections is read from the notebook file itself: every name a code cell binds at top level
+(assignment, ``for`` target, import, ``def``, ``class``, ``with ... as``) belongs to the first cell that binds it, and
+that cell to the last markdown heading above it. Any other ``NameError`` (a typo, a name the student introduced, or
+one raised inside library code) keeps IPython's usual traceback. The hook lives in the kernel, so a cell run before the
+set-up cell itself after a kernel restart still gets Python's plain ``NameError``; the set-up cell, run first, names
+the parameters cell.
 """
 from __future__ import annotations
 
-import sys
+import ast
+import builtins
+import linecache
+import re
+from pathlib import Path
+
+import nbformat
+
+RUN_ALL_ABOVE = "(after a kernel restart: Run ▸ Run All Above Selected Cell)"
 
 
-class RunEarlierCellsError(RuntimeError):
-    """A notebook cell ran before the cells that define what it uses."""
+def _bound_names(statements: list[ast.stmt]) -> list[str]:
+    """Names that module-level ``statements`` bind, in order (not those bound inside functions or comprehensions)."""
+    names: list[str] = []
 
-    def _render_traceback_(self) -> list[str]:
-        """IPython shows this instead of a traceback: the message is the whole story."""
-        return [f"{type(self).__name__}: {self}"]
+    def targets(node: ast.AST) -> None:
+        if isinstance(node, ast.Name):
+            names.append(node.id)
+        elif isinstance(node, (ast.Tuple, ast.List)):
+            for element in node.elts:
+                targets(element)
+        elif isinstance(node, ast.Starred):
+            targets(node.value)
+
+    for statement in statements:
+        if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.append(statement.name)  # what the body binds is local to it
+            continue
+        if isinstance(statement, ast.Assign):
+            for target in statement.targets:
+                targets(target)
+        elif isinstance(statement, (ast.AugAssign, ast.AnnAssign)):
+            targets(statement.target)
+        elif isinstance(statement, (ast.Import, ast.ImportFrom)):
+            names += [alias.asname or alias.name.split(".")[0] for alias in statement.names if alias.name != "*"]
+        elif isinstance(statement, (ast.For, ast.AsyncFor)):
+            targets(statement.target)
+        elif isinstance(statement, (ast.With, ast.AsyncWith)):
+            for item in statement.items:
+                if item.optional_vars is not None:
+                    targets(item.optional_vars)
+        for block in ("body", "orelse", "finalbody"):  # if / for / while / with / try blocks run at module level
+            names += _bound_names(getattr(statement, block, []))
+        for handler in getattr(statement, "handlers", []):
+            if handler.name:
+                names.append(handler.name)
+            names += _bound_names(handler.body)
+    return names
 
 
-def require(*names: str, after: str) -> None:
-    """Stop the calling notebook cell unless every one of ``names`` is defined.
+def _parse(source: str) -> ast.Module | None:
+    """The cell's syntax tree; None for cells Python cannot parse (IPython magics, shell escapes)."""
+    try:
+        return ast.parse(source)
+    except SyntaxError:
+        return None
+
+
+def defining_sections(notebook: dict) -> dict[str, str]:
+    """``{name: heading of the section whose cell first binds it}`` for every name the notebook's code cells bind.
 
     Args:
-        names: variables (or imported names) that the cell uses from earlier cells.
-        after: the earlier cell to run first, as a student sees it, e.g. "“1 · The data”" or "the set-up cell".
-
-    Raises:
-        RunEarlierCellsError: naming the missing variables and the cell to run first.
+        notebook: the notebook as nbformat reads it (``cells`` with ``cell_type`` and ``source``).
     """
-    namespace = sys._getframe(1).f_globals  # the notebook's namespace when called from a cell
-    missing = [name for name in names if name not in namespace]
-    if missing:
-        verb = "is" if len(missing) == 1 else "are"
-        raise RunEarlierCellsError(f"{', '.join(missing)} {verb} not defined yet: run the cells up to {after} first "
-                                   "(after a kernel restart: Run ▸ Run All Above Selected Cell).")
+    sections: dict[str, str] = {}
+    heading = "the top of the notebook"
+    for cell in notebook["cells"]:
+        if cell["cell_type"] == "markdown":
+            text = re.sub(r"^```.*?^```", "", cell["source"], flags=re.M | re.S)  # a '# comment' in code is no heading
+            titles = re.findall(r"^#+\s+(.+?)\s*#*\s*$", text, flags=re.M)
+            heading = titles[-1] if titles else heading
+        elif cell["cell_type"] == "code" and (tree := _parse(cell["source"])) is not None:
+            for name in _bound_names(tree.body):
+                sections.setdefault(name, heading)
+    return sections
+
+
+def _names_used(source: str) -> list[str]:
+    """Names the cell reads without binding them itself, in order of first use."""
+    tree = _parse(source)
+    if tree is None:
+        return []
+    bound = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load)}
+    bound |= {node.arg for node in ast.walk(tree) if isinstance(node, ast.arg)}
+    bound |= set(_bound_names(tree.body))
+    used = sorted((node for node in ast.walk(tree) if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load)),
+                  key=lambda node: (node.lineno, node.col_offset))
+    used = [node.id for node in used]
+    return [name for name in dict.fromkeys(used) if name not in bound]
+
+
+def missing_names_message(name: str, cell_source: str, namespace: dict, sections: dict[str, str]) -> str | None:
+    """The one-line hint for a ``NameError`` on ``name`` in a cell, or None when the notebook does not define it.
+
+    Args:
+        name: the undefined name.
+        cell_source: the source of the cell that raised (its other undefined names are listed too).
+        namespace: the kernel's user namespace (what is defined now).
+        sections: :func:`defining_sections` of the notebook.
+    """
+    if name not in sections:
+        return None
+    order = list(sections)
+    missing = [n for n in _names_used(cell_source)
+               if n in sections and n not in namespace and not hasattr(builtins, n)]
+    missing = missing if name in missing else [name, *missing]
+    section = sections[max(missing, key=order.index)]
+    verb = "is" if len(missing) == 1 else "are"
+    return f"{', '.join(missing)} {verb} not defined yet: run the cells up to “{section}” first {RUN_ALL_ABOVE}."
+
+
+def _undefined_name(error: NameError) -> str | None:
+    name = getattr(error, "name", None)
+    if name:
+        return name
+    found = re.search(r"name '(\w+)' is not defined", str(error))
+    return found.group(1) if found else None
+
+
+def cell_order_hints(notebook: str | Path) -> bool:
+    """Turn a ``NameError`` for a name that a cell of ``notebook`` defines into a one-line "run ... first" hint.
+
+    Call once, at the top of the lesson's set-up cell (calling again replaces the hook). Registers an IPython custom
+    exception handler for ``NameError`` in the running kernel.
+
+    Args:
+        notebook: the lesson's file name, relative to the kernel's working directory (the notebook's folder).
+
+    Returns:
+        True when the hook is installed; False outside IPython or when the notebook file cannot be read (then
+        ``NameError`` keeps its usual traceback).
+    """
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    path = Path(notebook)
+    if shell is None or not path.is_file():
+        return False
+    try:
+        sections = defining_sections(nbformat.read(path, as_version=4))
+    except (OSError, ValueError):  # an unreadable notebook only costs the hints, never the lesson
+        return False
+
+    def handler(shell, etype, value, tb, tb_offset=None):
+        """IPython's custom exception handler: the hint as the whole error output, else the usual traceback."""
+        frames, step = [], tb
+        while step is not None:
+            frames.append(step.tb_frame)
+            step = step.tb_next
+        cell_frames = [frame for frame in frames if frame.f_globals is shell.user_ns]
+        name = None if isinstance(value, UnboundLocalError) else _undefined_name(value)
+        message = None
+        if name and cell_frames and frames[-1] is cell_frames[-1]:  # raised by notebook code, not inside a library
+            source = "".join(linecache.getlines(cell_frames[0].f_code.co_filename))
+            message = missing_names_message(name, source, shell.user_ns, sections)
+        if message is None:
+            shell.showtraceback((etype, value, tb), tb_offset=tb_offset)
+            return None
+        shell._showtraceback(etype, value, [message])  # the error output (and execute reply) carry this one line
+        return [message]
+
+    shell.set_custom_exc((NameError,), handler)
+    return True

@@ -52,3 +52,23 @@ def tiny_root(tmp_path_factory) -> Path:
     from data_prep.synthetic import generate_synthetic
 
     return generate_synthetic(tmp_path_factory.mktemp("data") / "tiny", task="target", seed=1, **TINY_DATA)
+
+
+@pytest.fixture(scope="session")
+def lesson_workspace(tmp_path_factory):
+    """A copy of the lessons beside a link to the repository's ``data/`` (see tests/notebook_kernel.py)."""
+    from notebook_kernel import make_workspace
+
+    return make_workspace(tmp_path_factory.mktemp("lessons"))
+
+
+@pytest.fixture(scope="session")
+def lesson(request, lesson_workspace):
+    """A lesson executed once per test session with smoke parameters, in a kernel kept alive for the tests that read
+    its namespace. Parametrise indirectly with the notebook's file name; pytest groups the tests of one lesson, so
+    one kernel runs at a time."""
+    from notebook_kernel import LessonKernel
+
+    with LessonKernel(lesson_workspace, request.param) as kernel:
+        kernel.run_all()
+        yield kernel

@@ -1,10 +1,10 @@
 """The notebooks in a real browser: JupyterLab + headless Chromium (playwright) run every cell, then drag the widgets.
 
-What this catches that nbmake cannot: widgets that do not render (front-end extension missing, ipywidgets and
-jupyterlab_widgets out of step, plotly's anywidget FigureWidget failing to load) and slider / dropdown wiring that
-never reaches the plot. One JupyterLab server serves every notebook of this module; it runs on a temporary copy of
-``notebooks/`` (autosave never touches the repository) next to a ``data`` link to the repository's ``data/``, with
-``E2VPT_NOTEBOOK_SMOKE=1`` so the kernels run the short smoke parameters.
+What this catches that tests/test_notebooks.py (kernels alone) cannot: widgets that do not render (front-end
+extension missing, ipywidgets and jupyterlab_widgets out of step, plotly's anywidget FigureWidget failing to load)
+and slider / dropdown wiring that never reaches the plot. One JupyterLab server serves every notebook of this
+module; it runs on a temporary copy of ``notebooks/`` (autosave never touches the repository) next to a ``data``
+link to the repository's ``data/``, with ``E2VPT_NOTEBOOK_SMOKE=1`` so the kernels run the short smoke parameters.
 
 Needs ``/usr/bin/chromium`` (Debian's ``chromium`` package) and the ``playwright`` Python package; the browser
 playwright downloads itself is never used. Without them the tests skip, unless ``E2VPT_REQUIRE_BROWSER`` is set (CI

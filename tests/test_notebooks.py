@@ -1,0 +1,270 @@
+"""The five lessons, each executed once per test session with smoke parameters (``E2VPT_NOTEBOOK_SMOKE=1``: 2 epochs
+on the offline starter), then read: the checks a lesson used to assert in its own cells live here, on the values its
+cells left in the kernel. The lessons keep only the checks that teach (a count derived by hand, the exercises).
+
+Also the cell-order hints of :mod:`e2vpt_viz.notebook`: a cell run too early says, in one line, which cells to run.
+"""
+from __future__ import annotations
+
+import re
+
+import nbformat
+import pytest
+from nbclient.exceptions import CellExecutionError
+
+from e2vpt_viz.notebook import defining_sections, missing_names_message
+from notebook_kernel import LessonKernel
+
+# The first test of each lesson also waits for the lesson to run (minutes; more on a busy machine).
+pytestmark = pytest.mark.timeout(1800)
+
+
+def on(name: str):
+    """Run the test on the shared executed lesson ``name`` (the session fixture ``lesson`` of tests/conftest.py)."""
+    return pytest.mark.parametrize("lesson", [name], indirect=True, ids=[name.split("_")[0]])
+
+
+# ------------------------------------------------------------------------------------------ cell-order hints
+
+def notebook(*cells: tuple[str, str]) -> nbformat.NotebookNode:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell(s) if kind == "md" else nbformat.v4.new_code_cell(s) for kind, s in cells]
+    return nb
+
+
+TINY = notebook(
+    ("md", "# A tiny lesson"),
+    ("md", "## Parameters\nThe next cell is tagged `parameters`."),
+    ("code", "SIZE = 3"),
+    ("code", 'from e2vpt_viz.notebook import cell_order_hints\nprint(cell_order_hints("tiny.ipynb"))\ntotal = SIZE + 1'),
+    ("md", "## 1 · Data\n```bash\n# a comment in a code block, not a heading\n```"),
+    ("code", "data = list(range(SIZE))\nfor item in data:\n    last = item"),
+    ("md", "## 2 · Model"),
+    ("code", "%time _ = 1"),  # magics do not stop the map
+    ("code", "import math\nweights = [math.sqrt(x) for x in data]\ndef norm(v):\n    inner = sum(v)\n    return inner"),
+    ("code", "result = norm(weights) * len(data) + last"),
+    ("md", "## 3 · Mistakes"),
+    ("code", "print(undefined_thing)"),
+    ("code", 'exec("data", {})  # a NameError inside code that is not the notebook\'s'),
+)
+
+
+def test_defining_sections_maps_each_top_level_name_to_the_section_of_its_first_cell():
+    sections = defining_sections(TINY)
+    assert sections == {"SIZE": "Parameters", "cell_order_hints": "Parameters", "total": "Parameters",
+                        "data": "1 · Data", "item": "1 · Data", "last": "1 · Data", "math": "2 · Model",
+                        "weights": "2 · Model", "norm": "2 · Model", "result": "2 · Model"}  # not `inner`, not `x`
+
+
+def test_the_hint_names_every_missing_name_of_the_cell_and_the_latest_section():
+    sections = defining_sections(TINY)
+    cell = TINY.cells[9].source
+    assert missing_names_message("weights", cell, {"norm": 1}, sections) == (
+        "weights, data, last are not defined yet: run the cells up to “2 · Model” first "
+        "(after a kernel restart: Run ▸ Run All Above Selected Cell).")
+    assert missing_names_message("last", cell, {"norm": 1, "weights": 1, "data": 1}, sections).startswith(
+        "last is not defined yet: run the cells up to “1 · Data” first")
+    assert missing_names_message("undefined_thing", "print(undefined_thing)", {}, sections) is None
+
+
+def test_a_cell_run_too_early_shows_one_line_and_other_name_errors_keep_their_traceback(tmp_path):
+    (tmp_path / "notebooks").mkdir()
+    nbformat.write(TINY, tmp_path / "notebooks" / "tiny.ipynb")
+    with LessonKernel(tmp_path, "tiny.ipynb") as kernel:
+        setup, later = kernel.index("from e2vpt_viz"), kernel.index("result =")
+        error = kernel.error(setup)  # the set-up cell before the parameters: the hook is already in place
+        assert "True" in "".join(o.get("text", "") for o in kernel.nb.cells[setup].outputs)
+        assert error["ename"] == "NameError" and error["traceback"] == [
+            "SIZE is not defined yet: run the cells up to “Parameters” first "
+            "(after a kernel restart: Run ▸ Run All Above Selected Cell)."]
+        kernel.run_cell(kernel.index("SIZE"))
+        kernel.run_cell(setup)
+        assert kernel.error(later)["traceback"] == [
+            "norm, weights, data, last are not defined yet: run the cells up to “2 · Model” first "
+            "(after a kernel restart: Run ▸ Run All Above Selected Cell)."]
+        typo = kernel.error(kernel.index("print(undefined_thing)"))
+        assert len(typo["traceback"]) > 1 and "undefined_thing" in typo["evalue"]
+        library = kernel.error(kernel.index("exec("))
+        assert len(library["traceback"]) > 1 and "data" in library["evalue"]
+        assert kernel.run('print(cell_order_hints("no-such-lesson.ipynb"))').strip() == "False"
+        for index in range(setup + 1, later + 1):  # then the cells in order, as the hint says
+            if kernel.nb.cells[index].cell_type == "code":
+                kernel.run_cell(index)
+        assert kernel.value("result") == pytest.approx((1 + 2 ** 0.5) * 3 + 2)
+
+
+# ------------------------------------------------------------------------------------------ the lessons
+
+@on("01_train_cub.ipynb")
+def test_01_trains_every_method_for_the_smoke_schedule(lesson):
+    got = lesson.value('{"methods": [r["method"] for r in results], "wanted": METHODS, "epochs": EPOCHS, '
+                       '"classes": num_classes, "runs": {r["method"]: {"epochs": len(r["history"]), '
+                       '"acc": r["test_acc"], "params": r["parameters"]} for r in results}}')
+    runs = got["runs"]
+    assert got["methods"] == got["wanted"] == ["linear", "vpt-shallow", "vpt-deep", "e2vpt"]
+    assert all(run["epochs"] == got["epochs"] == 2 for run in runs.values())
+    assert all(0 < run["params"]["tunable_pct"] < 5 for run in runs.values())
+    assert runs["linear"]["params"]["tunable"] == min(run["params"]["tunable"] for run in runs.values())
+    # E²VPT's point: far fewer visual-prompt parameters than deep prompts with P = 10
+    assert runs["e2vpt"]["params"]["visual_prompts"] < runs["vpt-deep"]["params"]["visual_prompts"]
+    chance = 1 / got["classes"]
+    assert all(run["acc"] > 1.5 * chance for run in runs.values()), {m: run["acc"] for m, run in runs.items()}
+
+
+@on("01_train_cub.ipynb")
+def test_01_pruning_slider_reads_the_cached_sweep(lesson):
+    got = lesson.value('{"at0": {k: sweep.at(0.0)[k] for k in ("acc", "parameters")}, "trained": '
+                       'by_method["e2vpt"]["test_acc"], "label": dashboard.label.value, '
+                       '"heaviest": {k: probe_heaviest[k] for k in ("acc", "parameters")}}',
+                       setup="probe_heaviest = dashboard.update(max(RATIOS))")
+    assert got["at0"]["acc"] == pytest.approx(got["trained"], abs=1e-6)  # ratio 0 is the trained model
+    assert got["heaviest"]["parameters"]["tunable"] < got["at0"]["parameters"]["tunable"]
+    assert f"{100 * got['heaviest']['acc']:.1f}%" in got["label"]
+
+
+@on("02_kv_prompt_attention.ipynb")
+def test_02_attention_rows_split_into_shares_that_sum_to_one(lesson):
+    got = lesson.value('{"blocks": len(e2vpt.backbone.blocks), "probs": len(probs), "keys": probs[0].shape[-1], '
+                       '"tokens": layout.num_tokens, "kv": e2vpt.kv_prompts.shape[2], '
+                       '"shares": cls_shares + patch_shares, "cls_kv": [row["kv_prompts"] for row in cls_shares]}')
+    assert got["probs"] == got["blocks"] and got["keys"] == got["tokens"] + got["kv"]  # [P_K; K]
+    assert all(sum(row.values()) == pytest.approx(1, abs=1e-4) for row in got["shares"])
+    assert all(share > 0 for share in got["cls_kv"])
+
+
+@on("02_kv_prompt_attention.ipynb")
+def test_02_explorer_block_control_redraws_the_patch_grid(lesson):
+    got = lesson.value('{"changed": [list(r) for r in explorer.figure.data[1].z] != probe_before, '
+                       '"shape": [len(explorer.figure.data[1].z), len(explorer.figure.data[1].z[0])], '
+                       '"grid": list(layout.grid)}',
+                       setup="probe_before = [list(r) for r in explorer.figure.data[1].z]\n"
+                             "explorer.layer.value = len(probs) - 1")
+    assert got["changed"] and got["shape"] == got["grid"]
+
+
+@on("02_kv_prompt_attention.ipynb")
+def test_02_maps_and_grounding_scores_have_their_shapes_and_ranges(lesson):
+    got = lesson.value('{"columns": {k: [list(m.shape), bool(torch.isfinite(m).all())] for k, m in columns.items()}, '
+                       '"images": NUM_IMAGES, "grid": list(layout.grid), "blocks": len(probs), '
+                       '"heads": e2vpt.backbone.blocks[0].attn.num_heads, "kv": e2vpt.kv_prompts.shape[2], '
+                       '"grounding": {k: [list(g.shape), bool(((g >= 0) & (g <= 1)).all())] '
+                       'for k, g in grounding.items()}, "chance": chance, "kv_grounding": list(kv_grounding.shape)}')
+    assert got["columns"] and all(v == [[got["images"], *got["grid"]], True] for v in got["columns"].values())
+    assert len(got["grounding"]) == 3
+    assert all(v == [[got["blocks"], got["heads"]], True] for v in got["grounding"].values())
+    assert 0 < got["chance"] < 1 and got["kv_grounding"] == [got["blocks"], got["kv"]]
+
+
+@on("03_pruning_tradeoffs.ipynb")
+def test_03_importance_scores_and_the_instant_pruning_sweep(lesson):
+    got = lesson.value('{"P": P, "token": list(signed.token.shape), "segment": list(signed.segment.shape), '
+                       '"abs_bounds_signed": bool((absolute.token >= signed.token.abs() - 1e-6).all()), '
+                       '"at0": sweep.at(0.0)["acc"], "before": before["test_acc"], "ratios": list(sweep.ratios), '
+                       '"wanted": RATIOS, "tunable": [r["parameters"]["tunable"] for r in rows]}')
+    assert got["token"] == [got["P"]] and got["segment"] == [got["P"], 16]
+    assert got["abs_bounds_signed"]  # |mean of gradients| <= mean of |gradients|
+    assert got["at0"] == pytest.approx(got["before"], abs=1e-6)  # ratio 0 is the unpruned model
+    assert got["ratios"] == got["wanted"]
+    assert all(a >= b for a, b in zip(got["tunable"], got["tunable"][1:])) and got["tunable"][-1] < got["tunable"][0]
+
+
+@on("03_pruning_tradeoffs.ipynb")
+def test_03_slider_moves_to_a_cached_ratio(lesson):
+    got = lesson.value('{"same": probe_shown is sweep.results[0.3], "acc": probe_shown["acc"], '
+                       '"label": slider.label.value}', setup="probe_shown = slider.update(0.3)")
+    assert got["same"] and f"{100 * got['acc']:.1f}%" in got["label"]
+
+
+@on("03_pruning_tradeoffs.ipynb")
+def test_03_rewinding_trains_every_candidate_and_keeps_the_best_on_validation(lesson):
+    got = lesson.value('{"runs": rewind["runs"], "best": best, "tokens": REWIND_TOKENS, "segments": REWIND_SEGMENTS}')
+    runs = got["runs"]
+    assert sorted((r["num_tokens"], r["num_segments"]) for r in runs) == sorted(
+        (t, s) for t in got["tokens"] for s in got["segments"])
+    assert got["best"] == max(runs, key=lambda r: (r["val_acc"], r["num_tokens"], r["num_segments"]))
+    assert all(0.0 <= r["test_acc"] <= 1.0 for r in runs)
+
+
+@on("04_method_zoo.ipynb")
+def test_04_parameter_counts_order_the_methods(lesson):
+    got = lesson.value('{"runs": {m: {"counted": r["parameters"] == count_parameters(r["model"]), '
+                       '"tunable": r["parameters"]["tunable"], "acc": r["test_acc"], "epochs": len(r["history"])} '
+                       'for m, r in by_method.items()}, "methods": METHODS, "epochs": EPOCHS, "classes": num_classes}')
+    runs = got["runs"]
+    assert list(runs) == got["methods"] and len(runs) == 8
+    assert all(run["counted"] and run["epochs"] == got["epochs"] == 2 for run in runs.values())
+    tunable = {m: run["tunable"] for m, run in runs.items()}
+    for chain in (["linear", "bias", "lora", "partial", "full"], ["linear", "vpt-shallow", "vpt-deep", "full"],
+                  ["linear", "e2vpt", "partial"]):
+        assert all(tunable[a] < tunable[b] for a, b in zip(chain, chain[1:])), [(m, tunable[m]) for m in chain]
+    assert all(run["acc"] > 1 / got["classes"] for run in runs.values()), {m: run["acc"] for m, run in runs.items()}
+
+
+@on("04_method_zoo.ipynb")
+def test_04_attribution_maps_are_per_pixel_or_per_patch_and_scaled_to_one(lesson):
+    got = lesson.value('{m: {a: [list(v.shape), bool(torch.isfinite(v).all()), float(v.min()), float(v.max())] '
+                       'for a, v in maps[m].items()} for m in EXPLAINED}')
+    shape = lesson.value('{"images": NUM_IMAGES, "crop": batch["images"].shape[-1], '
+                         '"grid": list(TokenLayout.of(by_method[EXPLAINED[0]]["model"]).grid), "explained": EXPLAINED}')
+    assert list(got) == shape["explained"]
+    for method, maps in got.items():
+        assert maps["integrated_gradients"][0] == [shape["images"], shape["crop"], shape["crop"]], method
+        assert maps["occlusion"][0] == maps["grad_cam"][0] == [shape["images"], *shape["grid"]], method
+        assert all(finite and 0 <= low <= high <= 1 for _, finite, low, high in maps.values()), (method, maps)
+
+
+@on("04_method_zoo.ipynb")
+def test_04_tsne_embeds_the_same_images_for_every_method_reproducibly(lesson):
+    got = lesson.value('{"same_images": all(torch.equal(l, labels) for _, l in features.values()), '
+                       '"shapes": {m: [list(e.shape), bool(torch.isfinite(e).all())] for m, e in embeddings.items()}, '
+                       '"points": min(TSNE_POINTS, len(loaders["test"].dataset)), "methods": METHODS, '
+                       '"repeat": torch.equal(tsne_embedding(features[METHODS[0]][0], seed=SEED), '
+                       'embeddings[METHODS[0]])}')
+    assert got["same_images"] and got["repeat"]  # the same test images in every panel; same seed, same map
+    assert list(got["shapes"]) == got["methods"]
+    assert all(v == [[got["points"], 2], True] for v in got["shapes"].values())
+
+
+@on("05_pvp_few_shot.ipynb")
+def test_05_compares_both_initialisations_on_every_seed(lesson):
+    got = lesson.value('{"dim": info["backbone"]["embed_dim"], "visual": info["shapes"]["visual_prompts"], '
+                       '"rows": rows, "shots": SHOTS, "seeds": SEEDS}')
+    assert got["visual"][-1] == got["dim"]  # the prompts live in the backbone's width
+    assert [row["shots"] for row in got["rows"]] == got["shots"]
+    for row in got["rows"]:
+        assert len(row["random"]) == len(row["pvp"]) == len(got["seeds"])
+        assert all(0 <= a <= 1 for a in row["random"] + row["pvp"])
+        assert row["pvp_mean"] == pytest.approx(sum(row["pvp"]) / len(row["pvp"]))
+
+
+# ------------------------------------------------------------------------------------------ the exercises
+
+def argmax_kv_share(lesson) -> str:
+    shares = lesson.value('[row["kv_prompts"] for row in cls_shares]')
+    return str(max(range(len(shares)), key=shares.__getitem__))
+
+
+def pvp_gain(lesson) -> str:
+    row = lesson.value("rows[0]")
+    return f"{100 * (row['pvp_mean'] - row['random_mean']):.1f}"
+
+
+# The answer a student should write, as the exercise's text asks for it.
+SOLUTIONS = {
+    "01_train_cub.ipynb": lambda lesson: "L * P * D",
+    "02_kv_prompt_attention.ipynb": argmax_kv_share,
+    "03_pruning_tradeoffs.ipynb": lambda lesson: "[1, 2, 3, 4, 5, 6, 7, 8, 9]",
+    "04_method_zoo.ipynb": lambda lesson: "L * r * (D + 3 * D)",
+    "05_pvp_few_shot.ipynb": pvp_gain,
+}
+
+
+@pytest.mark.parametrize("lesson", list(SOLUTIONS), indirect=True, ids=lambda name: name.split("_")[0])
+def test_exercise_accepts_the_right_answer_and_explains_a_wrong_one(lesson):
+    cell = next(c for c in lesson.nb.cells if c.cell_type == "code" and re.search(r"^answer = None", c.source, flags=re.M))
+    assert "Fill in `answer`" in lesson.run(cell.source)
+    right = re.sub(r"^answer = None.*$", f"answer = {SOLUTIONS[lesson.name](lesson)}", cell.source, flags=re.M)
+    assert "Correct!" in lesson.run(right)
+    wrong = re.sub(r"^answer = None.*$", "answer = -1", cell.source, flags=re.M)
+    with pytest.raises(CellExecutionError, match="Not quite"):
+        lesson.run(wrong)

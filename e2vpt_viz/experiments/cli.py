@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="train several methods and write report.md / report.html")
     _add_config(report, default="starter")
     report.add_argument("--methods", nargs="+", default=["e2vpt"],
-                        help="methods to train (default e2vpt; the README's calibration table: "
+                        help="methods to train (default e2vpt; the calibration of docs/calibration.md: "
                              "linear vpt-shallow vpt-deep e2vpt full)")
     report.add_argument("--out", default="results/starter")
     report.add_argument("--quiet", action="store_true")

@@ -33,7 +33,7 @@ LATER_CELL = {
     "01_train_cub.ipynb": ("display(Markdown(markdown_table(results)))",
                            "results is not defined yet: run the cells up to “3 · Train the methods side by side” first "
                            "(after a kernel restart: Run ▸ Run All Above Selected Cell)."),
-    "03_pruning_tradeoffs.ipynb": ("train_config = TrainConfig(",
+    "03_pruning_tradeoffs.ipynb": ("train_config = cfg.replace(",
                                    "loaders, signed, rows are not defined yet: run the cells up to “3 · Instant pruning: "
                                    "the trade-off curve” first (after a kernel restart: Run ▸ Run All Above Selected "
                                    "Cell)."),

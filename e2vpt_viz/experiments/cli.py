@@ -124,12 +124,12 @@ def run_command(args: argparse.Namespace) -> int:
         print(json.dumps({"split": args.split, "acc": result["acc"], "loss": result["loss"],
                           "count": result["count"]}))
     elif args.command == "report":
-        from .report import markdown_table, write_report
+        from .report import results_markdown, write_report
 
         cfg = load_run_config(args.config, args.overrides)
         results = compare_methods(cfg, args.methods, args.out, progress=not args.quiet)
         paths = write_report(results, args.out, title=f"e2vpt-viz report: {args.config}")
-        print(markdown_table(results))
+        print(results_markdown(results))
         print(f"report written to {paths['markdown']} and {paths['html']}")
     elif args.command == "sweep":
         search = grid_search(load_run_config(args.config, args.overrides), args.lrs, args.wds, args.out)
@@ -167,14 +167,14 @@ def run_command(args: argparse.Namespace) -> int:
         from pathlib import Path
 
         from ..checkpoint import write_json, write_text
-        from .fewshot import few_shot_comparison, markdown_table
+        from .fewshot import few_shot_comparison, few_shot_markdown
 
         rows = few_shot_comparison(load_run_config(args.config, args.overrides), args.prompts, args.shots,
                                    args.seeds, args.epochs)
         out = Path(args.out)
         write_json(out / "pvp_fewshot.json", rows)
-        write_text(out / "pvp_fewshot.md", markdown_table(rows) + "\n")
-        print(markdown_table(rows))
+        write_text(out / "pvp_fewshot.md", few_shot_markdown(rows) + "\n")
+        print(few_shot_markdown(rows))
     elif args.command == "docs":
         from .docs import stale, write_docs
 

@@ -146,7 +146,7 @@ def few_shot_comparison(cfg: "RunConfig", prompts: Union[str, Path], shots: Sequ
 FEWSHOT_COLUMNS = ("shots per class", "random init (%)", "PVP init (%)", "PVP gain (points)")
 
 
-def markdown_table(rows: Sequence[dict]) -> str:
+def few_shot_markdown(rows: Sequence[dict]) -> str:
     """The few-shot comparison as a markdown table (test accuracy %, mean ± std over seeds)."""
     return tables.markdown_table(
         FEWSHOT_COLUMNS,

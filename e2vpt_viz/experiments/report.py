@@ -16,7 +16,7 @@ COLUMNS = ("method", "test acc (%)", "val acc (%)", "tunable params", "tunable (
            "train time (s)")
 
 
-def results_table(results: Sequence[dict]) -> list[tuple]:
+def result_rows(results: Sequence[dict]) -> list[tuple]:
     """One row per run: method, test and val accuracy (%), tunable parameters, tunable % of the backbone, schedule,
     training seed, seconds."""
     rows = []
@@ -28,9 +28,9 @@ def results_table(results: Sequence[dict]) -> list[tuple]:
     return rows
 
 
-def markdown_table(results: Sequence[dict]) -> str:
+def results_markdown(results: Sequence[dict]) -> str:
     """The runs as a Markdown table, one row per run (the columns of :data:`COLUMNS`)."""
-    return tables.markdown_table(COLUMNS, results_table(results))
+    return tables.markdown_table(COLUMNS, result_rows(results))
 
 
 def _environment() -> str:
@@ -48,13 +48,13 @@ def write_report(results: Sequence[dict], out_dir: Union[str, Path], title: str)
     backbone = results[0]["backbone"] if results else "?"
     intro = (f"Dataset `{dataset}`, backbone `{backbone}`. Accuracy is top-1 on the test split after the last "
              f"epoch; tunable parameters follow the papers' convention. Environment: {_environment()}.")
-    md = f"# {title}\n\n{intro}\n\n{markdown_table(results)}\n"
+    md = f"# {title}\n\n{intro}\n\n{results_markdown(results)}\n"
     write_text(out / "report.md", md)
 
     fig = training_curves({r["method"]: r["history"] for r in results})
     head = "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>"
-                   for row in results_table(results))
+                   for row in result_rows(results))
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             "<style>body{font-family:sans-serif;max-width:960px;margin:2em auto}"
             "td,th{padding:4px 10px;border-bottom:1px solid #ddd;text-align:right}</style></head><body>"

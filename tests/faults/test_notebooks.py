@@ -30,7 +30,7 @@ PROBES = {
 }
 # A cell run too early in a restarted kernel (after the parameters and set-up cells), and the one line it must show.
 LATER_CELL = {
-    "01_train_cub.ipynb": ("display(Markdown(markdown_table(results)))",
+    "01_train_cub.ipynb": ("display(Markdown(results_markdown(results)))",
                            "results is not defined yet: run the cells up to “3 · Train the methods side by side” first "
                            "(after a kernel restart: Run ▸ Run All Above Selected Cell)."),
     "03_pruning_tradeoffs.ipynb": ("train_config = cfg.replace(",

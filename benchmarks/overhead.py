@@ -20,7 +20,7 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from timing import timed
+from timing import Record, timed
 
 from e2vpt_viz import E2VPTConfig, apply_prompts, record_attention
 
@@ -40,7 +40,9 @@ def main() -> None:
     parser.add_argument("--kv-prompts", type=int, default=5, help="key-value prompts T")
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--write", help="also write a JSON record (e.g. benchmarks/results/overhead_cpu.json)")
     args = parser.parse_args()
+    record = Record(args.write)
     device = torch.device(args.device)
     torch.manual_seed(0)
 
@@ -80,16 +82,17 @@ def main() -> None:
             times[name].append(timed(fn, device))
     median = {name: statistics.median(t) for name, t in times.items()}
     tokens = ours.num_prefix_tokens + ours.backbone.patch_embed.num_patches
-    print(f"model {args.model}, batch {args.batch_size}, {tokens} tokens (P={args.prompts}, T={args.kv_prompts}), "
+    record.say(f"model {args.model}, batch {args.batch_size}, {tokens} tokens (P={args.prompts}, T={args.kv_prompts}), "
           f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else f'{torch.get_num_threads()} threads'}), "
           f"torch {torch.__version__}, median of {args.steps} interleaved steps")
     for name, value in median.items():
-        print(f"  {name:17s} {1000 * value:8.1f} ms/step  {args.batch_size / value:8.1f} img/s")
-    print(f"ratio ours, every token / plain timm train step: {median['ours, every token'] / median['plain timm']:.3f} "
+        record.say(f"  {name:17s} {1000 * value:8.1f} ms/step  {args.batch_size / value:8.1f} img/s")
+    record.say(f"ratio ours, every token / plain timm train step: {median['ours, every token'] / median['plain timm']:.3f} "
           "(target <= 1.05)")
-    print(f"ratio ours fused / plain timm train step:        {median['ours fused'] / median['plain timm']:.3f} "
+    record.say(f"ratio ours fused / plain timm train step:        {median['ours fused'] / median['plain timm']:.3f} "
           "(skipping unread tokens)")
-    print(f"ratio manual / fused attention (ours):           {median['ours manual'] / median['ours fused']:.3f}")
+    record.say(f"ratio manual / fused attention (ours):           {median['ours manual'] / median['ours fused']:.3f}")
+    record.write("overhead.py", None, str(device))
 
 
 if __name__ == "__main__":

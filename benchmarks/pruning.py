@@ -18,7 +18,7 @@ import timm
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from timing import timed
+from timing import Record, timed
 
 from e2vpt_viz import E2VPTConfig, apply_prompts, evaluate
 from e2vpt_viz.pruning import importance_scores, pruning_masks, pruning_sweep, remove_pruned_tokens, set_masks
@@ -33,7 +33,9 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=4, help="batches in the evaluation loader")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--write", help="also write a JSON record (e.g. benchmarks/results/pruning_cpu.json)")
     args = parser.parse_args()
+    record = Record(args.write)
     device = torch.device(args.device)
     torch.manual_seed(0)
 
@@ -50,12 +52,12 @@ def main() -> None:
     one_pass = statistics.median(timed(lambda: evaluate(model, loader), device) for _ in range(3))
     ratios = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
     sweep_time = timed(lambda: pruning_sweep(model, loader, ratios, scores=scores), device)
-    print(f"{args.model}, P={args.prompts}, {n} images, {device.type}, torch {torch.__version__}")
-    print(f"sweep of {len(ratios)} ratios: {sweep_time:.2f} s = {sweep_time / one_pass:.2f}x one evaluation pass "
+    record.say(f"{args.model}, P={args.prompts}, {n} images, {device.type}, torch {torch.__version__}")
+    record.say(f"sweep of {len(ratios)} ratios: {sweep_time:.2f} s = {sweep_time / one_pass:.2f}x one evaluation pass "
           f"({one_pass:.2f} s); target <= 11x")
 
     images = data.tensors[0][:args.batch_size].to(device)
-    print("pruned tokens | zeroed ms | removed ms | speed-up | same predictions")
+    record.say("pruned tokens | zeroed ms | removed ms | speed-up | same predictions")
     for fraction in (0.5, 0.9):
         num_tokens = min(int(fraction * args.prompts), args.prompts - 1)
         zeroed = apply_prompts(timm.create_model(args.model, pretrained=False, num_classes=0),
@@ -71,8 +73,9 @@ def main() -> None:
                 times["removed"].append(timed(lambda: compact(images), device))
             agree = (zeroed(images).argmax(-1) == compact(images).argmax(-1)).float().mean().item()
         z, r = statistics.median(times["zeroed"]), statistics.median(times["removed"])
-        print(f"{num_tokens:>4} of {args.prompts:<6} | {1000 * z:9.1f} | {1000 * r:10.1f} | {z / r:7.2f}x | "
+        record.say(f"{num_tokens:>4} of {args.prompts:<6} | {1000 * z:9.1f} | {1000 * r:10.1f} | {z / r:7.2f}x | "
               f"{100 * agree:.0f}%")
+    record.write("pruning.py", None, device.type)
 
 
 if __name__ == "__main__":

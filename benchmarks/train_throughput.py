@@ -15,7 +15,7 @@ step saves for its backward pass, i.e. the activations, marked *), ours / offici
 name, n/a on CPU). The last line is evaluation (no gradients) of E²VPT.
 
     python benchmarks/train_throughput.py                                        # CUDA: ViT-B/16, batch 128
-    python benchmarks/train_throughput.py --compile --write benchmarks/results/train_throughput_h100.md
+    python benchmarks/train_throughput.py --compile --write benchmarks/results/train_throughput_h100.json
     python benchmarks/train_throughput.py --model starter-vit --batch 16 --steps 2 --threads 1   # CPU, ~1 minute
 
 The issue's targets on one H100 (ViT-B/16, E²VPT): >= 5,000 training images/s (>= 45% of the bf16 peak) and >= 3x
@@ -24,17 +24,16 @@ the official style; evaluation >= 10,000 images/s. They are unmeasured until thi
 from __future__ import annotations
 
 import argparse
-import datetime
 import gc
 import statistics
-import sys
 import time
-from pathlib import Path
 from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode, flop_registry, sdpa_backward_flop_count, sdpa_flop_count
+
+from timing import Record
 
 from e2vpt_viz import ModelOptions, apply_prompts, load_backbone, method_config
 
@@ -230,18 +229,15 @@ def main(argv: Optional[list[str]] = None) -> list[dict]:
     parser.add_argument("--compile", action="store_true", help="torch.compile ours (not the official style)")
     parser.add_argument("--grad-checkpointing", action="store_true", help="ours with gradient checkpointing")
     parser.add_argument("--methods", nargs="+", help="labels or method names to run (default: all)")
-    parser.add_argument("--write", help="also write a markdown record (device, torch, command, date, output)")
+    parser.add_argument("--write", help="also write a JSON record (device, torch, command, date, output)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     amp = device.type == "cuda"
     peak = bf16_peak(device)
-    lines: list[str] = []
-
-    def say(text: str) -> None:
-        print(text, flush=True)
-        lines.append(text)
+    record = Record(args.write)
+    say = record.say
 
     size = load_backbone(args.model, pretrained=False).patch_embed.img_size
     g = torch.Generator().manual_seed(0)
@@ -302,14 +298,7 @@ def main(argv: Optional[list[str]] = None) -> list[dict]:
     ratios = [float(r["ratio"]) for r in rows if r["ratio"] != "n/a"]
     if ratios:
         say(f"median ours / official speed ratio: {statistics.median(ratios):.2f}")
-    if args.write:
-        command = "python " + " ".join([sys.argv[0] if argv is None else "benchmarks/train_throughput.py",
-                                        *(sys.argv[1:] if argv is None else argv)])
-        record = [f"# benchmarks/train_throughput.py on {device_name(device)}", "",
-                  f"- command: `{command}`", f"- device: {device_name(device)}; torch {torch.__version__}; "
-                  f"{datetime.date.today().isoformat()}", "", "```", *lines, "```", ""]
-        Path(args.write).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.write).write_text("\n".join(record))
+    record.write("train_throughput.py", argv, device_name(device))
     return rows
 
 

@@ -17,7 +17,7 @@ import statistics
 import timm
 import torch
 
-from timing import timed
+from timing import Record, timed
 
 from e2vpt_viz import E2VPTConfig, apply_prompts
 from e2vpt_viz.pruning import PruningSweep
@@ -45,11 +45,13 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--write", help="also write a JSON record (e.g. benchmarks/results/visualisation_cpu.json)")
     args = parser.parse_args()
+    record = Record(args.write)
     device = torch.device(args.device)
 
     slider_ms, widget = slider_response_ms(args.classes, ratios=10, repeats=args.repeats)
-    print(f"slider response: {slider_ms:.1f} ms median per update ({args.classes} classes, "
+    record.say(f"slider response: {slider_ms:.1f} ms median per update ({args.classes} classes, "
           f"{'FigureWidget' if widget else 'static figure'}; anywidget available: {figure_widget_available()}); "
           "target < 100 ms")
 
@@ -70,9 +72,10 @@ def main() -> None:
     plain(), capture()  # warm-up
     pairs = [(timed(plain, device), timed(capture, device)) for _ in range(args.repeats)]
     base, rec = statistics.median(p for p, _ in pairs), statistics.median(c for _, c in pairs)
-    print(f"attention capture ({args.model}, batch {args.batch_size}, {device}): plain inference "
+    record.say(f"attention capture ({args.model}, batch {args.batch_size}, {device}): plain inference "
           f"{1000 * base:.1f} ms, with capture of all {len(model.backbone.blocks)} blocks {1000 * rec:.1f} ms, "
           f"ratio {rec / base:.2f}x; target <= 2x")
+    record.write("visualisation.py", None, str(device))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Fast-path options (gradient checkpointing, torch.compile), resume compatibility, no host syncs in the step,
 out-of-memory handling, and the throughput benchmark's counts (behaviour and numbers, not timing)."""
 import hashlib
+import json
 import importlib.util
 import sys
 from dataclasses import asdict
@@ -162,7 +163,7 @@ def load_benchmark():
 
 def test_benchmark_runs_on_cpu_and_counts_flops_of_the_formula(tmp_path):
     bench = load_benchmark()
-    out = tmp_path / "record.md"
+    out = tmp_path / "record.json"
     rows = bench.main(["--model", "starter-vit", "--batch", "2", "--steps", "1", "--rounds", "1", "--warmup", "1",
                        "--methods", "e2vpt", "linear", "--write", str(out)])
     assert [r["method"] for r in rows] == ["linear", "e2vpt P=T=5", "eval e2vpt"]
@@ -183,6 +184,9 @@ def test_benchmark_runs_on_cpu_and_counts_flops_of_the_formula(tmp_path):
     assert rows[1]["gflop"] > 2 * rows[2]["gflop"]  # backward through every block for the prompts
     # linear probe: the plain backbone's forward plus the head's weight gradient (nothing flows into the backbone)
     assert rows[0]["gflop"] * 1e9 == pytest.approx(forward_flops(1 + 64, 0, queries) + 2 * d * 200, rel=1e-9)
-    text = out.read_text()
-    assert "command: `python benchmarks/train_throughput.py --model starter-vit" in text and "torch" in text
+    record = json.loads(out.read_text())  # the JSON record docs/performance.md is rendered from
+    assert record["command"].startswith("python benchmarks/train_throughput.py --model starter-vit")
+    assert record["torch"] == torch.__version__ and record["device"] == bench.device_name(torch.device("cpu"))
+    assert record["notes"] == [] and record["benchmark"] == "benchmarks/train_throughput.py"
+    assert record["output"][-1].startswith("median ours / official speed ratio") and len(record["output"]) == 8
     assert bench.bf16_peak(torch.device("cpu")) is None

@@ -252,11 +252,16 @@ def performance_text(r: dict[str, dict]) -> str:
 
 
 def benchmarks_text(root: Path) -> str:
-    """Every ``benchmarks/results/*.md`` record, headings one level down, under its file name."""
+    """Every ``benchmarks/results/*.json`` record (written by ``python benchmarks/<name>.py --write FILE``): its
+    command, device and versions, the benchmark's output verbatim, then the notes on what the numbers mean."""
     parts = []
-    for path in sorted((root / "benchmarks" / "results").glob("*.md")):
-        text = re.sub(r"^(#+) ", r"#\1## ", path.read_text().strip(), flags=re.M)
-        parts.append(f"### `benchmarks/results/{path.name}`\n\n{text}")
+    for path in sorted((root / "benchmarks" / "results").glob("*.json")):
+        r = json.loads(path.read_text())
+        settings = f" ({r['settings']})" if r.get("settings") else ""
+        notes = "".join(f"\n- {note}" for note in r.get("notes", []))
+        parts.append(f"### `benchmarks/results/{path.name}`\n\n- command: `{r['command']}`{settings}\n- device: "
+                     f"{r['device']}; torch {r['torch']}; {r['date']}\n\n```\n" + "\n".join(r["output"])
+                     + f"\n```\n{notes}".rstrip())
     return "\n\n".join(parts)
 
 

@@ -64,8 +64,8 @@ def test_restart_then_a_later_cell_first(name, lesson_workspace, outcome):
     outcome(f"set-up cell first: {first['traceback'][0][:60]}…; then a later cell: {later['traceback'][0][:70]}…")
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("lesson", LESSONS, indirect=True, ids=["01", "03"])
+@pytest.mark.slow  # re-executes a lesson; notebook 01 stands for the lessons (03's cell order is case 9a)
+@pytest.mark.parametrize("lesson", LESSONS[:1], indirect=True, ids=["01"])
 def test_run_every_cell_again_in_the_same_kernel(lesson, outcome):
     """9b · every cell of a lesson run a second time in the same kernel → the same numbers, nothing retrains
 
@@ -78,8 +78,8 @@ def test_run_every_cell_again_in_the_same_kernel(lesson, outcome):
     outcome(f"run twice in one kernel: same {', '.join(sorted(first))}")
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("lesson", LESSONS, indirect=True, ids=["01", "03"])
+@pytest.mark.slow  # re-executes a lesson; notebook 01 stands for the lessons (03's cell order is case 9a)
+@pytest.mark.parametrize("lesson", LESSONS[:1], indirect=True, ids=["01"])
 def test_run_all_after_a_restart(lesson, lesson_workspace, outcome):
     """9c · Run All in a restarted kernel → the same numbers as the first run
 

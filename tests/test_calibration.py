@@ -15,7 +15,7 @@ import pytest
 from e2vpt_viz.experiments.docs import load_results
 from e2vpt_viz.experiments.run import compare_methods, load_run_config
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # two 100-epoch trainings: 8 to 12 minutes on 2 cores
 
 TOLERANCE = 3.0  # points: other torch builds change the arithmetic a little, not the result
 

@@ -99,6 +99,7 @@ def test_pretrain_prompts_on_a_small_source_task(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # twelve 50-epoch runs
 def test_committed_pvp_prompts_beat_random_init_at_one_and_two_shots(tmp_path):
     """Protects the PVP claim of docs/pvp.md (docs/results/pvp_fewshot.json): on the offline starter the committed
     pre-trained prompts beat random initialisation at 1 and 2 shots, on the mean of 3 seeds and on at least 2 of

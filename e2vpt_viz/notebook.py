@@ -1,9 +1,18 @@
-"""Cell order in the lesson notebooks: a cell run before the cells it builds on stops with one clear line.
+"""The lessons' kernel set-up: clear one-line errors, cell-order hints, and a thread count that suits the machine.
 
 The set-up cell of every lesson starts with::
 
-    from e2vpt_viz.notebook import cell_order_hints
-    cell_order_hints("01_train_cub.ipynb")
+    from e2vpt_viz.notebook import lesson_setup
+    lesson_setup("01_train_cub.ipynb")
+
+It does three things in the running kernel:
+
+* **One-line errors.** The library's own errors, the ones a student fixes by changing a parameter (a mismatched
+  checkpoint, a dataset layout, a backbone that cannot load, a setting the shipped results were not made with, ...),
+  show as one line naming the value and the fix, instead of a long traceback with the useful line off-screen.
+* **Torch threads** (:func:`use_free_cores`): one per core that is not already busy, so a second busy core slows
+  training about 2x, not 3-10x (two threads fighting one busy core).
+* **Cell-order hints** (:func:`cell_order_hints`), below.
 
 From then on, in that kernel, a ``NameError`` for a name that one of the notebook's cells defines shows one line
 instead of a traceback, e.g.::
@@ -23,12 +32,65 @@ from __future__ import annotations
 import ast
 import builtins
 import linecache
+import os
 import re
 from pathlib import Path
 
 import nbformat
+import torch
+
+from .backbones import BackboneError
+from .checkpoint import CheckpointMismatchError, CheckpointReadError, CheckpointWriteError
+from .data import DatasetLayoutError
+from .pruning import PruningError
+from .training import TrainingDivergedError, TrainingOutOfMemoryError
 
 RUN_ALL_ABOVE = "(after a kernel restart: Run ▸ Run All Above Selected Cell)"
+
+
+class LessonSettingsError(ValueError):
+    """A lesson parameter that cannot work with the others (e.g. ``TRAIN="shipped"`` with another schedule); the
+    message names the parameter and the value to use instead."""
+
+
+# Errors a student fixes by changing a parameter or preparing data: one line in a lesson (set up by lesson_setup).
+USER_ERRORS = (LessonSettingsError, BackboneError, CheckpointMismatchError, CheckpointReadError, CheckpointWriteError,
+               DatasetLayoutError, PruningError, TrainingDivergedError, TrainingOutOfMemoryError, FileNotFoundError)
+
+
+def free_cores() -> int:
+    """Cores of this process's CPU set that are not busy with other work: the set's size minus the 1-minute load
+    average (rounded), at least 1."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        cores = os.cpu_count() or 1
+    try:
+        busy = round(os.getloadavg()[0])
+    except (AttributeError, OSError):
+        busy = 0
+    return max(1, min(cores, cores - busy))
+
+
+def use_free_cores() -> str:
+    """Set torch's CPU threads to :func:`free_cores` and say so in one line.
+
+    Why: on 2 cores with one busy, two torch threads wait on each other at every synchronisation point (measured in
+    ``benchmarks/results/threads_cpu.json``); one thread on the free core is faster. On a GPU the CPU threads barely
+    matter. ``OMP_NUM_THREADS`` set by the user wins.
+    """
+    if os.environ.get("OMP_NUM_THREADS"):
+        return f"torch uses {torch.get_num_threads()} CPU threads (OMP_NUM_THREADS)."
+    free = free_cores()
+    torch.set_num_threads(free)
+    return f"torch uses {free} CPU thread{'s' * (free > 1)} (the cores not busy with other work)."
+
+
+def lesson_setup(notebook: str | Path) -> str:
+    """The set-up of a lesson's kernel: one-line errors, cell-order hints, torch threads. Returns a one-line note
+    for the set-up cell to show (the thread count)."""
+    cell_order_hints(notebook)
+    return use_free_cores()
 
 
 def _bound_names(statements: list[ast.stmt]) -> list[str]:
@@ -143,27 +205,26 @@ def cell_order_hints(notebook: str | Path) -> bool:
     """Turn a ``NameError`` for a name that a cell of ``notebook`` defines into a one-line "run ... first" hint.
 
     Call once, at the top of the lesson's set-up cell (calling again replaces the hook). Registers an IPython custom
-    exception handler for ``NameError`` in the running kernel.
+    exception handler for ``NameError`` and :data:`USER_ERRORS` in the running kernel.
 
     Args:
         notebook: the lesson's file name, relative to the kernel's working directory (the notebook's folder).
 
     Returns:
-        True when the hook is installed; False outside IPython or when the notebook file cannot be read (then
-        ``NameError`` keeps its usual traceback).
+        True when the hook is installed (the library's :data:`USER_ERRORS` become one line too); False outside
+        IPython. When the notebook file cannot be read, ``NameError`` keeps its usual traceback.
     """
     try:
         from IPython import get_ipython
     except ImportError:
         return False
     shell = get_ipython()
-    path = Path(notebook)
-    if shell is None or not path.is_file():
+    if shell is None:
         return False
     try:
-        sections = defining_sections(nbformat.read(path, as_version=4))
-    except (OSError, ValueError):  # an unreadable notebook only costs the hints, never the lesson
-        return False
+        sections = defining_sections(nbformat.read(Path(notebook), as_version=4))
+    except (OSError, ValueError):  # an unreadable notebook only costs the hints (errors stay one line), never the lesson
+        sections = {}
 
     def handler(shell, etype, value, tb, tb_offset=None):
         """IPython's custom exception handler: the hint as the whole error output, else the usual traceback."""
@@ -172,6 +233,10 @@ def cell_order_hints(notebook: str | Path) -> bool:
             frames.append(step.tb_frame)
             step = step.tb_next
         cell_frames = [frame for frame in frames if frame.f_globals is shell.user_ns]
+        if isinstance(value, USER_ERRORS) and not isinstance(value, NameError):
+            message = f"{etype.__name__}: {value}"
+            shell._showtraceback(etype, value, [message])
+            return [message]
         name = None if isinstance(value, UnboundLocalError) else _undefined_name(value)
         message = None
         if name and cell_frames and frames[-1] is cell_frames[-1]:  # raised by notebook code, not inside a library
@@ -183,5 +248,5 @@ def cell_order_hints(notebook: str | Path) -> bool:
         shell._showtraceback(etype, value, [message])  # the error output (and execute reply) carry this one line
         return [message]
 
-    shell.set_custom_exc((NameError,), handler)
+    shell.set_custom_exc((NameError, *USER_ERRORS), handler)
     return True

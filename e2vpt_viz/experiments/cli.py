@@ -1,4 +1,4 @@
-"""Command line: ``python -m e2vpt_viz {train,eval,report,sweep,prune,reproduce,pvp-pretrain,pvp-fewshot,pretrain-starter,docs,record}``.
+"""Command line: ``python -m e2vpt_viz {train,eval,report,sweep,prune,reproduce,pvp-pretrain,pvp-fewshot,lesson-results,pretrain-starter,docs,record}``.
 
 Errors a user can fix (bad config, missing data, unusable backbone, mismatched or damaged checkpoint, full disk,
 diverged training, out of GPU memory) are printed as one line starting with ``error:`` and exit with status 2.
@@ -97,6 +97,15 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_argument("--epochs", type=int, default=None)
     pretrain.add_argument("--seed", type=int, default=0)
 
+    lessons = sub.add_parser("lesson-results", help="train what the lessons show on the offline starter (every method, "
+                                                    "3 seeds, pruning, few-shot) and export it; resumable")
+    lessons.add_argument("--out", required=True,
+                         help="export folder (the package's copy: e2vpt_viz/lesson_results/starter)")
+    lessons.add_argument("--work", default="results/lesson_results_work", help="resumable run folders")
+    lessons.add_argument("--stages", nargs="+", default=None,
+                         help="methods-seed42 prune fewshot methods-seed1 methods-seed2 (default: all, in this order)")
+    lessons.add_argument("--quiet", action="store_true")
+
     docs = sub.add_parser("docs", help="regenerate docs/*.md and the README's marked blocks from docs/results/*.json")
     docs.add_argument("--check", action="store_true", help="write nothing; exit 1 naming the pages that are not current")
 
@@ -175,6 +184,10 @@ def run_command(args: argparse.Namespace) -> int:
         write_json(out / "pvp_fewshot.json", rows)
         write_text(out / "pvp_fewshot.md", few_shot_markdown(rows) + "\n")
         print(few_shot_markdown(rows))
+    elif args.command == "lesson-results":
+        from .lesson_results import STAGES, make_lesson_results
+
+        make_lesson_results(args.out, args.work, stages=args.stages or STAGES, progress=not args.quiet)
     elif args.command == "docs":
         from .docs import stale, write_docs
 

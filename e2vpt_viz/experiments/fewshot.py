@@ -10,6 +10,8 @@ On the offline starter the source task is the synthetic *source* species; for re
 from __future__ import annotations
 
 import datetime
+import hashlib
+import json
 import sys
 import time
 from dataclasses import asdict, replace
@@ -23,6 +25,7 @@ from torchvision.datasets import ImageFolder
 from .. import tables
 from ..tables import mean_std
 from ..data import DatasetLayoutError, build_transforms, load_rgb, make_loaders, split_loader
+from ..checkpoint import write_json
 from ..pvp import load_prompt_modules, save_prompt_modules
 from ..training import evaluate, fit, result_settings
 
@@ -105,12 +108,17 @@ def pretrain_prompts(cfg: "RunConfig", source_root: Union[str, Path], out: Union
 
 
 def few_shot_comparison(cfg: "RunConfig", prompts: Union[str, Path], shots: Sequence[int] = (1, 2, 4, 8, 16),
-                        seeds: Sequence[int] = (0, 1, 2), epochs: int = 50, progress: bool = False) -> list[dict]:
+                        seeds: Sequence[int] = (0, 1, 2), epochs: int = 50, progress: bool = False,
+                        record: Union[str, Path, None] = None) -> list[dict]:
     """Few-shot prompt tuning on the run's dataset from a random vs a PVP initialisation.
 
     For every K in ``shots`` and every seed, a K-shot training subset is drawn with that seed (nested: the 1-shot set
     is inside the 2-shot set) and the same model is trained twice, once per initialisation, with the same seed and
     schedule; accuracy is measured on the full test split.
+
+    ``record``: a JSON file that keeps every finished run's accuracy, so an interrupted comparison continues where it
+    stopped; it belongs to one piece of work (the prompts file's SHA-256, the run config and the schedule) and is
+    refused for any other.
 
     Returns one row per K: ``{"shots", "random_mean", "random_std", "pvp_mean", "pvp_std", "random", "pvp"}``
     (accuracies in [0, 1]; std over seeds, 0 for one seed).
@@ -122,10 +130,23 @@ def few_shot_comparison(cfg: "RunConfig", prompts: Union[str, Path], shots: Sequ
     full = prepare_data(cfg, 1, 0)  # make sure the (starter) dataset exists
     load_prompt_modules(build_model(cfg, full["train"].dataset.num_classes), prompts)  # fail now, not after K runs
     root = Path(cfg.data.root)
+    work = {"prompts_sha256": hashlib.sha256(Path(prompts).read_bytes()).hexdigest(), "epochs": epochs,
+            "config": cfg.to_dict()}
+    done: dict[str, float] = {}
+    if record is not None and Path(record).is_file():
+        previous = json.loads(Path(record).read_text())
+        if previous.get("work") != work:
+            raise FileExistsError(f"{record} records few-shot runs of other prompts, settings or schedule; pass "
+                                  "another record file (or delete this one to start over).")
+        done = previous["runs"]
     rows = []
     for k in shots:
         accs: dict[str, list[float]] = {"random": [], "pvp": []}
         for seed in seeds:
+            if all(f"{k}/{seed}/{init}" in done for init in accs):
+                for init in accs:
+                    accs[init].append(done[f"{k}/{seed}/{init}"])
+                continue
             subset = write_subset(root, None, k, seed)
             run_cfg = cfg.replace(data={"root": str(subset)},
                                   train={"seed": seed, "epochs": epochs, "warmup_epochs": max(1, epochs // 10)})
@@ -137,6 +158,9 @@ def few_shot_comparison(cfg: "RunConfig", prompts: Union[str, Path], shots: Sequ
                     load_prompt_modules(model, prompts)
                 fit(model, loaders["train"], None, train_config)
                 accs[init].append(evaluate(model, loaders["test"])["acc"])
+                if record is not None:
+                    done[f"{k}/{seed}/{init}"] = accs[init][-1]
+                    write_json(record, {"work": work, "runs": done})
         stats = {init: mean_std(values) for init, values in accs.items()}
         rows.append({"shots": k, **{f"{init}_{name}": value for init, pair in stats.items()
                                     for name, value in zip(("mean", "std"), pair)}, **accs})

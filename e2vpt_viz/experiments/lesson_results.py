@@ -1,0 +1,438 @@
+"""The lessons' shipped results: every run the notebooks show, trained once on the offline starter by one command.
+
+    python -m e2vpt_viz lesson-results --out e2vpt_viz/lesson_results/starter     # about 3 hours on 2 CPU cores
+
+trains, at the papers' 100-epoch schedule and with the starter config's per-method settings (its ``compare``
+section), every method of notebooks 01-05 for three training seeds (42, 1, 2), the pruning candidates of notebook 03
+(rewound under frozen masks, seed 42) and the few-shot runs of notebook 05 (random vs PVP initialisation), then
+exports what the lessons read into ``--out``:
+
+- ``runs/<method>-seed<seed>.json``: the run's record (test / validation accuracy, per-class accuracy, history,
+  parameter counts, its config, training seconds);
+- ``runs/<method>-seed<seed>.safetensors``: the trained tensors (prompts, masks, head, tuned backbone weights) with
+  the config, seed, command and version in the metadata; not for ``full`` and ``partial``, whose tuned weights are
+  megabytes (their records ship, and the lessons say they are read, not computed);
+- ``prune/rewind.json`` and ``prune/best.safetensors``: the rewinding candidates and the chosen one's tensors;
+- ``fewshot.json``: the few-shot rows (per shot count and seed, both initialisations);
+- ``manifest.json``: command, versions, date, seconds per stage, and every file's size and SHA-256.
+
+The work (resumable run folders with their training state) goes to ``--work``; an interrupted command continues where
+it stopped, stage by stage, and the export is refreshed after every stage. ``--out`` is required: a default never
+replaces the files that ship in the package.
+"""
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import re
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable, Optional, Sequence, Union
+
+import torch
+
+from .. import __version__, pruning
+from ..checkpoint import load_prompts, save_prompts, write_json
+from ..training import PROMPTS_FILE
+from .config import RunConfig, load_run_config
+from .fewshot import few_shot_comparison, packaged_prompts
+from .run import build_model, finished_run, prepare_data, train_run
+
+SHIPPED_DIR = Path(__file__).resolve().parents[1] / "lesson_results" / "starter"
+SEEDS = (42, 1, 2)
+# Trained in this order: what notebooks 02 and 03 build on first.
+LESSON_METHODS = ("e2vpt", "vpt-deep", "linear", "vpt-shallow", "lora", "bias", "partial", "full")
+RECORD_ONLY = ("full", "partial")  # tuned backbone weights of megabytes: the record ships, not the tensors
+PRUNE_SEED = 42
+REWIND_TOKENS, REWIND_SEGMENTS = (0, 2, 4), (1, 6, 12)  # notebook 03's candidates
+SWEEP_RATIOS = tuple(round(0.1 * i, 1) for i in range(10))
+FEW_SHOTS, FEW_SHOT_SEEDS, FEW_SHOT_EPOCHS = (1, 2, 4, 8, 16), (0, 1, 2), 50
+STAGES = ("methods-seed42", "prune", "fewshot", "methods-seed1", "methods-seed2")
+
+
+def run_name(method: str, seed: int) -> str:
+    """``e2vpt-seed42``: the stem of a shipped run's files."""
+    return f"{method}-seed{seed}"
+
+
+def method_config_for(cfg: RunConfig, method: str, seed: int, out_dir: Union[str, Path]) -> RunConfig:
+    """The run config of one shipped run: the method with its ``compare`` presets, the seed, a folder of its own."""
+    return cfg.with_presets(method).replace(train={"seed": seed}, output_dir=str(Path(out_dir) / run_name(method, seed)))
+
+
+def _command() -> Optional[str]:
+    return " ".join(["python -m e2vpt_viz", *sys.argv[1:]]) if sys.argv[1:2] == ["lesson-results"] else None
+
+
+def _train(cfg: RunConfig, progress: bool) -> dict:
+    """A finished run's record (read back), else train it (resuming from its folder)."""
+    done = finished_run(cfg)
+    if done is not None:
+        return done
+    result = train_run(cfg, progress=progress)
+    return {k: v for k, v in result.items() if k != "model"}
+
+
+def _export_run(cfg: RunConfig, record: dict, out: Path, command: Optional[str]) -> None:
+    method, seed = record["method"], cfg.train.seed
+    stem = run_name(method, seed)
+    slim = {k: v for k, v in record.items() if k != "model"}
+    record_path, tensors_path = out / "runs" / f"{stem}.json", out / "runs" / f"{stem}.safetensors"
+    if _unchanged(record_path, slim) and (method in RECORD_ONLY or tensors_path.is_file()):
+        return  # exported before (safetensors headers do not keep their order: rewriting would change the bytes)
+    write_json(record_path, slim, indent=None)
+    if method in RECORD_ONLY:
+        return
+    model = build_model(cfg, len(record["per_class_acc"]))
+    load_prompts(model, Path(cfg.output_dir) / PROMPTS_FILE)
+    save_prompts(model, tensors_path, config=cfg.to_dict(), seed=seed, command=command,
+                 version=__version__, torch=torch.__version__, test_acc=record["test_acc"])
+
+
+def _unchanged(path: Path, data) -> bool:
+    """True when ``path`` already holds ``data`` as JSON."""
+    return path.is_file() and json.loads(path.read_text()) == json.loads(json.dumps(data))
+
+
+def _prune(cfg: RunConfig, work: Path, out: Path, command: Optional[str], progress: bool) -> None:
+    """Notebook 03's runs: scores of the seed-42 E²VPT run, the instant sweep, rewinding under frozen masks."""
+    base = method_config_for(cfg, "e2vpt", PRUNE_SEED, work / "runs")
+    record = _train(base, progress)
+    loaders = prepare_data(base, base.train.batch_size, seed=0)
+    num_classes = loaders["train"].dataset.num_classes
+    model = load_prompts(build_model(base, num_classes), Path(base.output_dir) / PROMPTS_FILE)
+    scores = pruning.importance_scores(model, loaders["train"], score="signed")
+    sweep = pruning.pruning_sweep(model, loaders["test"], SWEEP_RATIOS, scores=scores)
+    rewind = pruning.prune_and_rewind(lambda: build_model(base, num_classes), loaders["train"], loaders["val"],
+                                      replace(base.train, progress=progress), scores, work / "prune" / "rewind",
+                                      REWIND_TOKENS, REWIND_SEGMENTS, test_loader=loaders["test"], progress=progress)
+    best = load_prompts(build_model(base, num_classes), Path(rewind["best_dir"]) / PROMPTS_FILE)
+    summary = {"runs": rewind["runs"], "best": rewind["best"], "base_run": run_name("e2vpt", PRUNE_SEED),
+               "scores": scores.to_dict(), "sweep_test_acc": {str(r): sweep.results[r]["acc"] for r in sweep.ratios},
+               "before_test_acc": record["test_acc"]}
+    if _unchanged(out / "prune" / "rewind.json", summary) and (out / "prune" / "best.safetensors").is_file():
+        return
+    write_json(out / "prune" / "rewind.json", summary, indent=None)
+    save_prompts(best, out / "prune" / "best.safetensors", config=base.to_dict(), seed=PRUNE_SEED, command=command,
+                 version=__version__, torch=torch.__version__, test_acc=rewind["best"]["test_acc"],
+                 budgets={"num_tokens": rewind["best"]["num_tokens"], "num_segments": rewind["best"]["num_segments"]})
+
+
+def _fewshot(cfg: RunConfig, work: Path, out: Path, progress: bool) -> None:
+    prompts = packaged_prompts(cfg)
+    rows = few_shot_comparison(cfg, prompts, FEW_SHOTS, FEW_SHOT_SEEDS, FEW_SHOT_EPOCHS, progress=progress,
+                               record=work / "fewshot_runs.json")
+    write_json(out / "fewshot.json", {"prompts": prompts.name, "epochs": FEW_SHOT_EPOCHS, "rows": rows}, indent=None)
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file, hex."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _manifest(out: Path, command: Optional[str], stage: str, seconds: float) -> dict:
+    """Rewrite ``manifest.json`` after a stage; its seconds add up over resumptions (and over processes that run
+    different stages side by side)."""
+    path = out / "manifest.json"
+    previous = json.loads(path.read_text()) if path.is_file() else {}
+    stage_seconds = previous.get("stage_seconds", {})
+    stage_seconds[stage] = round(stage_seconds.get(stage, 0) + seconds, 1)
+    files = sorted(p for p in out.rglob("*") if p.is_file() and p.name != "manifest.json")
+    manifest = {"command": command, "version": __version__, "torch": torch.__version__,
+                "date": datetime.date.today().isoformat(), "seeds": list(SEEDS), "methods": list(LESSON_METHODS),
+                "stage_seconds": stage_seconds, "torch_threads": torch.get_num_threads(),
+                "files": {str(p.relative_to(out)): {"bytes": p.stat().st_size, "sha256": file_digest(p)} for p in files}}
+    manifest["total_bytes"] = sum(f["bytes"] for f in manifest["files"].values())
+    write_json(out / "manifest.json", manifest)
+    return manifest
+
+
+def make_lesson_results(out: Union[str, Path], work: Union[str, Path] = "results/lesson_results_work",
+                        config: Union[str, RunConfig] = "starter", stages: Sequence[str] = STAGES,
+                        methods: Sequence[str] = LESSON_METHODS, progress: bool = True,
+                        log: Callable[[str], None] = print) -> dict:
+    """Train and export the lessons' results (see the module docstring); returns the manifest.
+
+    ``stages`` (in this order, each resumable): ``methods-seed42`` (the eight methods, seed 42), ``prune`` (notebook
+    03's scores, sweep and rewinding), ``fewshot`` (notebook 05), ``methods-seed1``, ``methods-seed2``. Two
+    processes may run different stages side by side into the same ``out`` and ``work``.
+    """
+    unknown = [s for s in stages if s not in STAGES and not re.fullmatch(r"methods-seed\d+", s)]
+    if unknown:
+        raise ValueError(f"unknown stage(s) {unknown}; choose from {list(STAGES)} (or methods-seedN for seed N).")
+    cfg = load_run_config(config) if isinstance(config, str) else config
+    out, work = Path(out), Path(work)
+    command = _command()
+    for stage in sorted(dict.fromkeys(stages), key=lambda s: STAGES.index(s) if s in STAGES else len(STAGES)):
+        started = time.perf_counter()
+        log(f"lesson-results: stage {stage}")
+        if stage.startswith("methods"):
+            seed = int(stage.removeprefix("methods-seed"))
+            for method in methods:
+                run_cfg = method_config_for(cfg, method, seed, work / "runs")
+                record = _train(run_cfg, progress)
+                _export_run(run_cfg, record, out, command)
+                log(f"  {run_name(method, seed)}: test {100 * record['test_acc']:.1f}%")
+        elif stage == "prune":
+            _prune(cfg, work, out, command, progress)
+        elif stage == "fewshot":
+            _fewshot(cfg, work, out, progress)
+        manifest = _manifest(out, command, stage, time.perf_counter() - started)
+    log(f"lesson-results: {manifest['total_bytes'] / 1024:.0f} KB in {out}")
+    return manifest
+
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reading them in a lesson: TRAIN = "shipped" | "quick" | "full"
+# ---------------------------------------------------------------------------------------------------------------
+
+TRAIN_MODES = ("auto", "shipped", "quick", "full")
+QUICK_METHOD = "e2vpt"
+# "quick": the quick method's schedule, chosen on the starter's validation split (benchmarks/results/quick_schedule.json)
+QUICK_SCHEDULE = {"epochs": 30, "warmup_epochs": 3}
+# Settings that do not change what a run computes (where it runs, where it writes, how it shows progress).
+_NOT_RESULT = {("train", "device"), ("train", "progress"), ("train", "compile"), ("train", "grad_checkpointing"),
+               ("data", "root"), ("data", "num_workers"), ("data", "cache"), ("data", "on_device"),
+               ("data", "device_budget_mb"), ("output_dir",)}
+
+
+def result_settings_of(config: dict) -> dict:
+    """A run config (plain dict) without the fields that do not change its result (device, folders, progress)."""
+    return {section: ({k: v for k, v in values.items() if (section, k) not in _NOT_RESULT}
+                      if isinstance(values, dict) else values)
+            for section, values in config.items() if (section,) not in _NOT_RESULT}
+
+
+def settings_digest(cfg: RunConfig) -> str:
+    """8 hex digits naming a run's result settings: a lesson's run folder is ``<method>-<digest>``, so a run with
+    other settings trains in a folder of its own and coming back to earlier settings finds their finished run."""
+    text = json.dumps(result_settings_of(cfg.to_dict()), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def shipped_manifest(root: Union[str, Path] = SHIPPED_DIR) -> Optional[dict]:
+    """The shipped results' manifest, or None when none ship."""
+    path = Path(root) / "manifest.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def shipped_seeds(method: str, root: Union[str, Path] = SHIPPED_DIR) -> list[int]:
+    """The training seeds that ship a record of ``method``, in :data:`SEEDS` order."""
+    return [s for s in SEEDS if (Path(root) / "runs" / f"{run_name(method, s)}.json").is_file()]
+
+
+def choose_train_mode(cfg: RunConfig, train: str = "auto", root: Union[str, Path] = SHIPPED_DIR) -> tuple[str, str]:
+    """The lesson's ``TRAIN`` parameter resolved: ``("shipped" | "quick" | "full", a one-line note for the reader)``.
+
+    ``"auto"`` is ``"shipped"`` on the offline starter on a CPU with the shipped schedule, else ``"full"`` (a GPU,
+    real CUB, another backbone or schedule: train). ``"shipped"`` and ``"quick"`` need the starter's shipped results
+    and settings; asked for elsewhere they stop with one line saying what to set instead.
+    """
+    from ..notebook import LessonSettingsError
+
+    if train not in TRAIN_MODES:
+        raise LessonSettingsError(f"TRAIN={train!r} is not a mode; use one of {', '.join(map(repr, TRAIN_MODES))}.")
+    reason = _shipped_mismatch(cfg, root)
+    if train == "auto":
+        on_gpu = cfg.train.resolve_device().type == "cuda"
+        train = "full" if reason or on_gpu else "shipped"
+        if train == "full":
+            return train, f"TRAIN='auto' trains here ({'a GPU is present' if on_gpu else reason})."
+    if train in ("shipped", "quick") and reason:
+        raise LessonSettingsError(f"TRAIN={train!r} needs the shipped starter results, but {reason}; set "
+                                  "TRAIN='full' to train with these settings.")
+    seeds = shipped_seeds(QUICK_METHOD, root)
+    epochs = json.loads((Path(root) / "runs" / f"{run_name(QUICK_METHOD, SEEDS[0])}.json").read_text())["epochs"]
+    notes = {
+        "shipped": f"TRAIN='shipped': the runs shipped with the package ({epochs} epochs, training seeds "
+                   f"{', '.join(map(str, seeds))}), evaluated now on the test split; the curves are their recorded "
+                   "training histories.",
+        "quick": f"TRAIN='quick': {QUICK_METHOD} trains now for {QUICK_SCHEDULE['epochs']} epochs; the other methods "
+                 f"are the shipped {epochs}-epoch runs, evaluated now.",
+        "full": "TRAIN='full': every method trains now with these settings (finished runs are read back).",
+    }
+    return train, notes[train]
+
+
+def _shipped_mismatch(cfg: RunConfig, root: Union[str, Path]) -> Optional[str]:
+    """Why the shipped results do not fit ``cfg`` (one clause), or None when they do."""
+    manifest = shipped_manifest(root)
+    if manifest is None:
+        return "no shipped results are installed"
+    if not cfg.data.synthetic or cfg.backbone.name != "starter-vit":
+        return f"the shipped runs are the offline starter's (this lesson uses {cfg.backbone.name} on {cfg.data.root})"
+    path = Path(root) / "runs" / f"{run_name(QUICK_METHOD, SEEDS[0])}.json"
+    if not path.is_file():
+        return f"the shipped results in {root} lack {path.name}"
+    record = json.loads(path.read_text())
+    shipped, here = record["config"], cfg.with_presets(QUICK_METHOD).to_dict()
+    for key in ("epochs", "warmup_epochs", "batch_size"):
+        if shipped["train"][key] != here["train"][key]:
+            return f"they were trained with train.{key}={shipped['train'][key]}, not {here['train'][key]}"
+    return None
+
+
+def _replay(callback: Optional[Callable], history: Sequence[dict]) -> None:
+    """Feed a finished run's recorded history to an epoch callback (the live curves then show it too)."""
+    if callback is not None:
+        for record in history:
+            callback(record, None)
+
+
+def _shipped_run(cfg: RunConfig, method: str, loaders: dict, root: Path, device: torch.device) -> dict:
+    """One method's shipped runs, evaluated now: the seed-42 result (with its model) plus every shipped seed's
+    accuracy, mean and sd."""
+    from ..tables import mean_std
+    from ..training import evaluate
+
+    seeds = shipped_seeds(method, root)
+    if not seeds:
+        raise FileNotFoundError(f"no shipped run of {method!r} in {root}; shipped methods: "
+                                f"{[m for m in LESSON_METHODS if shipped_seeds(m, root)]}.")
+    per_seed, first = {}, None
+    for seed in seeds:
+        record = json.loads((root / "runs" / f"{run_name(method, seed)}.json").read_text())
+        tensors = root / "runs" / f"{run_name(method, seed)}.safetensors"
+        model, acc, evaluated = None, record["test_acc"], tensors.is_file()
+        if evaluated:
+            model = load_prompts(build_model(method_config_for(cfg, method, seed, "."), len(record["per_class_acc"])),
+                                 tensors).to(device)
+            test = evaluate(model, loaders["test"])
+            acc, record = test["acc"], {**record, "per_class_acc": test["per_class_acc"]}
+        per_seed[seed] = acc
+        if first is None:
+            first = {**record, "model": model, "test_acc": acc, "recorded_test_acc": record["test_acc"],
+                     "evaluated": evaluated, "source": "shipped", "seed": seed}
+    mean, sd = mean_std(list(per_seed.values()))
+    return {**first, "seed_test_acc": per_seed, "mean_test_acc": mean, "sd_test_acc": sd}
+
+
+def lesson_runs(cfg: RunConfig, methods: Sequence[str], train: str = "auto", out_dir: Union[str, Path] = "results",
+                callback_for: Optional[Callable[[str], Callable]] = None,
+                root: Union[str, Path] = SHIPPED_DIR) -> list[dict]:
+    """The runs a lesson shows, one dict per method in the form of :func:`~.run.train_run`'s result (``method``,
+    ``model``, ``test_acc``, ``history``, ``parameters``, ``per_class_acc``, ``config``) plus ``source`` ("shipped"
+    or "trained"), ``evaluated`` (False: a shipped record read, not computed: ``full`` and ``partial``, whose tuned
+    weights do not ship, and then ``model`` is None) and, for shipped runs, ``seed_test_acc`` / ``mean_test_acc`` /
+    ``sd_test_acc`` over the shipped seeds.
+
+    ``train`` as in :func:`choose_train_mode`. Trained runs go to ``out_dir/<method>-<settings digest>``: other
+    settings train in a folder of their own, and a finished run is read back, not retrained. ``callback_for(method)``
+    gets every run's epochs, live while training, and the recorded history of shipped and finished runs.
+    """
+    from ..training import evaluate
+
+    mode, _ = choose_train_mode(cfg, train, root)
+    root = Path(root)
+    loaders = prepare_data(cfg, cfg.train.batch_size, seed=cfg.train.seed)
+    device = cfg.train.resolve_device()
+    results = []
+    for method in methods:
+        callback = callback_for(method) if callback_for else None
+        if mode == "shipped" or (mode == "quick" and method != QUICK_METHOD):
+            result = _shipped_run(cfg, method, loaders, root, device)
+            _replay(callback, result["history"])
+            results.append(result)
+            continue
+        run_cfg = cfg.with_presets(method)
+        if mode == "quick":
+            run_cfg = run_cfg.replace(train=QUICK_SCHEDULE)
+        run_cfg = run_cfg.replace(output_dir=str(Path(out_dir) / f"{method}-{settings_digest(run_cfg)}"))
+        done = finished_run(run_cfg)
+        if done is not None:
+            model = load_prompts(build_model(run_cfg, len(done["per_class_acc"])),
+                                 Path(run_cfg.output_dir) / PROMPTS_FILE).to(device)
+            test = evaluate(model, loaders["test"])
+            _replay(callback, done["history"])
+            result = {**done, "model": model, "test_acc": test["acc"], "per_class_acc": test["per_class_acc"]}
+        else:
+            result = train_run(run_cfg, [callback] if callback else [], progress=False)
+        results.append({**result, "source": "trained", "evaluated": True})
+    return results
+
+
+RUNS_COLUMNS = ("method", "test acc (%), computed now", "mean ± sd over seeds (%)", "tunable params", "tunable (%)",
+                "where it comes from")
+
+
+def runs_markdown(results: Sequence[dict]) -> str:
+    """:func:`lesson_runs`' results as a Markdown table: the accuracy computed now (or read, for the records that ship
+    without tensors, marked so), the mean ± sd over the shipped seeds, parameter counts and the source of each row."""
+    from ..tables import markdown_table
+
+    rows = []
+    for r in results:
+        now = f"{100 * r['test_acc']:.1f}" + ("" if r.get("evaluated", True) else " (read from the record)")
+        seeds = r.get("seed_test_acc")
+        spread = (f"{100 * r['mean_test_acc']:.1f} ± {100 * r['sd_test_acc']:.1f} (seeds {', '.join(map(str, seeds))})"
+                  if seeds else "one run")
+        source = (f"shipped, seed {r['seed']}" if r.get("source") == "shipped"
+                  else f"trained here, {r['epochs']} epochs, seed {r['config']['train']['seed']}")
+        rows.append((r["method"], now, spread, f"{r['parameters']['tunable']:,}",
+                     f"{r['parameters']['tunable_pct']:.2f}", source))
+    return markdown_table(RUNS_COLUMNS, rows)
+
+
+def lesson_rewinding(cfg: RunConfig, mode: str, scores: pruning.ImportanceScores, loaders: dict,
+                     num_tokens: Sequence[int] = REWIND_TOKENS, num_segments: Sequence[int] = REWIND_SEGMENTS,
+                     out_dir: Union[str, Path] = "results", root: Union[str, Path] = SHIPPED_DIR) -> dict:
+    """Notebook 03's rewinding: ``{"runs", "best", "model", "source"}`` with ``model`` the chosen candidate.
+
+    ``mode="shipped"`` or ``"quick"``: the shipped candidates (trained from the shipped seed-42 E²VPT run's scores;
+    their records are read) and the chosen one's prompts, evaluated now (``best["test_acc"]`` is computed here,
+    ``best["recorded_test_acc"]`` is the record's). ``"full"``: every candidate trains now under
+    ``out_dir/rewind-<settings digest>`` (resumable), as :func:`~e2vpt_viz.pruning.prune_and_rewind`.
+    """
+    from ..notebook import LessonSettingsError
+    from ..training import evaluate
+
+    root = Path(root)
+    base = cfg.with_presets("e2vpt")
+    num_classes = loaders["train"].dataset.num_classes
+    if mode == "full":
+        out = Path(out_dir) / f"rewind-{settings_digest(base)}"
+        rewind = pruning.prune_and_rewind(lambda: build_model(base, num_classes), loaders["train"], loaders["val"],
+                                          replace(base.train, progress=False), scores, out, num_tokens, num_segments,
+                                          test_loader=loaders["test"], progress=True)
+        model = load_prompts(build_model(base, num_classes), Path(rewind["best_dir"]) / PROMPTS_FILE)
+        return {"runs": rewind["runs"], "best": rewind["best"], "model": model, "source": "trained"}
+    shipped = json.loads((root / "prune" / "rewind.json").read_text())
+    pairs = sorted({(r["num_tokens"], r["num_segments"]) for r in shipped["runs"]})
+    if pairs != sorted((t, s) for t in num_tokens for s in num_segments):
+        raise LessonSettingsError(
+            f"the shipped rewinding tried tokens {sorted({t for t, _ in pairs})} x segments "
+            f"{sorted({s for _, s in pairs})}; set REWIND_TOKENS / REWIND_SEGMENTS to those, or TRAIN='full' to "
+            "train these candidates.")
+    model = load_prompts(build_model(base.replace(train={"seed": PRUNE_SEED}), num_classes),
+                         root / "prune" / "best.safetensors").to(cfg.train.resolve_device())
+    acc = evaluate(model, loaders["test"])["acc"]
+    best = {**shipped["best"], "test_acc": acc, "recorded_test_acc": shipped["best"]["test_acc"]}
+    return {"runs": shipped["runs"], "best": best, "model": model, "source": "shipped"}
+
+
+def lesson_few_shot(cfg: RunConfig, prompts: Union[str, Path], mode: str, shots: Sequence[int] = FEW_SHOTS,
+                    seeds: Sequence[int] = FEW_SHOT_SEEDS, epochs: int = FEW_SHOT_EPOCHS,
+                    root: Union[str, Path] = SHIPPED_DIR) -> dict:
+    """Notebook 05's few-shot comparison: ``{"rows", "live", "source"}``.
+
+    ``"full"``: every (shots, seed, initialisation) run trains now (:func:`~.fewshot.few_shot_comparison`).
+    ``"shipped"`` / ``"quick"``: the shipped rows, plus the smallest shot count's first seed trained now with both
+    initialisations (``live``: that row computed here, to set beside the shipped one: the same runs, so the same
+    numbers up to CPU arithmetic).
+    """
+    from ..notebook import LessonSettingsError
+
+    if mode == "full":
+        rows = few_shot_comparison(cfg, prompts, shots, seeds, epochs)
+        return {"rows": rows, "live": rows[0], "source": "trained"}
+    shipped = json.loads((Path(root) / "fewshot.json").read_text())
+    if Path(prompts).name != shipped["prompts"] or epochs != shipped["epochs"]:
+        raise LessonSettingsError(f"the shipped few-shot runs used {shipped['prompts']} for {shipped['epochs']} "
+                                  "epochs; set PROMPTS='auto' and EPOCHS to that, or TRAIN='full' to train yours.")
+    rows = [r for r in shipped["rows"] if r["shots"] in shots]
+    live = few_shot_comparison(cfg, prompts, shots=[rows[0]["shots"]], seeds=[FEW_SHOT_SEEDS[0]], epochs=epochs)[0]
+    return {"rows": rows, "live": live, "source": "shipped"}

@@ -1,0 +1,174 @@
+"""The lessons' shipped results (``e2vpt_viz/lesson_results/starter``) and the lesson modes that read them.
+
+The first part makes a tiny set with the real command's code (one epoch, two methods, one seed) and checks the
+export, the ``TRAIN`` modes and the run folders per settings. The second part checks the files that ship: every one
+still loads into the current model, the manifest's checksums hold, and (slow) one run re-trained today lands on its
+shipped record.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from e2vpt_viz.checkpoint import read_prompt_metadata
+from e2vpt_viz.experiments import lesson_results as lr
+from e2vpt_viz.experiments.run import load_run_config
+from e2vpt_viz.notebook import LessonSettingsError
+
+SHIPPED = lr.SHIPPED_DIR
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny_set(tmp_path_factory, one_thread_module):
+    """A shipped-results folder made by :func:`make_lesson_results` at 1 epoch: linear and E²VPT (tensors) and
+    partial (a record only), seed 42; plus the config it was made with."""
+    base = tmp_path_factory.mktemp("lesson_results")
+    cfg = load_run_config("starter", [f"data.root={REPO / 'data' / 'starter'}", "train.epochs=1",
+                                      "train.warmup_epochs=0"])
+    lines = []
+    manifest = lr.make_lesson_results(base / "out", base / "work", cfg, stages=["methods-seed42"],
+                                      methods=["linear", "e2vpt", "partial"], progress=False, log=lines.append)
+    return {"root": base / "out", "work": base / "work", "cfg": cfg, "manifest": manifest, "log": lines}
+
+
+@pytest.fixture(scope="module")
+def one_thread_module():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_the_export_holds_records_tensors_with_provenance_and_a_checksummed_manifest(tiny_set):
+    root, manifest = tiny_set["root"], tiny_set["manifest"]
+    assert sorted(manifest["files"]) == ["runs/e2vpt-seed42.json", "runs/e2vpt-seed42.safetensors",
+                                         "runs/linear-seed42.json", "runs/linear-seed42.safetensors",
+                                         "runs/partial-seed42.json"]  # partial: a record only (tuned weights are MBs)
+    for name, entry in manifest["files"].items():
+        assert lr.file_digest(root / name) == entry["sha256"] and (root / name).stat().st_size == entry["bytes"]
+    assert manifest["total_bytes"] == sum(e["bytes"] for e in manifest["files"].values())
+    meta = read_prompt_metadata(root / "runs" / "e2vpt-seed42.safetensors")
+    assert meta["seed"] == 42 and meta["version"] and meta["config"]["method"]["name"] == "e2vpt"
+    assert meta["config"]["train"]["epochs"] == 1 and "command" in meta
+    record = json.loads((root / "runs" / "e2vpt-seed42.json").read_text())
+    assert len(record["history"]) == 1 and 0 <= record["test_acc"] <= 1 and "model" not in record
+    assert manifest["stage_seconds"]["methods-seed42"] > 0
+
+
+def test_making_it_again_reads_the_finished_runs_back(tiny_set, monkeypatch):
+    monkeypatch.setattr(lr, "train_run", lambda *a, **k: pytest.fail("a finished run was trained again"))
+    again = lr.make_lesson_results(tiny_set["root"], tiny_set["work"], tiny_set["cfg"], stages=["methods-seed42"],
+                                   methods=["linear", "e2vpt", "partial"], progress=False, log=lambda line: None)
+    assert {k: v["sha256"] for k, v in again["files"].items()} == {
+        k: v["sha256"] for k, v in tiny_set["manifest"]["files"].items()}
+
+
+def test_an_unknown_stage_is_refused_before_any_work(tmp_path):
+    with pytest.raises(ValueError, match="unknown stage.*'prnue'"):
+        lr.make_lesson_results(tmp_path / "out", tmp_path / "work", stages=["prnue"])
+    assert not (tmp_path / "out").exists()
+
+
+def test_shipped_mode_evaluates_the_prompts_now_and_replays_the_recorded_curves(tiny_set):
+    cfg, root = tiny_set["cfg"], tiny_set["root"]
+    assert lr.choose_train_mode(cfg, "auto", root)[0] == "shipped"
+    epochs: dict[str, list] = {}
+    results = lr.lesson_runs(cfg, ["linear", "e2vpt", "partial"], "shipped", "unused",
+                             callback_for=lambda m: (lambda record, model: epochs.setdefault(m, []).append(record)),
+                             root=root)
+    by = {r["method"]: r for r in results}
+    for method in ("linear", "e2vpt"):
+        r = by[method]
+        assert r["source"] == "shipped" and r["evaluated"] and r["model"] is not None
+        assert r["test_acc"] == pytest.approx(r["recorded_test_acc"], abs=0.005)  # computed now = the record
+        assert epochs[method] == r["history"] and r["seed_test_acc"] == {42: r["test_acc"]}
+    assert by["partial"]["model"] is None and not by["partial"]["evaluated"]
+    table = lr.runs_markdown(results)
+    assert "(read from the record)" in table.splitlines()[-1] and "shipped, seed 42" in table
+
+
+def test_train_modes_resolve_or_stop_with_one_line(tiny_set):
+    cfg, root = tiny_set["cfg"], tiny_set["root"]
+    longer = cfg.replace(train={"epochs": 3})
+    mode, note = lr.choose_train_mode(longer, "auto", root)
+    assert mode == "full" and "train.epochs=1, not 3" in note
+    with pytest.raises(LessonSettingsError) as error:
+        lr.choose_train_mode(longer, "shipped", root)
+    assert "\n" not in str(error.value) and "TRAIN='full'" in str(error.value)
+    with pytest.raises(LessonSettingsError, match="TRAIN='fast' is not a mode"):
+        lr.choose_train_mode(cfg, "fast", root)
+    with pytest.raises(LessonSettingsError, match="no shipped results"):
+        lr.choose_train_mode(cfg, "quick", root / "missing")
+
+
+def test_full_mode_trains_in_a_folder_per_settings_and_reads_finished_runs_back(tiny_set, tmp_path, monkeypatch):
+    cfg, root = tiny_set["cfg"], tiny_set["root"]
+    first = lr.lesson_runs(cfg, ["linear"], "full", tmp_path, root=root)[0]
+    folders = sorted(p.name for p in tmp_path.iterdir())
+    assert folders == [f"linear-{lr.settings_digest(cfg.with_presets('linear'))}"]
+    other = lr.lesson_runs(cfg.replace(train={"epochs": 2}), ["linear"], "full", tmp_path, root=root)[0]
+    assert len(other["history"]) == 2 and len(list(tmp_path.iterdir())) == 2  # no CheckpointMismatchError
+    monkeypatch.setattr(lr, "train_run", lambda *a, **k: pytest.fail("a finished run was trained again"))
+    replayed = []
+    again = lr.lesson_runs(cfg, ["linear"], "full", tmp_path, callback_for=lambda m: lambda r, _: replayed.append(r),
+                           root=root)[0]
+    assert again["test_acc"] == pytest.approx(first["test_acc"]) and replayed == first["history"]
+
+
+def test_quick_mode_trains_only_the_quick_method(tiny_set, tmp_path, monkeypatch):
+    monkeypatch.setattr(lr, "QUICK_SCHEDULE", {"epochs": 1, "warmup_epochs": 0})
+    results = lr.lesson_runs(tiny_set["cfg"], ["linear", "e2vpt"], "quick", tmp_path, root=tiny_set["root"])
+    assert [(r["method"], r["source"]) for r in results] == [("linear", "shipped"), ("e2vpt", "trained")]
+    assert [p.name.split("-")[0] for p in tmp_path.iterdir()] == ["e2vpt"]
+
+
+def test_settings_digest_ignores_where_a_run_goes_and_not_what_it_computes(tiny_set):
+    cfg = tiny_set["cfg"]
+    same = cfg.replace(output_dir="elsewhere", train={"device": "cpu"}, data={"root": "/other/starter"})
+    assert lr.settings_digest(same) == lr.settings_digest(cfg)
+    assert lr.settings_digest(cfg.replace(train={"base_lr": 2.5})) != lr.settings_digest(cfg)
+
+
+# ------------------------------------------------------------------------------------------ the shipped files
+
+shipped = pytest.mark.skipif(lr.shipped_manifest() is None, reason="no shipped lesson results in this checkout")
+
+
+@shipped
+def test_the_shipped_files_match_their_manifest_and_stay_small():
+    manifest = lr.shipped_manifest()
+    on_disk = sorted(str(p.relative_to(SHIPPED)) for p in SHIPPED.rglob("*") if p.is_file() and p.name != "manifest.json")
+    assert on_disk == sorted(manifest["files"])
+    for name, entry in manifest["files"].items():
+        assert lr.file_digest(SHIPPED / name) == entry["sha256"], name
+    assert manifest["total_bytes"] < 2 ** 20  # the package ships kilobytes, not a backbone
+
+
+@shipped
+def test_every_shipped_tensor_file_still_loads_into_the_current_model():
+    """Fails when a change to the model, a method or the checkpoint format makes a shipped file unreadable: re-make
+    them with the command in the manifest."""
+    cfg = load_run_config("starter")
+    files = sorted(SHIPPED.rglob("*.safetensors"))
+    assert files
+    for path in files:
+        meta = read_prompt_metadata(path)
+        assert {"config", "seed", "command", "version", "torch"} <= set(meta), path
+        run_cfg = cfg.replace(**{k: v for k, v in meta["config"].items() if k in ("method", "train")})
+        from e2vpt_viz.checkpoint import load_prompts
+        from e2vpt_viz.experiments.run import build_model
+
+        load_prompts(build_model(run_cfg, meta["signature"]["num_classes"]), path)  # raises CheckpointMismatchError / ReadError
+
+
+@shipped
+def test_every_shipped_record_is_the_papers_schedule_with_its_seed():
+    for path in sorted((SHIPPED / "runs").glob("*.json")):
+        record = json.loads(path.read_text())
+        method, seed = path.stem.rsplit("-seed", 1)
+        assert record["method"] == method and record["config"]["train"]["seed"] == int(seed), path
+        assert record["epochs"] == len(record["history"]) == record["config"]["train"]["epochs"] == 100, path

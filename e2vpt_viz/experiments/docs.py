@@ -266,6 +266,46 @@ def benchmarks_text(root: Path) -> str:
     return "\n\n".join(parts)
 
 
+def lesson_results_text(root: Path) -> str:
+    """The lessons' shipped results (``e2vpt_viz/lesson_results/starter``): the command that re-makes them, its run
+    time, their size, and every method's test accuracy over the shipped seeds, from the manifest and run records."""
+    folder = root / "e2vpt_viz" / "lesson_results" / "starter"
+    manifest_path = folder / "manifest.json"
+    if not manifest_path.is_file():
+        return "No lesson results ship in this checkout."
+    manifest = json.loads(manifest_path.read_text())
+    rows = []
+    for method in manifest["methods"]:
+        records = [json.loads((folder / "runs" / f"{method}-seed{seed}.json").read_text())
+                   for seed in manifest["seeds"] if (folder / "runs" / f"{method}-seed{seed}.json").is_file()]
+        if not records:
+            continue
+        accs = [100 * r["test_acc"] for r in records]
+        mean, sd = mean_std(accs)
+        shipped = "record and tensors" if (folder / "runs" / f"{method}-seed{manifest['seeds'][0]}.safetensors").is_file() \
+            else "record only"
+        rows.append([method, f"{_f(mean)} ± {_f(sd)}", " / ".join(_f(a) for a in accs),
+                     " / ".join(str(r["config"]["train"]["seed"]) for r in records),
+                     f"{records[0]['parameters']['tunable']:,}", shipped])
+    stages = ", ".join(f"{stage} {seconds / 60:.0f} min" for stage, seconds in manifest["stage_seconds"].items())
+    total_min = sum(manifest["stage_seconds"].values()) / 60
+    text = (f"{len(manifest['files'])} files, {manifest['total_bytes'] / 1024:.0f} KB in all, made with "
+            f"`python -m e2vpt_viz lesson-results --out e2vpt_viz/lesson_results/starter` (e2vpt-viz "
+            f"{manifest['version']}, torch {manifest['torch']}, {manifest['date']}; {manifest['torch_threads']} torch "
+            f"thread(s) per process) in {total_min:.0f} minutes of training on one CPU core per stage ({stages}). "
+            "Test accuracy on the starter's 600 test images, 100 epochs:\n\n")
+    text += markdown_table(["method", "test acc (%), mean ± sd", "per seed", "seeds", "tunable params", "shipped"], rows)
+    rewind = folder / "prune" / "rewind.json"
+    if rewind.is_file():
+        r = json.loads(rewind.read_text())
+        best = r["best"]
+        text += (f"\n\nRewinding (notebook 03), from the seed-{r['base_run'].rsplit('seed', 1)[1]} E²VPT run "
+                 f"({_f(100 * r['before_test_acc'])}% before pruning): {len(r['runs'])} candidates, chosen on "
+                 f"validation: {best['num_tokens']} tokens and {best['num_segments']} segments per token pruned, test "
+                 f"{_f(100 * best['test_acc'])}%.")
+    return text
+
+
 BLOCKS: dict[str, Callable[[dict[str, dict]], str]] = {
     "main-job": main_job_text, "tests": tests_text, "calibration": calibration_text, "baselines": baselines_text,
     "settings-sweep": sweep_text, "pruning": pruning_text, "pvp": pvp_text, "starter": starter_text,
@@ -296,7 +336,8 @@ def render(root: Union[str, Path] = ROOT) -> dict[Path, str]:
     if not results:
         raise FileNotFoundError(f"no result files in {root / RESULTS_DIR}: run `python -m e2vpt_viz docs` from a "
                                 "source checkout of the repository (pip install -e .).")
-    blocks = {**{name: fn(results) for name, fn in BLOCKS.items()}, "benchmarks": benchmarks_text(root)}
+    blocks = {**{name: fn(results) for name, fn in BLOCKS.items()}, "benchmarks": benchmarks_text(root),
+              "lesson-results": lesson_results_text(root)}
     pages = {root / "docs" / "results.md": results_index(results)}
     for path in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
         if path in pages:

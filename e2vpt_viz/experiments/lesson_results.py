@@ -47,7 +47,7 @@ SEEDS = (42, 1, 2)
 LESSON_METHODS = ("e2vpt", "vpt-deep", "linear", "vpt-shallow", "lora", "bias", "partial", "full")
 RECORD_ONLY = ("full", "partial")  # tuned backbone weights of megabytes: the record ships, not the tensors
 PRUNE_SEED = 42
-REWIND_TOKENS, REWIND_SEGMENTS = (0, 2, 4), (1, 6, 12)  # notebook 03's candidates
+REWIND_TOKENS, REWIND_SEGMENTS = (0, 2, 4), (6, 12)  # notebook 03's candidates (official: 5 x 8 pairs for P = 5)
 SWEEP_RATIOS = tuple(round(0.1 * i, 1) for i in range(10))
 FEW_SHOTS, FEW_SHOT_SEEDS, FEW_SHOT_EPOCHS = (1, 2, 4, 8, 16), (0, 1, 2), 50
 STAGES = ("methods-seed42", "prune", "fewshot", "methods-seed1", "methods-seed2")

@@ -47,6 +47,8 @@ TINY = notebook(
     ("md", "## 3 · Mistakes"),
     ("code", "print(undefined_thing)"),
     ("code", 'exec("data", {})  # a NameError inside code that is not the notebook\'s'),
+    ("code", 'from e2vpt_viz.notebook import LessonSettingsError\n'
+             'raise LessonSettingsError("TRAIN=\'fast\' is not a mode; use \'shipped\', \'quick\' or \'full\'.")'),
 )
 
 
@@ -54,7 +56,8 @@ def test_defining_sections_maps_each_top_level_name_to_the_section_of_its_first_
     sections = defining_sections(TINY)
     assert sections == {"SIZE": "Parameters", "cell_order_hints": "Parameters", "total": "Parameters",
                         "data": "1 · Data", "item": "1 · Data", "last": "1 · Data", "math": "2 · Model",
-                        "weights": "2 · Model", "norm": "2 · Model", "result": "2 · Model"}  # not `inner`, not `x`
+                        "weights": "2 · Model", "norm": "2 · Model", "result": "2 · Model",
+                        "LessonSettingsError": "3 · Mistakes"}  # not `inner`, not `x`
 
 
 def test_the_hint_names_every_missing_name_of_the_cell_and_the_latest_section():
@@ -87,7 +90,11 @@ def test_a_cell_run_too_early_shows_one_line_and_other_name_errors_keep_their_tr
         assert len(typo["traceback"]) > 1 and "undefined_thing" in typo["evalue"]
         library = kernel.error(kernel.index("exec("))
         assert len(library["traceback"]) > 1 and "data" in library["evalue"]
-        assert kernel.run('print(cell_order_hints("no-such-lesson.ipynb"))').strip() == "False"
+        setting = kernel.error(kernel.index("from e2vpt_viz.notebook import LessonSettingsError"))
+        assert setting["traceback"] == ["LessonSettingsError: TRAIN='fast' is not a mode; use 'shipped', 'quick' or "
+                                        "'full'."]  # the library's own errors: one line naming the fix
+        assert kernel.run('print(cell_order_hints("no-such-lesson.ipynb"))').strip() == "True"  # errors stay one line
+        kernel.run('cell_order_hints("tiny.ipynb")')
         for index in range(setup + 1, later + 1):  # then the cells in order, as the hint says
             if kernel.nb.cells[index].cell_type == "code":
                 kernel.run_cell(index)

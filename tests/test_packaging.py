@@ -50,9 +50,10 @@ def test_notebooks_are_stripped_and_parameterised():
         assert not any(c.get("outputs") or c.get("execution_count") for c in code), f"{path.name} has outputs"
         tagged = [c for c in code if "parameters" in c.metadata.get("tags", [])]
         assert len(tagged) == 1, f"{path.name} needs exactly one cell tagged 'parameters'"
-        setup = code[code.index(tagged[0]) + 1].source  # first thing it does: the cell-order hints for this file
-        assert setup.startswith(f'from e2vpt_viz.notebook import cell_order_hints\ncell_order_hints("{path.name}")'), \
-            f"{path.name}: the set-up cell must start with cell_order_hints({path.name!r})"
+        setup = code[code.index(tagged[0]) + 1].source  # first thing it does: the kernel set-up for this file
+        assert setup.startswith(f'from e2vpt_viz.notebook import lesson_setup\nthreads = lesson_setup("{path.name}")'), \
+            f"{path.name}: the set-up cell must start with lesson_setup({path.name!r})"
+        assert 'TRAIN = "auto"' in tagged[0].source, f"{path.name}: TRAIN = \"auto\" is the lessons' default mode"
         exercises = [c for c in code if re.search(r"^answer = None", c.source, flags=re.M)]
         assert len(exercises) == 1 and "assert " in exercises[0].source, f"{path.name} needs one self-checking exercise"
 

@@ -1,7 +1,7 @@
 """Case 9: notebooks 01 and 03 run twice in one kernel, and again after a kernel restart, give the same results; a
 cell run before the cells it builds on says which cells to run first (one line, no NameError traceback).
 
-The first run is the test-suite's shared smoke run of the lesson (the ``lesson`` fixture of tests/conftest.py, which
+The first run is the test-suite's shared run of the lesson in its default mode (the ``lesson`` fixture of tests/conftest.py, which
 tests/test_notebooks.py reads too): nothing here trains a lesson again. Running every cell a second time, in the same
 kernel or in a restarted one, reads back the checkpoints that run wrote; those two cases execute the whole lesson
 again, so they are marked slow.
@@ -30,21 +30,21 @@ PROBES = {
 }
 # A cell run too early in a restarted kernel (after the parameters and set-up cells), and the one line it must show.
 LATER_CELL = {
-    "01_train_cub.ipynb": ("display(Markdown(results_markdown(results)))",
+    "01_train_cub.ipynb": ("display(Markdown(runs_markdown(results)))",
                            "results is not defined yet: run the cells up to “3 · Train the methods side by side” first "
                            "(after a kernel restart: Run ▸ Run All Above Selected Cell)."),
-    "03_pruning_tradeoffs.ipynb": ("train_config = cfg.replace(",
-                                   "loaders, signed, rows are not defined yet: run the cells up to “3 · Instant pruning: "
+    "03_pruning_tradeoffs.ipynb": ("rewind = lesson_rewinding(",
+                                   "signed, loaders, rows are not defined yet: run the cells up to “3 · Instant pruning: "
                                    "the trade-off curve” first (after a kernel restart: Run ▸ Run All Above Selected "
                                    "Cell)."),
 }
 # The set-up cell run before the parameters cell: the parameters it reads.
-SETUP_READS = {"01_train_cub.ipynb": "DATASET, DATA_DIR, BACKBONE, EPOCHS, DEVICE",
-               "03_pruning_tradeoffs.ipynb": "DATASET, DATA_DIR, BACKBONE, EPOCHS, DEVICE, OUTPUT_DIR"}
+SETUP_READS = {"01_train_cub.ipynb": "DATASET, DATA_DIR, BACKBONE, EPOCHS, DEVICE, TRAIN",
+               "03_pruning_tradeoffs.ipynb": "DATASET, DATA_DIR, BACKBONE, EPOCHS, DEVICE, TRAIN"}
 
 
 def setup_index(kernel: LessonKernel) -> int:
-    return kernel.index("from e2vpt_viz.notebook import cell_order_hints")
+    return kernel.index("from e2vpt_viz.notebook import lesson_setup")
 
 
 @pytest.mark.parametrize("name", LESSONS, ids=["01", "03"])
@@ -83,8 +83,8 @@ def test_run_every_cell_again_in_the_same_kernel(lesson, outcome):
 def test_run_all_after_a_restart(lesson, lesson_workspace, outcome):
     """9c · Run All in a restarted kernel → the same numbers as the first run
 
-    Protects: after a kernel restart (or a crash) the lesson's runs resume from their checkpoints under OUTPUT_DIR
-    and give back exactly the results shown before.
+    Protects: after a kernel restart (or a crash, or the next day) the lesson shows exactly the results shown
+    before: the shipped runs evaluated again, trained runs read back from OUTPUT_DIR.
     """
     first = lesson.value(PROBES[lesson.name])
     with LessonKernel(lesson_workspace, lesson.name) as kernel:

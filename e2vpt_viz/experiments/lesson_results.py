@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
 import torch
+from tqdm.auto import tqdm
 
 from .. import __version__, pruning
 from ..checkpoint import load_prompts, save_prompts, write_json
@@ -283,7 +284,8 @@ def _replay(callback: Optional[Callable], history: Sequence[dict]) -> None:
             callback(record, None)
 
 
-def _shipped_run(cfg: RunConfig, method: str, loaders: dict, root: Path, device: torch.device) -> dict:
+def _shipped_run(cfg: RunConfig, method: str, loaders: dict, root: Path, device: torch.device,
+                 bar: Optional["tqdm"] = None) -> dict:
     """One method's shipped runs, evaluated now: the seed-42 result (with its model) plus every shipped seed's
     accuracy, mean and sd."""
     from ..tables import mean_std
@@ -303,6 +305,8 @@ def _shipped_run(cfg: RunConfig, method: str, loaders: dict, root: Path, device:
                                  tensors).to(device)
             test = evaluate(model, loaders["test"])
             acc, record = test["acc"], {**record, "per_class_acc": test["per_class_acc"]}
+        if bar is not None:
+            bar.update()
         per_seed[seed] = acc
         if first is None:
             first = {**record, "model": model, "test_acc": acc, "recorded_test_acc": record["test_acc"],
@@ -313,7 +317,7 @@ def _shipped_run(cfg: RunConfig, method: str, loaders: dict, root: Path, device:
 
 def lesson_runs(cfg: RunConfig, methods: Sequence[str], train: str = "auto", out_dir: Union[str, Path] = "results",
                 callback_for: Optional[Callable[[str], Callable]] = None,
-                root: Union[str, Path] = SHIPPED_DIR) -> list[dict]:
+                root: Union[str, Path] = SHIPPED_DIR, progress: bool = True) -> list[dict]:
     """The runs a lesson shows, one dict per method in the form of :func:`~.run.train_run`'s result (``method``,
     ``model``, ``test_acc``, ``history``, ``parameters``, ``per_class_acc``, ``config``) plus ``source`` ("shipped"
     or "trained"), ``evaluated`` (False: a shipped record read, not computed: ``full`` and ``partial``, whose tuned
@@ -323,6 +327,7 @@ def lesson_runs(cfg: RunConfig, methods: Sequence[str], train: str = "auto", out
     ``train`` as in :func:`choose_train_mode`. Trained runs go to ``out_dir/<method>-<settings digest>``: other
     settings train in a folder of their own, and a finished run is read back, not retrained. ``callback_for(method)``
     gets every run's epochs, live while training, and the recorded history of shipped and finished runs.
+    ``progress``: a bar over the shipped runs being evaluated (the live curves show training).
     """
     from ..training import evaluate
 
@@ -330,11 +335,14 @@ def lesson_runs(cfg: RunConfig, methods: Sequence[str], train: str = "auto", out
     root = Path(root)
     loaders = prepare_data(cfg, cfg.train.batch_size, seed=cfg.train.seed)
     device = cfg.train.resolve_device()
+    shipped_methods = [m for m in methods if mode == "shipped" or (mode == "quick" and m != QUICK_METHOD)]
+    bar = tqdm(total=sum(len(shipped_seeds(m, root)) for m in shipped_methods), desc="shipped runs evaluated",
+               disable=not (progress and shipped_methods))
     results = []
     for method in methods:
         callback = callback_for(method) if callback_for else None
-        if mode == "shipped" or (mode == "quick" and method != QUICK_METHOD):
-            result = _shipped_run(cfg, method, loaders, root, device)
+        if method in shipped_methods:
+            result = _shipped_run(cfg, method, loaders, root, device, bar)
             _replay(callback, result["history"])
             results.append(result)
             continue
@@ -352,6 +360,7 @@ def lesson_runs(cfg: RunConfig, methods: Sequence[str], train: str = "auto", out
         else:
             result = train_run(run_cfg, [callback] if callback else [], progress=False)
         results.append({**result, "source": "trained", "evaluated": True})
+    bar.close()
     return results
 
 

@@ -4,11 +4,12 @@ What this catches that tests/test_notebooks.py (kernels alone) cannot: widgets t
 extension missing, ipywidgets and jupyterlab_widgets out of step, plotly's anywidget FigureWidget failing to load)
 and slider / dropdown wiring that never reaches the plot. One JupyterLab server serves every notebook of this
 module; it runs on a temporary copy of ``notebooks/`` (autosave never touches the repository) next to a ``data``
-link to the repository's ``data/``, with ``E2VPT_NOTEBOOK_SMOKE=1`` so the kernels run the short smoke parameters.
+link to the repository's ``data/``. The kernels run the lessons' **default** parameters, as a student opening them
+does (offline on a CPU: the shipped runs, evaluated now).
 
 Needs ``/usr/bin/chromium`` (Debian's ``chromium`` package) and the ``playwright`` Python package; the browser
 playwright downloads itself is never used. Without them the tests skip, unless ``E2VPT_REQUIRE_BROWSER`` is set (CI
-sets it), then they fail. Screenshots (``<notebook>-before.png``, ``-after.png``, ``-final.png``), the browser console
+sets it), then they fail. Screenshots (``<notebook>-<what>.png`` and ``-final.png``), the browser console
 and the server log go to ``results/browser/`` or ``$E2VPT_BROWSER_ARTIFACTS``. ``E2VPT_BROWSER_RUN_TIMEOUT`` (seconds,
 default 600) bounds "Run All Cells" per notebook.
 """
@@ -33,7 +34,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
-# Seconds for "Run All Cells" (the smoke run of notebook 01 takes a minute or two on 2 free cores).
+# Seconds for "Run All Cells" (a lesson in its default mode takes about a minute on 2 free cores).
 RUN_ALL_TIMEOUT = float(os.environ.get("E2VPT_BROWSER_RUN_TIMEOUT", 600))
 SERVER_START_TIMEOUT = 120   # seconds for JupyterLab to answer /api/status
 WIDGET_TIMEOUT = 30          # seconds for a widget change to reach the label / the plot
@@ -162,7 +163,7 @@ def lab(tmp_path_factory, artifacts, _browser_available):
     runtime = base / "runtime"
     config = base / "config"
     config.mkdir()
-    env = {**os.environ, "E2VPT_NOTEBOOK_SMOKE": "1", "PYTHONUNBUFFERED": "1",
+    env = {**{k: v for k, v in os.environ.items() if k != "E2VPT_NOTEBOOK_SMOKE"}, "PYTHONUNBUFFERED": "1",
            "JUPYTERLAB_SETTINGS_DIR": str(base / "lab-settings"),
            "JUPYTERLAB_WORKSPACES_DIR": str(base / "lab-workspaces"),
            "JUPYTER_RUNTIME_DIR": str(runtime), "JUPYTER_CONFIG_DIR": str(config)}
@@ -237,7 +238,9 @@ TAG_WIDGET_JS = """([description, tag]) => {
 TRACES_JS = """(plot) => {
   const plain = v => (v == null) ? null : (ArrayBuffer.isView(v) || Array.isArray(v)) ? Array.from(v, plain) : v;
   return (plot._fullData || plot.data || []).map(t => ({type: t.type, name: t.name ?? null, x: plain(t.x),
-                                                        y: plain(t.y), z: plain(t.z)}));
+                                                        y: plain(t.y), z: plain(t.z),
+                                                        color: (t.line && t.line.color) || null,
+                                                        legend: t.showlegend !== false}));
 }"""
 
 CELL_STATE_JS = """() => {
@@ -280,6 +283,15 @@ class Notebook:
         path = self.artifacts / f"{self.stem}-{suffix}.png"
         self.page.screenshot(path=str(path), full_page=True)
         return path
+
+    def cell(self, source_start: str):
+        """The code cell whose source starts with ``source_start`` (a locator)."""
+        cells = self.page.locator(".jp-CodeCell")
+        for index in range(cells.count()):
+            text = cells.nth(index).locator(".jp-InputArea .cm-content").inner_text()
+            if text.lstrip().startswith(source_start):
+                return cells.nth(index)
+        raise AssertionError(f"{self.name}: no code cell starts with {source_start!r}")
 
     def kernel_state(self) -> str | None:
         session = self.lab.session(self.name)
@@ -467,10 +479,41 @@ def last_heatmap(traces: list[dict]):
     return heatmaps[-1]["z"]
 
 
-def test_notebook_01_pruning_slider(lab, open_notebook):
+def test_notebook_01_default_mode_curves_results_and_pruning_slider(lab, open_notebook):
     notebook = open_notebook("01_train_cub.ipynb")
     notebook.run_all()
+    notebook.assert_no_widget_errors()
+    curves = notebook.cell("curves = LiveCurves()")
+    plot = curves.locator(".js-plotly-plot").first
+    traces = plot.evaluate(TRACES_JS)
+    colours: dict[str, set] = {}
+    for trace in traces:
+        colours.setdefault(trace["name"], set()).add(trace["color"])
+    methods = ["linear", "vpt-shallow", "vpt-deep", "e2vpt"]
+    assert all(len(colours.get(m, ())) == 1 for m in methods), colours  # one colour per method, in both panels
+    assert len({next(iter(colours[m])) for m in methods}) == len(methods), colours
+    assert all(len(t["x"] or []) == 100 for t in traces if t["name"] in methods), "the recorded 100-epoch curves"
+    notebook.screenshot("curves", curves)
+    notebook.screenshot("results", notebook.cell("display(Markdown(runs_markdown(results)))"))
     check_pruning_slider(notebook)
+
+
+def test_notebook_03_slider_keeps_the_ratio_the_code_set_and_rewinding_marks_the_choice(lab, open_notebook):
+    notebook = open_notebook("03_pruning_tradeoffs.ipynb")
+    notebook.run_all()
+    notebook.wait_for_kernel()
+    notebook.tag_widget("pruning ratio", "ratio")
+    notebook.assert_no_widget_errors()
+    source = json.loads((lab.notebooks / notebook.name).read_text())["cells"]
+    wanted = next(float(m.group(1)) for c in source if c["cell_type"] == "code"
+                  for m in [re.search(r"PruningSlider\(sweep, value=([0-9.]+)", "".join(c["source"]))] if m)
+    time.sleep(2)  # the page has settled after the kernel went idle: the value must not snap to another step
+    readout = notebook.page.locator("[data-e2vpt-ratio] .widget-readout").inner_text().strip()
+    assert float(readout) == pytest.approx(wanted), f"the code set {wanted}, the page shows {readout}"
+    assert parse_label(notebook.label_text("ratio"))["ratio"] == pytest.approx(wanted)
+    notebook.screenshot("scores", notebook.cell("signed = importance_scores("))
+    notebook.screenshot("slider", notebook.page.locator("[data-e2vpt-ratio]"))
+    notebook.screenshot("rewinding", notebook.cell("rewind = lesson_rewinding("))
 
 
 def test_notebook_02_layer_and_head_move_the_heatmap(lab, open_notebook):

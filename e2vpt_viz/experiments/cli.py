@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="export folder (the package's copy: e2vpt_viz/lesson_results/starter)")
     lessons.add_argument("--work", default="results/lesson_results_work", help="resumable run folders")
     lessons.add_argument("--stages", nargs="+", default=None,
-                         help="methods-seed42 prune fewshot methods-seed1 methods-seed2 (default: all, in this order)")
+                         help="methods-seed42 prune fewshot methods-seed1 methods-seed2 quick (default: all, in this order)")
     lessons.add_argument("--quiet", action="store_true")
 
     docs = sub.add_parser("docs", help="regenerate docs/*.md and the README's marked blocks from docs/results/*.json")

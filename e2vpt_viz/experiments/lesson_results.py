@@ -14,6 +14,7 @@ exports what the lessons read into ``--out``:
   megabytes (their records ship, and the lessons say they are read, not computed);
 - ``prune/rewind.json`` and ``prune/best.safetensors``: the rewinding candidates and the chosen one's tensors;
 - ``fewshot.json``: the few-shot rows (per shot count and seed, both initialisations);
+- ``quick.json``: E²VPT at a few short schedules (validation accuracy, seconds), what ``TRAIN="quick"`` is chosen from;
 - ``manifest.json``: command, versions, date, seconds per stage, and every file's size and SHA-256.
 
 The work (resumable run folders with their training state) goes to ``--work``; an interrupted command continues where
@@ -51,7 +52,8 @@ PRUNE_SEED = 42
 REWIND_TOKENS, REWIND_SEGMENTS = (0, 2, 4), (6, 12)  # notebook 03's candidates (official: 5 x 8 pairs for P = 5)
 SWEEP_RATIOS = tuple(round(0.1 * i, 1) for i in range(10))
 FEW_SHOTS, FEW_SHOT_SEEDS, FEW_SHOT_EPOCHS = (1, 2, 4, 8, 16), (0, 1, 2), 50
-STAGES = ("methods-seed42", "prune", "fewshot", "methods-seed1", "methods-seed2")
+QUICK_CANDIDATES = (15, 30, 45)  # epochs (10 % warm-up) tried for the lessons' "quick" mode, on validation
+STAGES = ("methods-seed42", "prune", "fewshot", "methods-seed1", "methods-seed2", "quick")
 
 
 def run_name(method: str, seed: int) -> str:
@@ -129,6 +131,21 @@ def _fewshot(cfg: RunConfig, work: Path, out: Path, progress: bool) -> None:
     write_json(out / "fewshot.json", {"prompts": prompts.name, "epochs": FEW_SHOT_EPOCHS, "rows": rows}, indent=None)
 
 
+def _quick(cfg: RunConfig, work: Path, out: Path, progress: bool) -> None:
+    """The short schedules a lesson's ``TRAIN="quick"`` could use: E²VPT (seed 42) for each of
+    :data:`QUICK_CANDIDATES` epochs, validation accuracy and training seconds, into ``quick.json``."""
+    rows = []
+    for epochs in QUICK_CANDIDATES:
+        run_cfg = cfg.with_presets(QUICK_METHOD).replace(
+            train={"seed": SEEDS[0], "epochs": epochs, "warmup_epochs": max(1, epochs // 10)},
+            output_dir=str(work / "quick" / f"{QUICK_METHOD}-{epochs}ep"))
+        record = _train(run_cfg, progress)
+        rows.append({"epochs": epochs, "warmup_epochs": run_cfg.train.warmup_epochs, "val_acc": record["val_acc"],
+                     "train_seconds": record["train_seconds"], "test_acc": record["test_acc"]})
+    write_json(out / "quick.json", {"method": QUICK_METHOD, "seed": SEEDS[0], "rows": rows,
+                                    "torch_threads": torch.get_num_threads()})
+
+
 def file_digest(path: Path) -> str:
     """SHA-256 of a file, hex."""
     return hashlib.sha256(path.read_bytes()).hexdigest()
@@ -158,7 +175,8 @@ def make_lesson_results(out: Union[str, Path], work: Union[str, Path] = "results
     """Train and export the lessons' results (see the module docstring); returns the manifest.
 
     ``stages`` (in this order, each resumable): ``methods-seed42`` (the eight methods, seed 42), ``prune`` (notebook
-    03's scores, sweep and rewinding), ``fewshot`` (notebook 05), ``methods-seed1``, ``methods-seed2``. Two
+    03's scores, sweep and rewinding), ``fewshot`` (notebook 05), ``methods-seed1``, ``methods-seed2``, ``quick``
+    (the short schedules the lessons' ``TRAIN="quick"`` is chosen from, on validation). Two
     processes may run different stages side by side into the same ``out`` and ``work``.
     """
     unknown = [s for s in stages if s not in STAGES and not re.fullmatch(r"methods-seed\d+", s)]
@@ -181,6 +199,8 @@ def make_lesson_results(out: Union[str, Path], work: Union[str, Path] = "results
             _prune(cfg, work, out, command, progress)
         elif stage == "fewshot":
             _fewshot(cfg, work, out, progress)
+        elif stage == "quick":
+            _quick(cfg, work, out, progress)
         manifest = _manifest(out, command, stage, time.perf_counter() - started)
     log(f"lesson-results: {manifest['total_bytes'] / 1024:.0f} KB in {out}")
     return manifest

@@ -1,6 +1,8 @@
 """Pure functions that turn results into plotly figures (no widget state; widgets only wire these up)."""
 from __future__ import annotations
 
+import math
+import zlib
 from typing import Mapping, Sequence
 
 import plotly.colors
@@ -9,22 +11,67 @@ from plotly.subplots import make_subplots
 
 CURVE_PANELS = (("train_loss", "training loss"), ("val_acc", "validation accuracy"))
 
+# One colour per method in every figure and lesson (training curves, accuracy vs parameters, the pruning figures of
+# E²VPT), so a method is recognised by its colour across panels. Keys are normalised names (see ``method_color``).
+METHOD_COLORS: dict[str, str] = {
+    "linear": "#7f7f7f",       # grey: the frozen backbone's own features
+    "bias": "#8c564b",
+    "partial": "#e377c2",
+    "lora": "#bcbd22",
+    "vpt-shallow": "#17becf",
+    "vpt-deep": "#1f77b4",
+    "e2vpt": "#d62728",
+    "full": "#2ca02c",
+    "pvp": "#9467bd",
+}
+# Names not in METHOD_COLORS get one of these, picked by a checksum of the name (the same colour in every session).
+FALLBACK_COLORS = ("#ff7f0e", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d")
 
-def training_curves(histories: Mapping[str, Sequence[dict]], figure_class=go.Figure) -> go.Figure:
+
+def _method_key(name: str) -> str:
+    return name.strip().lower().replace("²", "2").replace("_", "-").replace(" ", "-")
+
+
+def method_color(name: str) -> str:
+    """The colour of method ``name`` (``"E²VPT"``, ``"e2vpt"`` and ``"VPT_deep"`` are read as the METHOD_COLORS keys);
+    an unknown name gets a fixed colour from FALLBACK_COLORS, derived from the name alone."""
+    key = _method_key(name)
+    if key in METHOD_COLORS:
+        return METHOD_COLORS[key]
+    return FALLBACK_COLORS[zlib.crc32(key.encode()) % len(FALLBACK_COLORS)]
+
+
+def training_curves(histories: Mapping[str, Sequence[dict]], figure_class=go.Figure,
+                    num_classes: int | None = None) -> go.Figure:
     """Loss and validation accuracy per epoch, one line per run: ``{name: history}`` -> 1 x 2 subplots.
 
-    Trace ``2 * i + j`` is run ``i``'s panel ``j`` (the order :class:`~e2vpt_viz.widgets.LiveCurves` relies on).
+    Trace ``2 * i + j`` is run ``i``'s panel ``j`` (the order :class:`~e2vpt_viz.widgets.LiveCurves` relies on). A
+    run has one colour (:func:`method_color`) in both panels and one legend entry (legend group ``name``, shown from
+    the loss panel). With ``num_classes`` C the loss panel gets a dotted line at ln C, the cross-entropy of a uniform
+    guess ("chance loss").
     """
     fig = figure_class(make_subplots(rows=1, cols=2, subplot_titles=[title for _, title in CURVE_PANELS]))
     for name, history in histories.items():
-        for col, (key, _) in enumerate(CURVE_PANELS, start=1):
-            fig.add_trace(go.Scatter(x=[h["epoch"] for h in history], y=[h.get(key) for h in history],
-                                     mode="lines+markers", name=name, legendgroup=name, showlegend=col == 1),
-                          row=1, col=col)
+        for col, trace in enumerate(_curve_traces(name, history), start=1):
+            fig.add_trace(trace, row=1, col=col)
+    if num_classes is not None:
+        fig.add_hline(y=math.log(num_classes), line=dict(dash="dot", color="#555555", width=1.5), row=1, col=1,
+                      exclude_empty_subplots=False,  # LiveCurves starts with no runs
+                      annotation_text=f"chance loss ln C = {math.log(num_classes):.2f}",
+                      annotation_position="top right", annotation_font_size=10)
     fig.update_xaxes(title_text="epoch")
     fig.update_yaxes(range=[0, 1], row=1, col=2)
     fig.update_layout(height=360, margin=dict(t=40, b=40, l=40, r=20))
     return fig
+
+
+def _curve_traces(name: str, history: Sequence[dict]) -> list[go.Scatter]:
+    """Run ``name``'s two traces, one per CURVE_PANELS entry, in its method colour; only the first is in the legend."""
+    color = method_color(name)
+    return [go.Scatter(x=[h["epoch"] for h in history], y=[h.get(key) for h in history], mode="lines+markers",
+                       name=name, legendgroup=name, showlegend=col == 0, line=dict(color=color),
+                       marker=dict(color=color))
+            for col, (key, _) in enumerate(CURVE_PANELS)]
 
 
 def image_grid(images: Sequence, titles: Sequence[str], cols: int = 6) -> go.Figure:
@@ -64,24 +111,34 @@ def pruning_tradeoff(sweep_results: Sequence[Mapping], rewound: Sequence[Mapping
     candidates, and a highlighted ratio (the slider's position).
 
     ``sweep_results``: :class:`~e2vpt_viz.pruning.PruningSweep` results (ratio, acc, parameters); ``rewound``: rows with
-    ``tunable`` and ``test_acc`` (or ``val_acc``).
+    ``tunable`` and ``test_acc`` (or ``val_acc``). Both are E²VPT models, drawn in its colour (:func:`method_color`):
+    the line for instant pruning, diamonds for the rewound candidates.
     """
+    color = method_color("e2vpt")
     fig = go.Figure()
     fig.add_trace(go.Scatter(x=[r["parameters"]["tunable"] for r in sweep_results],
                              y=[100 * r["acc"] for r in sweep_results], mode="lines+markers", name="instant pruning",
-                             text=[f"ratio {r['ratio']:.1f}" for r in sweep_results]))
+                             text=[f"ratio {r['ratio']:.1f}" for r in sweep_results], line=dict(color=color),
+                             marker=dict(color=color)))
     if rewound:
         key = "test_acc" if rewound[0].get("test_acc") is not None else "val_acc"
         fig.add_trace(go.Scatter(x=[r["tunable"] for r in rewound], y=[100 * r[key] for r in rewound],
-                                 mode="markers", name=f"rewound ({key.split('_')[0]})", marker=dict(symbol="diamond"),
+                                 mode="markers", name=f"rewound ({key.split('_')[0]})",
+                                 marker=dict(symbol="diamond", size=9, color=color, line=dict(color="white", width=1)),
                                  text=[f"{r['num_tokens']} tokens, {r['num_segments']} segments" for r in rewound]))
     if highlight is not None:
         point = min(sweep_results, key=lambda r: abs(r["ratio"] - highlight))
-        fig.add_trace(go.Scatter(x=[point["parameters"]["tunable"]], y=[100 * point["acc"]], mode="markers",
-                                 name=f"ratio {point['ratio']:.1f}", marker=dict(size=14, symbol="circle-open")))
+        fig.add_trace(_highlight_trace(point))
     fig.update_layout(xaxis_title="tunable parameters", yaxis_title="accuracy (%)", height=380,
                       margin=dict(t=30, b=40, l=50, r=20))
     return fig
+
+
+def _highlight_trace(point: Mapping) -> go.Scatter:
+    """The slider's position on the trade-off curve: an open black ring around the sweep point ``point``."""
+    return go.Scatter(x=[point["parameters"]["tunable"]], y=[100 * point["acc"]], mode="markers",
+                      name=f"ratio {point['ratio']:.1f}",
+                      marker=dict(size=16, symbol="circle-open", color="black", line=dict(width=2)))
 
 
 def per_class_change(result: Mapping, reference: Mapping) -> list[float]:
@@ -107,10 +164,8 @@ def pruning_dashboard(sweep_results: Sequence[Mapping], rewound: Sequence[Mappin
     for trace in pruning_tradeoff(sweep_results, rewound).data:
         fig.add_trace(trace, row=1, col=1)
     fig.add_trace(go.Bar(x=list(range(count)), y=per_class_change(point, reference), hovertext=names,
-                         name="per-class change", showlegend=False, marker_color="#636efa"), row=1, col=2)
-    fig.add_trace(go.Scatter(x=[point["parameters"]["tunable"]], y=[100 * point["acc"]], mode="markers",
-                             name=f"ratio {point['ratio']:.1f}", marker=dict(size=14, symbol="circle-open")),
-                  row=1, col=1)
+                         name="per-class change", showlegend=False, marker_color=method_color("e2vpt")), row=1, col=2)
+    fig.add_trace(_highlight_trace(point), row=1, col=1)
     fig.update_xaxes(title_text="tunable parameters", row=1, col=1)
     fig.update_yaxes(title_text="accuracy (%)", row=1, col=1)
     fig.update_yaxes(range=[-100, 100], row=1, col=2)
@@ -200,12 +255,13 @@ def grounding_heatmaps(scores: Mapping[str, Sequence[Sequence[float]]], chance: 
 
 def accuracy_vs_parameters(results: Sequence[Mapping]) -> go.Figure:
     """Test accuracy against tunable parameters (log scale), one marker per run of
-    :func:`~e2vpt_viz.experiments.run.compare_methods` (rows with ``method``, ``test_acc`` and ``parameters["tunable"]``)."""
+    :func:`~e2vpt_viz.experiments.run.compare_methods` (rows with ``method``, ``test_acc`` and ``parameters["tunable"]``),
+    in the method's colour (:func:`method_color`)."""
     fig = go.Figure()
     for r in results:
         fig.add_trace(go.Scatter(x=[r["parameters"]["tunable"]], y=[100 * r["test_acc"]], mode="markers+text",
                                  name=r["method"], text=[r["method"]], textposition="top center",
-                                 marker=dict(size=11)))
+                                 marker=dict(size=11, color=method_color(r["method"]))))
     fig.update_xaxes(type="log", title_text="tunable parameters (log scale)")
     fig.update_layout(yaxis_title="test accuracy (%)", height=400, showlegend=False,
                       margin=dict(t=30, b=40, l=50, r=20))

@@ -29,12 +29,14 @@ class LiveCurves:
 
     Uses a ``go.FigureWidget`` updated once per epoch inside ``batch_update`` (one message to the front end), or a
     static figure re-displayed through a display handle when widgets are unavailable (``static=True`` forces it).
+    Each run keeps its method colour in both panels (:func:`~e2vpt_viz.plots.training_curves`); with ``num_classes``
+    the loss panel shows the chance loss ln C.
     """
 
-    def __init__(self, static: Optional[bool] = None) -> None:
+    def __init__(self, static: Optional[bool] = None, num_classes: Optional[int] = None) -> None:
         self.static = not figure_widget_available() if static is None else static
         self.histories: dict[str, list[dict]] = {}
-        self.figure = training_curves({}, go.Figure if self.static else go.FigureWidget)
+        self.figure = training_curves({}, go.Figure if self.static else go.FigureWidget, num_classes=num_classes)
         self._handle = None
 
     def show(self) -> "LiveCurves":

@@ -111,3 +111,50 @@ def test_few_shot_curves_plot_means_and_stds_per_initialisation():
     random, pvp = few_shot_curves(rows).data
     assert list(random.x) == [1, 4] and list(random.y) == pytest.approx([20.0, 50.0])
     assert list(pvp.y) == pytest.approx([30.0, 55.0]) and list(random.error_y.array) == pytest.approx([5.0, 2.0])
+
+
+def test_training_curves_draw_each_method_in_one_colour_on_both_panels_and_in_the_legend():
+    from e2vpt_viz.plots import METHOD_COLORS, training_curves
+    methods = ["linear", "vpt-shallow", "vpt-deep", "e2vpt"]
+    histories = {m: [{"epoch": e, "train_loss": 2.0 + i, "val_acc": 0.1 * i} for e in (1, 2)]
+                 for i, m in enumerate(methods)}
+    fig = training_curves(histories)
+    colours = {}
+    for method in methods:
+        traces = [t for t in fig.data if t.name == method]
+        assert sorted(t.xaxis for t in traces) == ["x", "x2"]  # loss panel and accuracy panel
+        assert {t.legendgroup for t in traces} == {method}
+        shown = [t for t in traces if t.showlegend is not False]
+        assert len(shown) == 1  # one legend entry per method ...
+        used = {t.line.color for t in traces} | {t.marker.color for t in traces}
+        assert used == {shown[0].line.color}  # ... in the colour of its lines on both panels
+        colours[method] = shown[0].line.color
+    assert len(set(colours.values())) == len(methods)  # different methods differ
+    assert colours == {m: METHOD_COLORS[m] for m in methods}
+
+
+def test_method_colours_are_shared_across_figures_with_a_fixed_fallback():
+    from e2vpt_viz.plots import (FALLBACK_COLORS, METHOD_COLORS, accuracy_vs_parameters, method_color,
+                                 training_curves)
+    results = [{"method": m, "test_acc": 0.5, "parameters": {"tunable": 10 ** (i + 3)}}
+               for i, m in enumerate(["linear", "full", "e2vpt"])]
+    markers = {t.name: t.marker.color for t in accuracy_vs_parameters(results).data}
+    assert markers == {m: METHOD_COLORS[m] for m in markers}
+    curve = pruning_tradeoff(sweep_rows(), [{"num_tokens": 1, "num_segments": 2, "tunable": 900, "test_acc": 0.6}])
+    assert curve.data[0].line.color == curve.data[1].marker.color == METHOD_COLORS["e2vpt"]  # E²VPT pruned
+    assert method_color("E²VPT") == method_color("e2vpt") and method_color("VPT_deep") == METHOD_COLORS["vpt-deep"]
+    unknown = method_color("my-adapter")
+    assert unknown in FALLBACK_COLORS and unknown not in METHOD_COLORS.values()
+    assert training_curves({"my-adapter": [{"epoch": 1, "train_loss": 1.0, "val_acc": 0.5}]}).data[1].line.color == unknown
+
+
+def test_training_curves_mark_the_chance_loss_when_given_the_class_count():
+    import math
+    from e2vpt_viz.plots import training_curves
+    history = {"e2vpt": [{"epoch": 1, "train_loss": 11.0, "val_acc": 0.3}]}
+    assert not training_curves(history).layout.shapes
+    fig = training_curves(history, num_classes=20)
+    (line,) = fig.layout.shapes
+    assert line.y0 == line.y1 == pytest.approx(math.log(20)) and line.yref == "y"  # on the loss panel
+    assert line.line.dash == "dot"
+    assert any("chance loss ln C" in a.text and "3.00" in a.text for a in fig.layout.annotations)

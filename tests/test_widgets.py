@@ -71,3 +71,23 @@ def test_attention_explorer_redraws_for_image_layer_head_and_kv_prompt():
     assert heat() == pytest.approx(probs[1][1, 2, 0, 2:].tolist())
     assert widget.figure.data[0].z[0][0] == (255, 255, 255) or list(widget.figure.data[0].z[0][0]) == [255, 255, 255]
     assert "block 1" in widget.figure.layout.title.text and "head 2" in widget.figure.layout.title.text
+
+
+def test_live_curves_keep_one_colour_per_method_on_both_panels_and_in_the_legend():
+    from e2vpt_viz.plots import METHOD_COLORS
+    from e2vpt_viz.widgets import LiveCurves
+    curves = LiveCurves(static=True, num_classes=20)
+    for epoch in (1, 2):
+        for i, method in enumerate(["linear", "vpt-deep", "e2vpt"]):
+            curves.add(method, {"epoch": epoch, "train_loss": 3.0 - i, "val_acc": 0.2 * i})
+    colours = {}
+    for method in curves.histories:
+        traces = [t for t in curves.figure.data if t.name == method]
+        assert len(traces) == 2 and {t.xaxis for t in traces} == {"x", "x2"}
+        legend = [t for t in traces if t.showlegend is not False]
+        assert len(legend) == 1 and {t.legendgroup for t in traces} == {method}
+        assert {t.line.color for t in traces} | {t.marker.color for t in traces} == {legend[0].line.color}
+        colours[method] = legend[0].line.color
+    assert colours == {m: METHOD_COLORS[m] for m in colours} and len(set(colours.values())) == 3
+    assert [list(t.y) for t in curves.figure.data if t.name == "e2vpt"] == [[1.0, 1.0], [0.4, 0.4]]
+    assert len(curves.figure.layout.shapes) == 1  # the chance-loss line ln 20

@@ -236,20 +236,43 @@ def attention_map_grid(views, columns: Mapping[str, object], opacity: float = 0.
     return fig
 
 
+def diverging_colorscale(midpoint: float, colors: Sequence[str] = plotly.colors.diverging.RdBu_r) -> list[list]:
+    """A plotly colourscale whose middle colour (white for RdBu_r) sits at ``midpoint`` in [0, 1] instead of at 0.5:
+    the lower half of ``colors`` (an odd-length diverging scale) is spread over [0, midpoint], the upper half over
+    [midpoint, 1]. Plotly ignores ``zmid`` once ``zmin`` and ``zmax`` are fixed, so this is how a fixed 0-100 % scale
+    can be centred on a chance level."""
+    mid = len(colors) // 2
+    midpoint = min(max(midpoint, 1e-6), 1 - 1e-6)  # keep both halves, positions strictly increasing
+    low = [[midpoint * i / mid, c] for i, c in enumerate(colors[:mid])]
+    high = [[midpoint + (1 - midpoint) * i / mid, c] for i, c in enumerate(colors[mid:])]
+    high[-1][0] = 1.0  # exactly: plotly.js drops a scale that does not end at 1 (and falls back to its default)
+    return low + high
+
+
 def grounding_heatmaps(scores: Mapping[str, Sequence[Sequence[float]]], chance: float,
                        x_title: str = "head") -> go.Figure:
-    """Grounding scores per block (rows) and head or prompt (columns), one panel per method; ``chance`` is the
-    score of a random peak, drawn as the colour scale's midpoint."""
+    """Grounding scores per block (rows) and head or prompt (columns), one panel per method; scores and ``chance``
+    (the score of a random peak) are fractions in [0, 1], drawn in %.
+
+    Every panel shares one colour axis from 0 to 100 % (``layout.coloraxis``) whose white is the chance level: red
+    cells are above chance, blue cells below, on the same scale in every panel.
+    """
     names = list(scores)
-    fig = make_subplots(rows=1, cols=len(names), subplot_titles=names, horizontal_spacing=0.06)
+    fig = make_subplots(rows=1, cols=len(names), subplot_titles=names, horizontal_spacing=0.04, shared_yaxes=True)
     for col, name in enumerate(names, start=1):
         z = [[100 * float(v) for v in row] for row in scores[name]]
         fig.add_trace(go.Heatmap(z=z, x=list(range(len(z[0]))), y=[f"block {i}" for i in range(len(z))],
-                                 zmin=0, zmax=100, zmid=100 * chance, colorscale="RdBu_r", showscale=col == 1,
-                                 colorbar=dict(title="on a part (%)")), row=1, col=col)
+                                 coloraxis="coloraxis", hovertemplate="block %{y}, " + x_title +
+                                 " %{x}: %{z:.1f}%<extra>" + name + "</extra>"), row=1, col=col)
         fig.update_xaxes(title_text=x_title, row=1, col=col)
     fig.update_yaxes(autorange="reversed")
-    fig.update_layout(height=300, margin=dict(t=40, b=40, l=60, r=20))
+    level = 100 * chance
+    ticks = {0: "0", level: f"{level:.1f} chance", 100: "100"} | ({50: "50"} if abs(level - 50) > 12 else {})
+    fig.update_layout(coloraxis=dict(colorscale=diverging_colorscale(chance), cmin=0, cmax=100,
+                                     colorbar=dict(title=dict(text=f"grounding (%)<br>white = chance {level:.1f}%",
+                                                              side="top"),
+                                                   tickvals=list(ticks), ticktext=list(ticks.values()))),
+                      height=320, margin=dict(t=40, b=40, l=60, r=20))
     return fig
 
 

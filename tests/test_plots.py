@@ -65,7 +65,44 @@ def test_attention_map_grid_and_grounding_heatmaps():
     assert [list(r) for r in fig.data[1].z] == [[0.0, 1.0], [0.5, 0.0]]  # scaled to the map's maximum
     assert [a.text for a in fig.layout.annotations] == ["plain", "prompted"]
     heat = grounding_heatmaps({"vpt": [[0.5, 0.25]], "e2vpt": [[1.0, 0.0]]}, chance=0.2)
-    assert [list(r) for r in heat.data[1].z] == [[100.0, 0.0]] and heat.data[0].zmid == 20.0
+    assert [list(r) for r in heat.data[1].z] == [[100.0, 0.0]]
+
+
+def colour_at(fig, trace, value: float) -> tuple[float, float, float]:
+    """The RGB colour plotly gives ``value`` in ``trace`` (its own scale, or the shared colour axis it names)."""
+    import plotly.colors
+    scale = fig.layout[trace.coloraxis] if trace.coloraxis else trace
+    low, high = (scale.cmin, scale.cmax) if trace.coloraxis else (trace.zmin, trace.zmax)
+    stops = scale.colorscale
+    if isinstance(stops, str):
+        stops = plotly.colors.make_colorscale(plotly.colors.get_colorscale(stops))
+    stops = [(p, plotly.colors.unlabel_rgb(plotly.colors.convert_colors_to_same_type(c, "rgb")[0][0]))
+             for p, c in stops]
+    x = (value - low) / (high - low)
+    for (p0, c0), (p1, c1) in zip(stops, stops[1:]):
+        if p0 <= x <= p1:
+            t = (x - p0) / (p1 - p0)
+            return tuple(a + t * (b - a) for a, b in zip(c0, c1))
+    raise ValueError(f"{value} is outside the colour scale")
+
+
+def test_grounding_heatmaps_centre_one_shared_diverging_scale_on_chance():
+    from e2vpt_viz.plots import grounding_heatmaps
+    chance = 0.138
+    fig = grounding_heatmaps({"frozen": [[0.05, 0.30]], "VPT-deep": [[0.9, 0.1]], "E²VPT": [[0.14, 0.6]]}, chance)
+    assert {t.coloraxis for t in fig.data} == {"coloraxis"}  # one scale: same range and midpoint in every panel
+    axis = fig.layout.coloraxis
+    assert (axis.cmin, axis.cmax) == (0, 100)  # in %, the units of z
+    white = [p for p, c in axis.colorscale if c == "rgb(247,247,247)"]  # RdBu's middle colour
+    assert len(white) == 1 and axis.cmin + white[0] * (axis.cmax - axis.cmin) == pytest.approx(100 * chance)
+    for trace in fig.data:
+        red, green, blue = colour_at(fig, trace, 100 * chance)
+        assert min(red, green, blue) > 240  # chance is white
+        red, _, blue = colour_at(fig, trace, 30.0)  # above chance (but below 50): red side
+        assert red > blue + 20
+        red, _, blue = colour_at(fig, trace, 5.0)  # below chance: blue side
+        assert blue > red + 20
+    assert "chance 13.8%" in axis.colorbar.title.text and "grounding (%)" in axis.colorbar.title.text
 
 
 def test_attribution_maps_per_pixel_and_per_patch_share_the_image_grid():

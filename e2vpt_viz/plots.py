@@ -202,18 +202,25 @@ def patch_map_overlay(image, patch_map, title: str = "", opacity: float = 0.55) 
 
 def attention_explorer_figure(view, patch_map, kv_mass: Sequence[float]) -> go.Figure:
     """The attention explorer's figure: a (rows, cols) map over the (H, W, 3) image (traces 0 and 1) and the class
-    token's attention mass on each key-value prompt as bars (trace 2)."""
-    fig = make_subplots(rows=1, cols=2, column_widths=[0.62, 0.38], horizontal_spacing=0.12,
-                        subplot_titles=["", "class token → each KV prompt"])
+    token's attention mass on each key-value prompt as bars (trace 2).
+
+    The map's colourbar stands in the gap right of the image panel, clear of the bar chart's axis labels (the gap is
+    sized for the bar, its tick labels and its title).
+    """
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.6, 0.4], horizontal_spacing=0.21,
+                        subplot_titles=["", "class token → KV prompts"])
     fig.add_trace(_image_trace(view), row=1, col=1)
-    fig.add_trace(_map_trace(view, patch_map, 0.55).update(showscale=True, colorbar=dict(x=0.55, len=0.9)),
-                  row=1, col=1)
+    image_end = fig.layout.xaxis.domain[1]
+    fig.add_trace(_map_trace(view, patch_map, 0.55).update(
+        showscale=True, colorbar=dict(x=image_end + 0.01, xanchor="left", xpad=4, thickness=12, len=1.0, y=0.5,
+                                      yanchor="middle", title=dict(text="attention probability", side="right"))),
+        row=1, col=1)
     fig.add_trace(go.Bar(x=[f"KV {t}" for t in range(len(kv_mass))], y=[float(v) for v in kv_mass],
-                         showlegend=False, marker_color="#ef553b"), row=1, col=2)
+                         showlegend=False, marker_color=method_color("e2vpt")), row=1, col=2)
     fig.update_xaxes(visible=False, row=1, col=1)
     fig.update_yaxes(visible=False, autorange="reversed", scaleanchor="x", row=1, col=1)
     fig.update_yaxes(title_text="attention mass", rangemode="tozero", row=1, col=2)
-    fig.update_layout(height=360, width=760, margin=dict(t=50, b=30, l=10, r=20))
+    fig.update_layout(height=380, width=760, margin=dict(t=60, b=30, l=10, r=20))
     return fig
 
 

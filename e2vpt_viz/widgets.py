@@ -156,7 +156,8 @@ class AttentionExplorer:
     Maps: "class token → patches" (:func:`~e2vpt_viz.attention_maps.cls_to_patches`) and, for blocks with key-value
     prompts, "patches → KV prompt t" (:func:`~e2vpt_viz.attention_maps.kv_prompt_maps`). ``probs_per_layer`` comes
     from :func:`~e2vpt_viz.attention_maps.capture_attention` for the images whose (B, H, W, 3) uint8 crops are
-    ``views``. Changing a control recomputes one small map from the stored probabilities (no model call).
+    ``views``. Changing a control recomputes one small map from the stored probabilities (no model call). The
+    controls and the figure say "block" (a transformer block, the index into ``probs_per_layer``) throughout.
     """
 
     CLS_MAP = "class token → patches"
@@ -170,7 +171,7 @@ class AttentionExplorer:
         heads = probs_per_layer[0].shape[1]
         self.image = widgets.Dropdown(options=[(t, i) for i, t in enumerate(self.titles)], value=0,
                                       description="image")
-        self.layer = widgets.Dropdown(options=list(range(len(probs_per_layer))), value=0, description="layer")
+        self.block = widgets.Dropdown(options=list(range(len(probs_per_layer))), value=0, description="block")
         self.head = widgets.Dropdown(options=[("mean", -1)] + [(str(h), h) for h in range(heads)], value=-1,
                                      description="head")
         self.map = widgets.Dropdown(options=self._map_options(0), value=self.CLS_MAP, description="map")
@@ -178,17 +179,17 @@ class AttentionExplorer:
         self.figure = figure if self.static else go.FigureWidget(figure)
         self._handle = None
         self._syncing = False  # True while update() rewrites the map list (that fires the observer again)
-        for control in (self.image, self.layer, self.head, self.map):
+        for control in (self.image, self.block, self.head, self.map):
             control.observe(lambda change: None if self._syncing else self.update(), names="value")
         self.update()
 
-    def _map_options(self, layer: int) -> list[str]:
-        num_kv = self.layout.check(self.probs[layer])
+    def _map_options(self, block: int) -> list[str]:
+        num_kv = self.layout.check(self.probs[block])
         return [self.CLS_MAP] + [f"patches → KV prompt {t}" for t in range(num_kv)]
 
     def current_map(self):
         """The selected (rows, cols) map."""
-        probs = self.probs[self.layer.value][self.image.value:self.image.value + 1]
+        probs = self.probs[self.block.value][self.image.value:self.image.value + 1]
         if self.map.value == self.CLS_MAP:
             maps = cls_to_patches(probs, self.layout)[0]  # (heads, rows, cols)
         else:
@@ -197,13 +198,13 @@ class AttentionExplorer:
 
     def current_kv_mass(self) -> list[float]:
         """The class token's attention mass on each key-value prompt of the selected image, block and head."""
-        probs = self.probs[self.layer.value][self.image.value:self.image.value + 1]
+        probs = self.probs[self.block.value][self.image.value:self.image.value + 1]
         mass = cls_to_kv_prompts(probs, self.layout)[0]  # (heads, T)
         return (mass.mean(0) if self.head.value < 0 else mass[self.head.value]).tolist()
 
     def update(self) -> None:
         """Redraw after a control changed (the map list follows the block's key-value prompts)."""
-        options = self._map_options(self.layer.value)
+        options = self._map_options(self.block.value)
         if list(self.map.options) != options:
             keep = self.map.value if self.map.value in options else self.CLS_MAP
             self._syncing = True
@@ -218,7 +219,7 @@ class AttentionExplorer:
             self.figure.data[1].z = self.current_map().tolist()
             kv_mass = self.current_kv_mass()
             self.figure.data[2].x, self.figure.data[2].y = [f"KV {t}" for t in range(len(kv_mass))], kv_mass
-            self.figure.layout.title.text = f"block {self.layer.value} · {head}"
+            self.figure.layout.title.text = f"block {self.block.value} · {head}"
         if self.static and self._handle is not None:
             self._handle.update(self.figure)
 
@@ -226,6 +227,6 @@ class AttentionExplorer:
         import ipywidgets as widgets
         from IPython.display import display
 
-        display(widgets.HBox([self.image, self.layer, self.head, self.map]))
+        display(widgets.HBox([self.image, self.block, self.head, self.map]))
         self._handle = display(self.figure, display_id=True)
         return self

@@ -516,19 +516,19 @@ def test_notebook_03_slider_keeps_the_ratio_the_code_set_and_rewinding_marks_the
     notebook.screenshot("rewinding", notebook.cell("rewind = lesson_rewinding("))
 
 
-def test_notebook_02_layer_and_head_move_the_heatmap(lab, open_notebook):
+def test_notebook_02_block_and_head_move_the_heatmap(lab, open_notebook):
     notebook = open_notebook("02_kv_prompt_attention.ipynb")
     notebook.run_all()
-    layer = notebook.tag_widget("layer", "layer")
+    block = notebook.tag_widget("block", "block")
     head = notebook.tag_widget("head", "head")
     notebook.assert_no_widget_errors()
-    read = lambda: last_heatmap(notebook.traces("layer"))  # noqa: E731
+    read = lambda: last_heatmap(notebook.traces("block"))  # noqa: E731
     z = read()
-    notebook.screenshot("before", notebook.page.locator("[data-e2vpt-layer]"))
-    notebook.change_widget("layer", layer)
-    z_layer = notebook.wait_for_change("the heatmap after changing the layer", read, z)
-    notebook.screenshot("layer", notebook.page.locator("[data-e2vpt-layer]"))
+    notebook.screenshot("before", notebook.page.locator("[data-e2vpt-block]"))
+    notebook.change_widget("block", block)
+    z_block = notebook.wait_for_change("the heatmap after changing the block", read, z)
+    notebook.screenshot("block", notebook.page.locator("[data-e2vpt-block]"))
     notebook.change_widget("head", head)
-    notebook.wait_for_change("the heatmap after changing the head", read, z_layer)
-    notebook.screenshot("after", notebook.page.locator("[data-e2vpt-layer]"))
+    notebook.wait_for_change("the heatmap after changing the head", read, z_block)
+    notebook.screenshot("after", notebook.page.locator("[data-e2vpt-block]"))
     notebook.assert_no_widget_errors()

@@ -150,7 +150,7 @@ def test_02_explorer_block_control_redraws_the_patch_grid(lesson):
                        '"shape": [len(explorer.figure.data[1].z), len(explorer.figure.data[1].z[0])], '
                        '"grid": list(layout.grid)}',
                        setup="probe_before = [list(r) for r in explorer.figure.data[1].z]\n"
-                             "explorer.layer.value = len(probs) - 1")
+                             "explorer.block.value = len(probs) - 1")
     assert got["changed"] and got["shape"] == got["grid"]
 
 

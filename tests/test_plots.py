@@ -90,11 +90,6 @@ def test_grounding_heatmaps_centre_one_shared_diverging_scale_on_chance():
     from e2vpt_viz.plots import grounding_heatmaps
     chance = 0.138
     fig = grounding_heatmaps({"frozen": [[0.05, 0.30]], "VPT-deep": [[0.9, 0.1]], "E²VPT": [[0.14, 0.6]]}, chance)
-    assert {t.coloraxis for t in fig.data} == {"coloraxis"}  # one scale: same range and midpoint in every panel
-    axis = fig.layout.coloraxis
-    assert (axis.cmin, axis.cmax) == (0, 100)  # in %, the units of z
-    white = [p for p, c in axis.colorscale if c == "rgb(247,247,247)"]  # RdBu's middle colour
-    assert len(white) == 1 and axis.cmin + white[0] * (axis.cmax - axis.cmin) == pytest.approx(100 * chance)
     for trace in fig.data:
         red, green, blue = colour_at(fig, trace, 100 * chance)
         assert min(red, green, blue) > 240  # chance is white
@@ -102,6 +97,11 @@ def test_grounding_heatmaps_centre_one_shared_diverging_scale_on_chance():
         assert red > blue + 20
         red, _, blue = colour_at(fig, trace, 5.0)  # below chance: blue side
         assert blue > red + 20
+    assert {t.coloraxis for t in fig.data} == {"coloraxis"}  # one scale: same range and midpoint in every panel
+    axis = fig.layout.coloraxis
+    assert (axis.cmin, axis.cmax) == (0, 100)  # in %, the units of z
+    white = [p for p, c in axis.colorscale if c == "rgb(247,247,247)"]  # RdBu's middle colour
+    assert len(white) == 1 and axis.cmin + white[0] * (axis.cmax - axis.cmin) == pytest.approx(100 * chance)
     assert "chance 13.8%" in axis.colorbar.title.text and "grounding (%)" in axis.colorbar.title.text
 
 
@@ -195,3 +195,40 @@ def test_training_curves_mark_the_chance_loss_when_given_the_class_count():
     assert line.y0 == line.y1 == pytest.approx(math.log(20)) and line.yref == "y"  # on the loss panel
     assert line.line.dash == "dot"
     assert any("chance loss ln C" in a.text and "3.00" in a.text for a in fig.layout.annotations)
+
+
+def colorbar_overlaps(fig) -> list[str]:
+    """Colourbars whose horizontal extent (in paper units) reaches into another subplot's x-domain or into the strip
+    left of it where its y-axis tick labels and title are drawn. The extent counts plotly's padding on both sides,
+    the bar and room for tick labels and a title; widths in px are converted with the figure's plot-area width."""
+    layout = fig.layout
+    plot_width = (layout.width or 700) - (layout.margin.l or 0) - (layout.margin.r or 0)
+    problems = []
+    for trace in fig.data:
+        bar = getattr(trace, "colorbar", None)
+        if bar is None or not getattr(trace, "showscale", False):
+            continue
+        px = 2 * (10 if bar.xpad is None else bar.xpad) + (bar.thickness or 30) + 40 + (20 if bar.title.text else 0)
+        width = px / plot_width
+        start = bar.x - {"left": 0, "center": width / 2, "right": width}[bar.xanchor or "left"]
+        end = start + width
+        own = "xaxis" + (trace.xaxis or "x")[1:]
+        for name in [k for k in layout.to_plotly_json() if k.startswith("xaxis") and k != own]:
+            low, high = layout[name].domain
+            y_axis = layout["yaxis" + name[5:]]
+            if y_axis.visible is not False:
+                low -= 60 / plot_width  # the y-axis tick labels and title of that subplot
+            if start < high and end > low:
+                problems.append(f"colourbar [{start:.3f}, {end:.3f}] overlaps {name} [{low:.3f}, {high:.3f}]")
+    return problems
+
+
+def test_attention_explorer_colourbar_sits_beside_the_heatmap_with_a_title():
+    import numpy as np
+    from e2vpt_viz.plots import attention_explorer_figure
+    fig = attention_explorer_figure(np.zeros((32, 32, 3), dtype=np.uint8), [[0.1, 0.2], [0.3, 0.4]], [0.2, 0.5, 0.1])
+    heat = fig.data[1]
+    assert heat.showscale and colorbar_overlaps(fig) == []
+    assert heat.colorbar.x >= fig.layout.xaxis.domain[1]  # right of the image panel, not on top of it
+    assert heat.colorbar.title.text  # and it says what it shows
+    assert list(fig.data[2].y) == [0.2, 0.5, 0.1]

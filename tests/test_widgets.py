@@ -43,7 +43,7 @@ def test_debounced_slider_applies_only_the_last_of_a_burst_inside_an_event_loop(
     assert calls == [1, 4]
 
 
-def test_attention_explorer_redraws_for_image_layer_head_and_kv_prompt():
+def test_attention_explorer_redraws_for_image_block_head_and_kv_prompt():
     import torch
     from e2vpt_viz.attention_maps import TokenLayout
     from e2vpt_viz.widgets import AttentionExplorer
@@ -63,7 +63,7 @@ def test_attention_explorer_redraws_for_image_layer_head_and_kv_prompt():
     assert heat() == pytest.approx(probs[0][0, 2, 0, 4:].tolist())
     widget.map.value = "patches → KV prompt 1"
     assert heat() == pytest.approx(probs[0][0, 2, 2:, 1].tolist())  # query = patch, key = KV 1
-    widget.layer.value = 1  # no KV prompts there: the map falls back to the class token, no bars
+    widget.block.value = 1  # no KV prompts there: the map falls back to the class token, no bars
     assert list(widget.figure.data[2].y) == []
     assert widget.map.value == AttentionExplorer.CLS_MAP and list(widget.map.options) == [AttentionExplorer.CLS_MAP]
     assert heat() == pytest.approx(probs[1][0, 2, 0, 2:].tolist())
@@ -71,6 +71,9 @@ def test_attention_explorer_redraws_for_image_layer_head_and_kv_prompt():
     assert heat() == pytest.approx(probs[1][1, 2, 0, 2:].tolist())
     assert widget.figure.data[0].z[0][0] == (255, 255, 255) or list(widget.figure.data[0].z[0][0]) == [255, 255, 255]
     assert "block 1" in widget.figure.layout.title.text and "head 2" in widget.figure.layout.title.text
+    controls = [widget.image, widget.block, widget.head, widget.map]
+    assert widget.block.description == "block"  # the figure's word: "block", not "layer"
+    assert not any("layer" in c.description for c in controls)
 
 
 def test_live_curves_keep_one_colour_per_method_on_both_panels_and_in_the_legend():

@@ -96,6 +96,10 @@ class PruningSlider:
 
     ``rewound`` rows (from ``prune_and_rewind``) are drawn as extra points; ``class_names`` label the per-class bars.
     Static figure fallback as in LiveCurves.
+
+    The slider is a ``SelectionSlider`` over the sweep's ratios: its positions are exactly the cached ratios (the
+    front end exchanges an index, not a float), so a value set from code stays where it was set. (A ``FloatSlider``
+    with the float step ``0.2 - 0.1 = 0.09999999999999998`` made the page snap 0.3 back to another value.)
     """
 
     def __init__(self, sweep, rewound=(), value: float = 0.5, static: Optional[bool] = None,
@@ -108,10 +112,9 @@ class PruningSlider:
         self.static = not figure_widget_available() if static is None else static
         figure = pruning_dashboard(self.rows, rewound, highlight=value, class_names=class_names)
         self.figure = figure if self.static else go.FigureWidget(figure)
-        step = min((b - a for a, b in zip(sweep.ratios, sweep.ratios[1:])), default=0.1)
-        self.slider = widgets.FloatSlider(value=value, min=min(sweep.ratios), max=max(sweep.ratios), step=step,
-                                          description="pruning ratio", continuous_update=True,
-                                          style={"description_width": "initial"})
+        self.slider = widgets.SelectionSlider(options=[(f"{r:g}", r) for r in sweep.ratios],
+                                              value=self._nearest(value), description="pruning ratio",
+                                              continuous_update=True, style={"description_width": "initial"})
         self.label = widgets.HTML()
         self._handle = None
         self._debounced = Debounced(self.update, debounce)
@@ -119,13 +122,18 @@ class PruningSlider:
         self.slider.observe(lambda change: None if self._syncing else self._debounced(change["new"]), names="value")
         self.update(value)
 
+    def _nearest(self, ratio: float) -> float:
+        """The sweep ratio nearest to ``ratio`` (one of the slider's options)."""
+        return min(self.sweep.ratios, key=lambda r: abs(r - ratio))
+
     def update(self, ratio: float) -> dict:
         """Show the cached result nearest to ``ratio`` (the slider moves there too) and return it."""
-        result = self.sweep.at(ratio)
-        if self.slider.value != result["ratio"]:
+        nearest = self._nearest(ratio)
+        result = self.sweep.results[nearest]
+        if self.slider.value != nearest:
             self._syncing = True
             try:
-                self.slider.value = result["ratio"]
+                self.slider.value = nearest
             finally:
                 self._syncing = False
         self.label.value = (f"ratio {result['ratio']:.1f}: test accuracy <b>{100 * result['acc']:.1f}%</b> with "

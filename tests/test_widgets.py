@@ -94,3 +94,21 @@ def test_live_curves_keep_one_colour_per_method_on_both_panels_and_in_the_legend
     assert colours == {m: METHOD_COLORS[m] for m in colours} and len(set(colours.values())) == 3
     assert [list(t.y) for t in curves.figure.data if t.name == "e2vpt"] == [[1.0, 1.0], [0.4, 0.4]]
     assert len(curves.figure.layout.shapes) == 1  # the chance-loss line ln 20
+
+
+@pytest.mark.parametrize("ratios", [[round(0.1 * k, 1) for k in range(10)], [0.0, 0.3, 0.5, 0.7, 0.9]],
+                         ids=["uniform", "uneven"])
+def test_pruning_slider_reaches_every_ratio_exactly_and_keeps_the_requested_value(ratios):
+    import ipywidgets as widgets
+    rows = {r: {"ratio": r, "acc": 0.8 - r / 2, "parameters": {"tunable": int(1000 * (1 - r))}, "pruned_tokens": [],
+                "per_class_acc": [0.5, 0.5]} for r in ratios}
+    widget = PruningSlider(PruningSweep(ratios, rows), value=0.3, static=True)
+    slider = widget.slider
+    if isinstance(slider, widgets.FloatSlider):  # a float grid must hit every ratio exactly
+        assert all(any(slider.min + k * slider.step == r for k in range(100)) for r in ratios), slider.step
+    else:  # a selection slider's positions are the ratios themselves
+        assert [value for _, value in slider.options] == ratios
+    assert slider.value == 0.3 and "ratio 0.3" in widget.label.value  # kept, not snapped elsewhere
+    assert list(widget.figure.data[-1].x) == [700]
+    slider.value = 0.9
+    assert list(widget.figure.data[-1].x) == [int(1000 * (1 - 0.9))]

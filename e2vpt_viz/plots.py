@@ -88,20 +88,46 @@ def image_grid(images: Sequence, titles: Sequence[str], cols: int = 6) -> go.Fig
     return fig
 
 
+def readable_scale(values: Sequence[float]) -> int:
+    """The power of ten to divide ``values`` by so that their largest magnitude reads as 1 to 10; 0 when it already
+    lies in [0.01, 1000) (or all are zero). Gradient scores of ~1e-7 would otherwise be ticked as "0.5µ"."""
+    top = max((abs(float(v)) for v in values), default=0.0)
+    if top == 0 or 1e-2 <= top < 1e3:
+        return 0
+    return math.floor(math.log10(top))
+
+
+def _scaled(label: str, exponent: int) -> str:
+    return label if exponent == 0 else f"{label} (×1e{exponent})"
+
+
 def importance_heatmap(token_scores: Sequence[float], segment_scores: Sequence[Sequence[float]]) -> go.Figure:
     """Pruning importance: token scores S_k (P,) as bars and segment scores S_{k,r} (P, 16) as a heatmap.
 
-    Lower scores are pruned first, so the lowest bar and the darkest cells go first.
+    Lower scores are pruned first, so the lowest bar and the darkest cells go first. Tiny scores are shown divided
+    by a power of ten that the axis and colourbar titles state, e.g. "token score S_k (×1e-7)" (:func:`readable_scale`);
+    hovering shows the unscaled score.
     """
     P = len(token_scores)
+    token_exp = readable_scale(token_scores)
+    segment_exp = readable_scale([v for row in segment_scores for v in row])
     fig = make_subplots(rows=1, cols=2, column_widths=[0.3, 0.7], horizontal_spacing=0.12,
                         subplot_titles=["token score S_k", "segment score S_k,r"])
     tokens = [f"prompt {k}" for k in range(P)]
-    fig.add_trace(go.Bar(x=list(token_scores), y=tokens, orientation="h", showlegend=False), row=1, col=1)
-    fig.add_trace(go.Heatmap(z=[list(row) for row in segment_scores], x=list(range(len(segment_scores[0]))),
-                             y=tokens, colorscale="Viridis", colorbar=dict(title="score")), row=1, col=2)
+    fig.add_trace(go.Bar(x=[float(v) / 10 ** token_exp for v in token_scores], y=tokens, orientation="h",
+                         showlegend=False, customdata=[float(v) for v in token_scores],
+                         hovertemplate="%{y}: S_k = %{customdata:.3e}<extra></extra>",
+                         marker_color=method_color("e2vpt")), row=1, col=1)
+    fig.add_trace(go.Heatmap(z=[[float(v) / 10 ** segment_exp for v in row] for row in segment_scores],
+                             x=list(range(len(segment_scores[0]))), y=tokens, colorscale="Viridis",
+                             customdata=[[float(v) for v in row] for row in segment_scores],
+                             hovertemplate="%{y}, segment %{x}: S_k,r = %{customdata:.3e}<extra></extra>",
+                             colorbar=dict(title=dict(text=_scaled("S_k,r", segment_exp), side="right"))),
+                  row=1, col=2)
+    fig.update_xaxes(title_text=_scaled("S_k", token_exp), row=1, col=1)
+    fig.update_yaxes(title_text="prompt token", row=1, col=1)
     fig.update_xaxes(title_text="segment r (channels r, r+16, ...)", row=1, col=2)
-    fig.update_layout(height=120 + 40 * P, margin=dict(t=40, b=40, l=60, r=20))
+    fig.update_layout(height=140 + 40 * P, margin=dict(t=40, b=50, l=60, r=20))
     return fig
 
 

@@ -232,3 +232,19 @@ def test_attention_explorer_colourbar_sits_beside_the_heatmap_with_a_title():
     assert heat.colorbar.x >= fig.layout.xaxis.domain[1]  # right of the image panel, not on top of it
     assert heat.colorbar.title.text  # and it says what it shows
     assert list(fig.data[2].y) == [0.2, 0.5, 0.1]
+
+
+def test_importance_heatmap_states_the_scale_of_tiny_scores_and_names_its_axes():
+    import re
+    token = [5e-7, -2e-7, 1e-7]
+    segment = [[1e-8 * r for r in range(16)], [0.0] * 16, [-3e-8] * 16]
+    fig = importance_heatmap(token, segment)
+    bar, heat = fig.data
+    shown = {"S_k": (fig.layout.xaxis.title.text, list(bar.x), token),
+             "S_k,r": (heat.colorbar.title.text, [v for row in heat.z for v in row], [v for row in segment for v in row])}
+    for name, (title, values, scores) in shown.items():
+        found = re.search(r"×1e(-?\d+)", title or "")
+        assert found and name in title, f"{name}: the title {title!r} does not state the factor"
+        assert 1 <= max(abs(v) for v in values) < 10  # ticks read 1..10, not "0.5µ"
+        assert [v * 10 ** int(found.group(1)) for v in values] == pytest.approx(scores)
+    assert fig.layout.yaxis.title.text == "prompt token" and "segment" in fig.layout.xaxis2.title.text

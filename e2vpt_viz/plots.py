@@ -186,7 +186,7 @@ def pruning_dashboard(sweep_results: Sequence[Mapping], rewound: Sequence[Mappin
     names = list(class_names) if class_names is not None else [f"class {i}" for i in range(count)]
     fig = make_subplots(rows=1, cols=2, column_widths=[0.55, 0.45], horizontal_spacing=0.12,
                         subplot_titles=["accuracy vs tunable parameters",
-                                        f"per-class change vs ratio {reference['ratio']:.1f} (points)"])
+                                        f"per-class change vs ratio {reference['ratio']:.1f}"])
     for trace in pruning_tradeoff(sweep_results, rewound).data:
         fig.add_trace(trace, row=1, col=1)
     fig.add_trace(go.Bar(x=list(range(count)), y=per_class_change(point, reference), hovertext=names,
@@ -194,7 +194,7 @@ def pruning_dashboard(sweep_results: Sequence[Mapping], rewound: Sequence[Mappin
     fig.add_trace(_highlight_trace(point), row=1, col=1)
     fig.update_xaxes(title_text="tunable parameters", row=1, col=1)
     fig.update_yaxes(title_text="accuracy (%)", row=1, col=1)
-    fig.update_yaxes(range=[-100, 100], row=1, col=2)
+    fig.update_yaxes(range=[-100, 100], title_text="accuracy change (points)", row=1, col=2)
     fig.update_xaxes(title_text="class (hover: name)", row=1, col=2)
     fig.update_layout(height=420, margin=dict(t=40, b=60, l=50, r=20),
                       legend=dict(orientation="h", yanchor="bottom", y=-0.35, x=0))

@@ -248,3 +248,49 @@ def test_importance_heatmap_states_the_scale_of_tiny_scores_and_names_its_axes()
         assert 1 <= max(abs(v) for v in values) < 10  # ticks read 1..10, not "0.5µ"
         assert [v * 10 ** int(found.group(1)) for v in values] == pytest.approx(scores)
     assert fig.layout.yaxis.title.text == "prompt token" and "segment" in fig.layout.xaxis2.title.text
+
+
+def title_problems(fig, char_width: float = 0.55) -> list[str]:
+    """Subplot titles that would not fit: wider than the figure allows (estimated at ``char_width`` font sizes per
+    character of the longest <br>-separated line, at the figure's width or plotly's default 700 px) or taller than
+    the top margin above the top row."""
+    layout = fig.layout
+    width = layout.width or 700
+    left, right, top = layout.margin.l or 0, layout.margin.r or 0, layout.margin.t or 0
+    plot = width - left - right
+    reserved = 30 if layout.title.text else 0  # the figure title's line
+    problems = []
+    for note in layout.annotations:
+        if note.xref != "paper" or note.yref != "paper" or not note.text:
+            continue
+        lines = note.text.split("<br>")
+        size = note.font.size or 16
+        half = max(len(line) for line in lines) * size * char_width / 2
+        centre = left + note.x * plot
+        if centre - half < 0 or centre + half > width:
+            problems.append(f"{note.text!r} ({2 * half:.0f} px) runs past the figure's edge")
+        if note.y >= 1 and top < reserved + len(lines) * size * 1.25 + 4:
+            problems.append(f"{note.text!r} needs more than the top margin of {top} px")
+    return problems
+
+
+def test_subplot_titles_of_multi_panel_figures_fit():
+    import numpy as np
+    from e2vpt_viz.plots import (attention_explorer_figure, attention_map_grid, grounding_heatmaps, pruning_dashboard,
+                                 training_curves, tsne_scatter)
+    rows = [{**r, "per_class_acc": [0.5, 0.4]} for r in sweep_rows()]
+    views = np.zeros((1, 32, 32, 3), dtype=np.uint8)
+    methods = ["linear", "bias", "partial", "lora", "vpt-shallow", "vpt-deep", "e2vpt", "full"]
+    figures = {
+        "training_curves": training_curves({"e2vpt": [{"epoch": 1, "train_loss": 1.0, "val_acc": 0.5}]}),
+        "importance_heatmap": importance_heatmap([0.1] * 5, [[0.1] * 16] * 5),
+        "pruning_dashboard": pruning_dashboard(rows, highlight=0.5),
+        "grounding_heatmaps": grounding_heatmaps({k: [[0.5]] for k in ("frozen backbone", "VPT-deep", "E²VPT")}, 0.1),
+        "attention_explorer_figure": attention_explorer_figure(views[0], [[0.5]], [0.5]).update_layout(
+            title="block 11 · mean over heads"),
+        "attention_map_grid": attention_map_grid(views, {k: np.ones((1, 2, 2)) for k in (
+            "class token, frozen", "class token, E²VPT", "rollout, frozen", "rollout, E²VPT")}),
+        "tsne_scatter": tsne_scatter({m: np.zeros((2, 2)) for m in methods}, [0, 1]),
+    }
+    problems = {name: found for name, fig in figures.items() if (found := title_problems(fig))}
+    assert problems == {}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import re
 import zlib
 from typing import Mapping, Sequence
 
@@ -72,6 +73,61 @@ def _curve_traces(name: str, history: Sequence[dict]) -> list[go.Scatter]:
                        name=name, legendgroup=name, showlegend=col == 0, line=dict(color=color),
                        marker=dict(color=color))
             for col, (key, _) in enumerate(CURVE_PANELS)]
+
+
+def short_names(names: Sequence[str], width: int = 20) -> list[str]:
+    """Labels of at most ``width`` characters for class names, keeping distinct names distinct (equal names stay equal).
+
+    A name loses a CUB-style id prefix ("017.") and underscores become spaces. A label still too long abbreviates
+    words, those shared by the most names first: a word every name has (it tells none apart, e.g. "breasted" among
+    the starter's finches) to its shortest unique prefix, any other word only by as much as the label is too long
+    ("Yellow_bellied_Flycatcher" -> "Yellow bellied Flyc."). No abbreviation is shorter than the shortest prefix that
+    no other word of ``names`` starts with, so each one stands for one word and distinct names stay distinct
+    ("Blue_breasted_chestnut_tailed_Finch" -> "Blue br. chestnut t. F." at width 24). Only if that is not enough does
+    the label lose its middle to "…" (and, should two such labels coincide, they are numbered "~1", "~2", ...).
+    """
+    if width < 4:
+        raise ValueError(f"width must be at least 4 characters, got {width}.")
+    unique = list(dict.fromkeys(names))
+    cleaned = {n: " ".join(re.sub(r"^\d+\.", "", n).replace("_", " ").split()) or n for n in unique}
+    if len(set(cleaned.values())) < len(unique):  # cleaning merged two names: keep them as given
+        cleaned = {n: n for n in unique}
+    words = {n: cleaned[n].split(" ") for n in unique}
+    vocabulary = {w for ws in words.values() for w in ws}
+    shared = {w: sum(w in ws for ws in words.values()) for w in vocabulary}
+
+    def unique_prefix(word: str) -> int:
+        others = [v for v in vocabulary if v != word]
+        return next((k for k in range(1, len(word)) if not any(v.startswith(word[:k]) for v in others)), len(word))
+
+    labels = {}
+    for n in unique:
+        tokens = list(words[n])
+        excess = len(" ".join(tokens)) - width
+        for i in sorted(range(len(tokens)), key=lambda i: (-shared[tokens[i]], -len(tokens[i]), i)):
+            if excess <= 0:
+                break
+            word = tokens[i]
+            cut = len(word) - unique_prefix(word) - 1  # the most "word" -> "wo." can save
+            if shared[word] < len(unique):  # a word that tells names apart loses only what is needed
+                cut = min(cut, excess)
+            if cut > 0:
+                tokens[i] = word[:len(word) - cut - 1] + "."
+                excess -= cut
+        label = " ".join(tokens)
+        tail = (width - 1) // 2  # too long even so: keep both ends, where names usually differ
+        labels[n] = label if len(label) <= width else label[:width - 1 - tail] + "…" + label[len(label) - tail:]
+    counter = 0
+    while len(set(labels.values())) < len(labels):  # only cut labels can coincide
+        seen: dict[str, str] = {}
+        for n, label in labels.items():
+            if label in seen:
+                counter += 1
+                tag = f"~{counter}"
+                labels[n] = label[:width - len(tag)] + tag
+            else:
+                seen[label] = n
+    return [labels[n] for n in names]
 
 
 def image_grid(images: Sequence, titles: Sequence[str], cols: int = 6) -> go.Figure:

@@ -294,3 +294,26 @@ def test_subplot_titles_of_multi_panel_figures_fit():
     }
     problems = {name: found for name, fig in figures.items() if (found := title_problems(fig))}
     assert problems == {}
+
+
+def test_short_names_keep_distinct_names_distinct_within_the_width():
+    from e2vpt_viz.plots import short_names
+    finches = [f"{i:03d}.{breast}_breasted_{tail}_tailed_Finch" for i, (breast, tail) in enumerate(
+        [(b, t) for b in ("Blue", "Red", "Black", "Yellow", "White", "Orange") for t in ("chestnut", "black", "blue",
+                                                                                       "white")], start=1)]
+    cub = ["001.Black_footed_Albatross", "043.Yellow_bellied_Flycatcher", "040.Olive_sided_Flycatcher",
+           "158.Black_throated_Blue_Warbler", "112.Black_throated_Sparrow", "141.Artic_Tern", "144.Common_Tern",
+           "185.American_Three_toed_Woodpecker", "187.Red_bellied_Woodpecker", "188.Red_cockaded_Woodpecker"]
+    tails = [f"A_very_long_shared_prefix_that_never_ends_{k}" for k in range(12)]  # differ only past the width
+    for names in (finches, cub, tails):
+        for width in (12, 18, 24):
+            short = short_names(names, width)
+            assert all(len(s) <= width for s in short), (width, short)
+            assert len(set(short)) == len(names), (width, short)  # distinct in, distinct out
+    assert len({n.split(".", 1)[1][:18] for n in finches}) < len(finches)  # what a plain cut did
+    assert short_names(["141.Artic_Tern", "144.Common_Tern", "141.Artic_Tern"], 18) == [
+        "Artic Tern", "Common Tern", "Artic Tern"]  # short names only lose the id; equal names stay equal
+    assert short_names(["043.Yellow_bellied_Flycatcher", "040.Olive_sided_Flycatcher"], 20) == [
+        "Yellow bellied F.", "Olive sided F."]  # the shared word goes first
+    with pytest.raises(ValueError, match="at least 4"):
+        short_names(["a"], 3)

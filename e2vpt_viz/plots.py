@@ -188,13 +188,17 @@ def importance_heatmap(token_scores: Sequence[float], segment_scores: Sequence[S
 
 
 def pruning_tradeoff(sweep_results: Sequence[Mapping], rewound: Sequence[Mapping] = (),
-                     highlight: float | None = None) -> go.Figure:
+                     highlight: float | None = None, chosen: Mapping | None = None) -> go.Figure:
     """Accuracy against tunable parameters: the instant-pruning curve (one point per ratio), optionally the rewound
-    candidates, and a highlighted ratio (the slider's position).
+    candidates, the candidate chosen on validation and a highlighted ratio (the slider's position).
 
     ``sweep_results``: :class:`~e2vpt_viz.pruning.PruningSweep` results (ratio, acc, parameters); ``rewound``: rows with
     ``tunable`` and ``test_acc`` (or ``val_acc``). Both are E²VPT models, drawn in its colour (:func:`method_color`):
-    the line for instant pruning, diamonds for the rewound candidates.
+    the line for instant pruning, diamonds for the rewound candidates. ``chosen`` (``prune_and_rewind``'s ``best``,
+    or any mapping with ``num_tokens`` and ``num_segments`` naming one of ``rewound``) is drawn as a black star,
+    legend entry "chosen on validation", at the same accuracy as the diamonds.
+
+    Trace order: curve, rewound candidates, chosen, highlighted ratio (each only when given).
     """
     color = method_color("e2vpt")
     fig = go.Figure()
@@ -202,12 +206,19 @@ def pruning_tradeoff(sweep_results: Sequence[Mapping], rewound: Sequence[Mapping
                              y=[100 * r["acc"] for r in sweep_results], mode="lines+markers", name="instant pruning",
                              text=[f"ratio {r['ratio']:.1f}" for r in sweep_results], line=dict(color=color),
                              marker=dict(color=color)))
+    key = "test_acc" if rewound and rewound[0].get("test_acc") is not None else "val_acc"
     if rewound:
-        key = "test_acc" if rewound[0].get("test_acc") is not None else "val_acc"
         fig.add_trace(go.Scatter(x=[r["tunable"] for r in rewound], y=[100 * r[key] for r in rewound],
                                  mode="markers", name=f"rewound ({key.split('_')[0]})",
                                  marker=dict(symbol="diamond", size=9, color=color, line=dict(color="white", width=1)),
                                  text=[f"{r['num_tokens']} tokens, {r['num_segments']} segments" for r in rewound]))
+    if chosen is not None:
+        pair = (chosen["num_tokens"], chosen["num_segments"])
+        run = next((r for r in rewound if (r["num_tokens"], r["num_segments"]) == pair), chosen)
+        key = key if run.get(key) is not None else "val_acc"
+        fig.add_trace(go.Scatter(x=[run["tunable"]], y=[100 * run[key]], mode="markers", name="chosen on validation",
+                                 marker=dict(symbol="star", size=17, color="black", line=dict(color="white", width=1)),
+                                 text=[f"{pair[0]} tokens, {pair[1]} segments pruned"]))
     if highlight is not None:
         point = min(sweep_results, key=lambda r: abs(r["ratio"] - highlight))
         fig.add_trace(_highlight_trace(point))

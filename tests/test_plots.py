@@ -317,3 +317,17 @@ def test_short_names_keep_distinct_names_distinct_within_the_width():
         "Yellow bellied F.", "Olive sided F."]  # the shared word goes first
     with pytest.raises(ValueError, match="at least 4"):
         short_names(["a"], 3)
+
+
+def test_tradeoff_marks_the_pair_chosen_on_validation():
+    runs = [{"num_tokens": t, "num_segments": 6, "tunable": 900 - 100 * t, "val_acc": v, "test_acc": a}
+            for t, v, a in [(0, 0.5, 0.62), (2, 0.7, 0.58), (4, 0.6, 0.66)]]
+    best = max(runs, key=lambda r: r["val_acc"])
+    for chosen in (best, {"num_tokens": 2, "num_segments": 6}):  # prune_and_rewind's best, or just the pair
+        fig = pruning_tradeoff(sweep_rows(), runs, chosen=chosen)
+        star = [t for t in fig.data if t.name == "chosen on validation"]
+        assert len(star) == 1 and star[0].showlegend is not False
+        assert list(star[0].x) == [700] and list(star[0].y) == pytest.approx([58.0])  # the chosen run, test accuracy
+        others = {t.marker.symbol for t in fig.data if t is not star[0]}
+        assert star[0].marker.symbol not in others  # a marker of its own
+    assert not any(t.name == "chosen on validation" for t in pruning_tradeoff(sweep_rows(), runs).data)

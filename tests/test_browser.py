@@ -483,7 +483,7 @@ def test_notebook_01_default_mode_curves_results_and_pruning_slider(lab, open_no
     notebook = open_notebook("01_train_cub.ipynb")
     notebook.run_all()
     notebook.assert_no_widget_errors()
-    curves = notebook.cell("curves = LiveCurves()")
+    curves = notebook.cell("curves = LiveCurves(")
     plot = curves.locator(".js-plotly-plot").first
     traces = plot.evaluate(TRACES_JS)
     colours: dict[str, set] = {}

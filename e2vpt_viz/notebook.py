@@ -250,3 +250,31 @@ def cell_order_hints(notebook: str | Path) -> bool:
 
     shell.set_custom_exc((NameError, *USER_ERRORS), handler)
     return True
+
+
+FILL_IN = "Fill in `answer` and run this cell again."
+
+
+def check_answer(answer, truth, hint: str, tolerance: float = 0, correct: str = "") -> bool:
+    """Check a lesson exercise and say so in one printed line, never raising and never printing ``truth``.
+
+    Args:
+        answer: the student's answer; None (the exercise's starting value) asks for one.
+        truth: the right answer, computed by the cell (e.g. from ``count_parameters``).
+        hint: what to look at when the answer is wrong; it must not give the answer away.
+        tolerance: for numbers, the largest accepted ``abs(answer - truth)``; 0 asks for equality.
+        correct: an optional follow-up printed after "Correct!" (a next question, a related number).
+
+    Returns:
+        True when the answer is right. Prints :data:`FILL_IN` for None, "Correct!" (and ``correct``) for a right
+        answer, otherwise "Not quite: " and ``hint``.
+    """
+    if answer is None:
+        print(FILL_IN)
+        return False
+    try:
+        right = abs(answer - truth) <= tolerance if tolerance else bool(answer == truth)
+    except (TypeError, ValueError):  # an answer of another kind (a string for a number, an array, ...) is wrong
+        right = False
+    print(f"Correct! {correct}".rstrip() if right else f"Not quite: {hint}")
+    return bool(right)

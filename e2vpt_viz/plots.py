@@ -378,7 +378,7 @@ def grounding_heatmaps(scores: Mapping[str, Sequence[Sequence[float]]], chance: 
 
 def accuracy_vs_parameters(results: Sequence[Mapping]) -> go.Figure:
     """Test accuracy against tunable parameters (log scale), one marker per run of
-    :func:`~e2vpt_viz.experiments.run.compare_methods` (rows with ``method``, ``test_acc`` and ``parameters["tunable"]``),
+    :func:`~e2vpt_viz.experiments.run.compare_methods` (rows with ``method``, ``test_acc`` and ``parameters["tunable"]``)
     in the method's colour (:func:`method_color`)."""
     fig = go.Figure()
     for r in results:

@@ -55,7 +55,8 @@ def test_notebooks_are_stripped_and_parameterised():
             f"{path.name}: the set-up cell must start with lesson_setup({path.name!r})"
         assert 'TRAIN = "auto"' in tagged[0].source, f"{path.name}: TRAIN = \"auto\" is the lessons' default mode"
         exercises = [c for c in code if re.search(r"^answer = None", c.source, flags=re.M)]
-        assert len(exercises) == 1 and "assert " in exercises[0].source, f"{path.name} needs one self-checking exercise"
+        assert len(exercises) == 1 and "check_answer(answer, " in exercises[0].source, \
+            f"{path.name} needs one self-checking exercise (check_answer: a hint, not a traceback)"
 
 
 def test_readme_main_job_text_matches_its_command():

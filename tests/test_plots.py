@@ -182,7 +182,8 @@ def test_method_colours_are_shared_across_figures_with_a_fixed_fallback():
     assert method_color("E²VPT") == method_color("e2vpt") and method_color("VPT_deep") == METHOD_COLORS["vpt-deep"]
     unknown = method_color("my-adapter")
     assert unknown in FALLBACK_COLORS and unknown not in METHOD_COLORS.values()
-    assert training_curves({"my-adapter": [{"epoch": 1, "train_loss": 1.0, "val_acc": 0.5}]}).data[1].line.color == unknown
+    curves = training_curves({"my-adapter": [{"epoch": 1, "train_loss": 1.0, "val_acc": 0.5}]})
+    assert curves.data[1].line.color == unknown
 
 
 def test_training_curves_mark_the_chance_loss_when_given_the_class_count():
@@ -240,8 +241,9 @@ def test_importance_heatmap_states_the_scale_of_tiny_scores_and_names_its_axes()
     segment = [[1e-8 * r for r in range(16)], [0.0] * 16, [-3e-8] * 16]
     fig = importance_heatmap(token, segment)
     bar, heat = fig.data
+    flat = [v for row in segment for v in row]
     shown = {"S_k": (fig.layout.xaxis.title.text, list(bar.x), token),
-             "S_k,r": (heat.colorbar.title.text, [v for row in heat.z for v in row], [v for row in segment for v in row])}
+             "S_k,r": (heat.colorbar.title.text, [v for row in heat.z for v in row], flat)}
     for name, (title, values, scores) in shown.items():
         found = re.search(r"×1e(-?\d+)", title or "")
         assert found and name in title, f"{name}: the title {title!r} does not state the factor"

@@ -378,8 +378,8 @@ def grounding_heatmaps(scores: Mapping[str, Sequence[Sequence[float]]], chance: 
 
 def accuracy_vs_parameters(results: Sequence[Mapping]) -> go.Figure:
     """Test accuracy against tunable parameters (log scale), one marker per run of
-    :func:`~e2vpt_viz.experiments.run.compare_methods` (rows with ``method``, ``test_acc`` and ``parameters["tunable"]``)
-    in the method's colour (:func:`method_color`)."""
+    :func:`~e2vpt_viz.experiments.run.compare_methods` (rows with ``method``, ``test_acc`` and
+    ``parameters["tunable"]``) in the method's colour (:func:`method_color`)."""
     fig = go.Figure()
     for r in results:
         fig.add_trace(go.Scatter(x=[r["parameters"]["tunable"]], y=[100 * r["test_acc"]], mode="markers+text",
@@ -437,13 +437,15 @@ def _map_trace(view, patch_map, opacity: float, normalise: bool = False) -> go.H
 
 def few_shot_curves(rows: Sequence[Mapping]) -> go.Figure:
     """Few-shot test accuracy against shots per class, random vs PVP initialisation, mean ± std over seeds (rows from
-    :func:`~e2vpt_viz.pvp.few_shot_comparison`)."""
+    :func:`~e2vpt_viz.experiments.fewshot.few_shot_comparison`). The random start (E²VPT's prompts trained from
+    scratch) is drawn in E²VPT's colour, the PVP start in PVP's (:data:`METHOD_COLORS`)."""
     fig = go.Figure()
     shots = [r["shots"] for r in rows]
-    for init, label in (("random", "random init"), ("pvp", "PVP init")):
+    for init, label, method in (("random", "random init", "e2vpt"), ("pvp", "PVP init", "pvp")):
+        color = method_color(method)
         fig.add_trace(go.Scatter(x=shots, y=[100 * r[f"{init}_mean"] for r in rows], name=label,
-                                 mode="lines+markers",
-                                 error_y=dict(type="data", array=[100 * r[f"{init}_std"] for r in rows])))
+                                 mode="lines+markers", line=dict(color=color), marker=dict(color=color),
+                                 error_y=dict(type="data", array=[100 * r[f"{init}_std"] for r in rows], color=color)))
     fig.update_xaxes(type="log", tickvals=shots, title_text="training images per class")
     fig.update_yaxes(title_text="test accuracy (%)")
     fig.update_layout(height=360, margin=dict(t=30, b=40, l=50, r=20))

@@ -148,6 +148,8 @@ def test_few_shot_curves_plot_means_and_stds_per_initialisation():
     random, pvp = few_shot_curves(rows).data
     assert list(random.x) == [1, 4] and list(random.y) == pytest.approx([20.0, 50.0])
     assert list(pvp.y) == pytest.approx([30.0, 55.0]) and list(random.error_y.array) == pytest.approx([5.0, 2.0])
+    from e2vpt_viz.plots import METHOD_COLORS
+    assert (random.line.color, pvp.line.color) == (METHOD_COLORS["e2vpt"], METHOD_COLORS["pvp"])  # E²VPT vs PVP
 
 
 def test_training_curves_draw_each_method_in_one_colour_on_both_panels_and_in_the_legend():

@@ -24,6 +24,18 @@ def figure_widget_available() -> bool:
         return False
 
 
+REOPEN_NOTE = ("Reopened this notebook and the controls or the figure above show an error instead? Widgets live in the "
+               "running kernel: run this cell again (shipped and finished runs are read back, not retrained).")
+
+
+def show_reopen_note() -> None:
+    """Show :data:`REOPEN_NOTE` as a plain output under a widget: saved with the notebook, it is what a student reads
+    after reopening it, when the widget itself cannot be drawn any more."""
+    from IPython.display import HTML, display
+
+    display(HTML(f"<small style='color:#666'>{REOPEN_NOTE}</small>"))
+
+
 class LiveCurves:
     """Live loss / accuracy curves for several runs; pass ``curves.callback(name)`` to ``fit`` or ``train_run``.
 
@@ -43,6 +55,8 @@ class LiveCurves:
         from IPython.display import display
 
         self._handle = display(self.figure, display_id=True)
+        if not self.static:
+            show_reopen_note()
         return self
 
     def callback(self, name: str):
@@ -154,6 +168,7 @@ class PruningSlider:
 
         display(widgets.VBox([self.slider, self.label]))
         self._handle = display(self.figure, display_id=True)
+        show_reopen_note()
         return self
 
 
@@ -237,4 +252,5 @@ class AttentionExplorer:
 
         display(widgets.HBox([self.image, self.block, self.head, self.map]))
         self._handle = display(self.figure, display_id=True)
+        show_reopen_note()
         return self

@@ -112,3 +112,16 @@ def test_pruning_slider_reaches_every_ratio_exactly_and_keeps_the_requested_valu
     assert list(widget.figure.data[-1].x) == [700]
     slider.value = 0.9
     assert list(widget.figure.data[-1].x) == [int(1000 * (1 - 0.9))]
+
+
+def test_every_widget_leaves_a_saved_note_saying_to_rerun_its_cell_after_reopening(monkeypatch):
+    """A reopened notebook cannot draw widgets (their models lived in the old kernel): the plain output each widget
+    cell leaves says to run the cell again."""
+    import IPython.display
+
+    from e2vpt_viz import widgets
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", lambda *objs, **kw: shown.extend(objs))
+    widgets.show_reopen_note()
+    assert len(shown) == 1 and "run this cell again" in shown[0].data and "show an error" in shown[0].data

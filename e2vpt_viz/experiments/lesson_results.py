@@ -158,10 +158,15 @@ def _manifest(out: Path, command: Optional[str], stage: str, seconds: float) -> 
     previous = json.loads(path.read_text()) if path.is_file() else {}
     stage_seconds = previous.get("stage_seconds", {})
     stage_seconds[stage] = round(stage_seconds.get(stage, 0) + seconds, 1)
+    stage_commands = previous.get("stage_commands", {})
+    if command is not None:
+        stage_commands[stage] = command
     files = sorted(p for p in out.rglob("*") if p.is_file() and p.name != "manifest.json")
-    manifest = {"command": command, "version": __version__, "torch": torch.__version__,
+    manifest = {"command": "python -m e2vpt_viz lesson-results --out e2vpt_viz/lesson_results/starter",
+                "stage_commands": stage_commands, "version": __version__, "torch": torch.__version__,
                 "date": datetime.date.today().isoformat(), "seeds": list(SEEDS), "methods": list(LESSON_METHODS),
                 "stage_seconds": stage_seconds, "torch_threads": torch.get_num_threads(),
+                "note": "stage_seconds are wall-clock seconds summed over resumptions; stages may run side by side",
                 "files": {str(p.relative_to(out)): {"bytes": p.stat().st_size, "sha256": file_digest(p)} for p in files}}
     manifest["total_bytes"] = sum(f["bytes"] for f in manifest["files"].values())
     write_json(out / "manifest.json", manifest)

@@ -288,12 +288,11 @@ def lesson_results_text(root: Path) -> str:
                      " / ".join(str(r["config"]["train"]["seed"]) for r in records),
                      f"{records[0]['parameters']['tunable']:,}", shipped])
     stages = ", ".join(f"{stage} {seconds / 60:.0f} min" for stage, seconds in manifest["stage_seconds"].items())
-    total_min = sum(manifest["stage_seconds"].values()) / 60
     text = (f"{len(manifest['files'])} files, {manifest['total_bytes'] / 1024:.0f} KB in all, made with "
-            f"`python -m e2vpt_viz lesson-results --out e2vpt_viz/lesson_results/starter` (e2vpt-viz "
-            f"{manifest['version']}, torch {manifest['torch']}, {manifest['date']}; {manifest['torch_threads']} torch "
-            f"thread(s) per process) in {total_min:.0f} minutes of training on one CPU core per stage ({stages}). "
-            "Test accuracy on the starter's 600 test images, 100 epochs:\n\n")
+            f"`{manifest['command']}` (e2vpt-viz {manifest['version']}, torch {manifest['torch']}, "
+            f"{manifest['date']}; {manifest['torch_threads']} torch thread per process, stages run side by side "
+            f"in two or three processes on 2 CPU cores). Wall-clock time per stage: {stages}. Test accuracy on the "
+            "starter's 600 test images, 100 epochs:\n\n")
     text += markdown_table(["method", "test acc (%), mean ± sd", "per seed", "seeds", "tunable params", "shipped"], rows)
     rewind = folder / "prune" / "rewind.json"
     if rewind.is_file():

@@ -207,3 +207,12 @@ def test_the_shipped_means_order_the_methods_as_the_papers_do():
                 for s in lr.shipped_seeds(method)]
         means[method] = 100 * sum(accs) / len(accs)
     assert means["vpt-deep"] >= means["linear"] + 5 and means["e2vpt"] >= means["linear"] + 5, means
+
+
+def test_a_method_without_shipped_runs_is_left_out_with_one_line(tiny_set, capsys):
+    results = lr.lesson_runs(tiny_set["cfg"], ["linear", "vpt-deep"], "shipped", "unused", root=tiny_set["root"],
+                             progress=False)
+    assert [r["method"] for r in results] == ["linear"]
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out == [f"Not in the shipped runs of {tiny_set['root']}: vpt-deep; shown without them (TRAIN='full' trains "
+                   "them)."]

@@ -349,7 +349,8 @@ def lesson_runs(cfg: RunConfig, methods: Sequence[str], train: str = "auto", out
     weights do not ship, and then ``model`` is None) and, for shipped runs, ``seed_test_acc`` / ``mean_test_acc`` /
     ``sd_test_acc`` over the shipped seeds.
 
-    ``train`` as in :func:`choose_train_mode`. Trained runs go to ``out_dir/<method>-<settings digest>``: other
+    ``train`` as in :func:`choose_train_mode`; a method with no shipped run is left out, with one printed line
+    naming it. Trained runs go to ``out_dir/<method>-<settings digest>``: other
     settings train in a folder of their own, and a finished run is read back, not retrained. ``callback_for(method)``
     gets every run's epochs, live while training, and the recorded history of shipped and finished runs.
     ``progress``: a bar over the shipped runs being evaluated (the live curves show training).
@@ -361,10 +362,12 @@ def lesson_runs(cfg: RunConfig, methods: Sequence[str], train: str = "auto", out
     loaders = prepare_data(cfg, cfg.train.batch_size, seed=cfg.train.seed)
     device = cfg.train.resolve_device()
     shipped_methods = [m for m in methods if mode == "shipped" or (mode == "quick" and m != QUICK_METHOD)]
+    missing = [m for m in shipped_methods if not shipped_seeds(m, root)]
+    shipped_methods = [m for m in shipped_methods if m not in missing]
     bar = tqdm(total=sum(len(shipped_seeds(m, root)) for m in shipped_methods), desc="shipped runs evaluated",
                disable=not (progress and shipped_methods))
     results = []
-    for method in methods:
+    for method in (m for m in methods if m not in missing):
         callback = callback_for(method) if callback_for else None
         if method in shipped_methods:
             result = _shipped_run(cfg, method, loaders, root, device, bar)
@@ -386,6 +389,9 @@ def lesson_runs(cfg: RunConfig, methods: Sequence[str], train: str = "auto", out
             result = train_run(run_cfg, [callback] if callback else [], progress=False)
         results.append({**result, "source": "trained", "evaluated": True})
     bar.close()
+    if missing:
+        print(f"Not in the shipped runs of {root}: {', '.join(missing)}; shown without them (TRAIN='full' trains "
+              "them).")
     return results
 
 
@@ -434,6 +440,9 @@ def lesson_rewinding(cfg: RunConfig, mode: str, scores: pruning.ImportanceScores
                                           test_loader=loaders["test"], progress=True)
         model = load_prompts(build_model(base, num_classes), Path(rewind["best_dir"]) / PROMPTS_FILE)
         return {"runs": rewind["runs"], "best": rewind["best"], "model": model, "source": "trained"}
+    if not (root / "prune" / "rewind.json").is_file():
+        raise LessonSettingsError(f"the shipped runs in {root} hold no rewinding candidates; set TRAIN='full' to "
+                                  "train them here.")
     shipped = json.loads((root / "prune" / "rewind.json").read_text())
     pairs = sorted({(r["num_tokens"], r["num_segments"]) for r in shipped["runs"]})
     if pairs != sorted((t, s) for t in num_tokens for s in num_segments):

@@ -31,15 +31,17 @@ def test_every_docs_page_with_numbers_has_its_blocks_filled():
     for name in ("main-job", "tests"):
         assert f"<!-- generated:{name} -->" in (ROOT / "README.md").read_text()
     for page, block in [("calibration", "calibration"), ("pruning", "pruning"), ("pvp", "pvp"),
-                        ("performance", "benchmarks")]:
+                        ("performance", "benchmarks"), ("lessons", "lesson-results")]:
         text = (ROOT / "docs" / f"{page}.md").read_text()
         filled = text.split(f"<!-- generated:{block} -->\n", 1)[1].split("<!-- /generated -->", 1)[0]
         assert filled.strip(), (page, block)
 
 
 def _copy_repo(tmp_path: Path) -> Path:
-    for part in ("README.md", "docs", "benchmarks/results"):
+    for part in ("README.md", "docs", "benchmarks/results", "e2vpt_viz/lesson_results"):
         src, dst = ROOT / part, tmp_path / part
+        if not src.exists():
+            continue
         if src.is_dir():
             shutil.copytree(src, dst)
         else:

@@ -532,3 +532,4 @@ def test_notebook_02_block_and_head_move_the_heatmap(lab, open_notebook):
     notebook.wait_for_change("the heatmap after changing the head", read, z_block)
     notebook.screenshot("after", notebook.page.locator("[data-e2vpt-block]"))
     notebook.assert_no_widget_errors()
+    notebook.screenshot("grounding", notebook.cell("scored = annotated_batch("))

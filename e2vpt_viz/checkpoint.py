@@ -253,6 +253,7 @@ def _differences(found, expected, prefix: str = "") -> list[str]:
 def check_signature(found: dict, expected: dict, source: str,
                     fix: str = "Build the model with the same backbone, method config and classes.") -> None:
     """Raise :class:`CheckpointMismatchError` naming each field that differs, with both sides' values, then ``fix``."""
+    expected = json.loads(json.dumps(expected))  # as stored: tuples (e.g. LoRA's target modules) become lists
     diffs = _differences(found if isinstance(found, dict) else {}, expected)
     if diffs:
         raise CheckpointMismatchError(f"{source} was made for another model; " + "; ".join(diffs) + f". {fix}")

@@ -196,3 +196,22 @@ def test_dataset_layout_errors_name_expected_files(tmp_path):
     tmp_path.joinpath("train.json").write_text(json.dumps({"x/1.jpg": 0}))
     with pytest.raises(DatasetLayoutError, match="not found under"):
         FGVCDataset(tmp_path, "val")
+
+
+def test_a_lora_checkpoint_loads_back_into_the_model_it_came_from(tmp_path):
+    """LoRA's target modules are a tuple in the config and a list once stored: the signature check must not call
+    them different (it did, and refused every LoRA checkpoint)."""
+    from e2vpt_viz import load_prompts, method_config, save_prompts
+
+    torch.manual_seed(0)
+    model = apply_prompts(tiny_vit(), method_config("lora", rank=2), 4)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if param.requires_grad:
+                param.add_(0.01)
+    path = save_prompts(model, tmp_path / "lora.safetensors")
+    torch.manual_seed(0)
+    again = load_prompts(apply_prompts(tiny_vit(), method_config("lora", rank=2), 4), path)
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model.eval()(images), again.eval()(images))

@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     lessons.add_argument("--work", default="results/lesson_results_work", help="resumable run folders")
     lessons.add_argument("--stages", nargs="+", default=None,
                          help="methods-seed42 prune fewshot methods-seed1 methods-seed2 quick (default: all, in this order)")
+    lessons.add_argument("--methods", nargs="+", default=None,
+                         help="the methods a methods-seedN stage trains (default: every lesson method); lets two "
+                              "processes split one seed")
     lessons.add_argument("--quiet", action="store_true")
 
     docs = sub.add_parser("docs", help="regenerate docs/*.md and the README's marked blocks from docs/results/*.json")
@@ -185,9 +188,10 @@ def run_command(args: argparse.Namespace) -> int:
         write_text(out / "pvp_fewshot.md", few_shot_markdown(rows) + "\n")
         print(few_shot_markdown(rows))
     elif args.command == "lesson-results":
-        from .lesson_results import STAGES, make_lesson_results
+        from .lesson_results import LESSON_METHODS, STAGES, make_lesson_results
 
-        make_lesson_results(args.out, args.work, stages=args.stages or STAGES, progress=not args.quiet)
+        make_lesson_results(args.out, args.work, stages=args.stages or STAGES,
+                            methods=args.methods or LESSON_METHODS, progress=not args.quiet)
     elif args.command == "docs":
         from .docs import stale, write_docs
 

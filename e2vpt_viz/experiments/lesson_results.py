@@ -187,6 +187,9 @@ def make_lesson_results(out: Union[str, Path], work: Union[str, Path] = "results
     unknown = [s for s in stages if s not in STAGES and not re.fullmatch(r"methods-seed\d+", s)]
     if unknown:
         raise ValueError(f"unknown stage(s) {unknown}; choose from {list(STAGES)} (or methods-seedN for seed N).")
+    strange = [m for m in methods if m not in LESSON_METHODS]
+    if strange:
+        raise ValueError(f"unknown method(s) {strange}; choose from {list(LESSON_METHODS)}.")
     cfg = load_run_config(config) if isinstance(config, str) else config
     out, work = Path(out), Path(work)
     command = _command()

@@ -93,7 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     pretrain = sub.add_parser("pretrain-starter", help="re-create the offline starter's tiny ViT weights")
     pretrain.add_argument("--data", default="data/starter-source", help="source-species dataset root")
-    pretrain.add_argument("--out", default=None, help="weights file (default: the packaged one)")
+    pretrain.add_argument("--out", default=None, help="weights file (default results/starter_backbone/starter-vit"
+                                                      ".safetensors; load it with backbone.checkpoint=PATH)")
+    pretrain.add_argument("--overwrite", action="store_true", help="replace an existing --out (e.g. the packaged "
+                                                                    "e2vpt_viz/weights/starter-vit.safetensors)")
     pretrain.add_argument("--epochs", type=int, default=None)
     pretrain.add_argument("--seed", type=int, default=0)
 
@@ -209,8 +212,8 @@ def run_command(args: argparse.Namespace) -> int:
     elif args.command == "pretrain-starter":
         from .starter import pretrain_starter
 
-        path = pretrain_starter(args.data, out=args.out, epochs=args.epochs, seed=args.seed)
-        print(f"starter weights written to {path}")
+        path = pretrain_starter(args.data, out=args.out, epochs=args.epochs, seed=args.seed, overwrite=args.overwrite)
+        print(f"starter weights written to {path}; train on them with backbone.checkpoint={path}")
     return 0
 
 

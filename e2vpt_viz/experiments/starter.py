@@ -30,25 +30,41 @@ PRETRAIN_CONFIG = TrainConfig(epochs=30, warmup_epochs=2, batch_size=128, base_l
                               optimizer="adamw", seed=0)
 
 
+DEFAULT_OUT = "results/starter_backbone"
+
+
 def pretrain_starter(data_root: Union[str, Path] = "data/starter-source", out: Union[str, Path, None] = None,
                      epochs: Optional[int] = None, seed: int = 0, name: str = "starter-vit",
-                     progress: bool = True) -> Path:
+                     progress: bool = True, overwrite: bool = False) -> Path:
     """Train ``name`` from scratch on the source species and save its backbone weights.
 
     Args:
         data_root: source dataset root; generated with ``data_prep.synthetic`` (task "source") if missing; one with
             another spec is used with a warning (the spec goes into the weights' metadata).
-        out: weights file; default is the packaged ``e2vpt_viz/weights/<name>.safetensors``.
+        out: weights file; default ``results/starter_backbone/<name>.safetensors``. The packaged weights are replaced
+            only when ``out`` names them and ``overwrite`` is set; an existing file is never replaced without it.
         epochs: override the recipe's epoch count. seed: initialisation and data-order seed.
+        overwrite: allow replacing an existing ``out``.
 
     Returns:
         The path written.
     """
     from data_prep.synthetic import ensure_synthetic
 
+    path = Path(out) if out else Path(DEFAULT_OUT) / f"{name}.safetensors"
+    if path.is_dir():
+        raise ValueError(f"--out {path} is a folder; give a weights file path such as {path / (name + '.safetensors')}.")
+    if path.exists() and not overwrite:
+        raise ValueError(f"{path} exists; choose another --out, or add --overwrite to replace it"
+                         + (" (it is the packaged starter backbone)." if path.resolve() == starter_weights_path(name).resolve()
+                            else "."))
+    if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
+        raise ValueError(f"--epochs {epochs!r}: give a whole number of epochs, at least 1 (the recipe trains "
+                         f"{PRETRAIN_CONFIG.epochs}).")
+    config = replace(PRETRAIN_CONFIG, seed=seed, progress=progress, **(
+        {"epochs": epochs, "warmup_epochs": min(PRETRAIN_CONFIG.warmup_epochs, epochs - 1)} if epochs else {}))
     root = Path(data_root)
     ensure_synthetic(root, task="source", seed=seed)
-    config = replace(PRETRAIN_CONFIG, seed=seed, progress=progress, **({"epochs": epochs} if epochs else {}))
     crop = STARTER_BACKBONES[name]["img_size"]
     loaders = make_loaders(root, crop, config.batch_size, num_workers=0, cache=True, seed=seed)
     torch.manual_seed(seed)
@@ -69,6 +85,5 @@ def pretrain_starter(data_root: Union[str, Path] = "data/starter-source", out: U
         "date": datetime.date.today().isoformat(),
     }
     state = {k: v.detach().contiguous() for k, v in model.backbone.state_dict().items()}
-    path = Path(out) if out else starter_weights_path(name)
     atomic_write(path, lambda tmp: save_file(state, tmp, metadata={k: json.dumps(v) for k, v in metadata.items()}))
     return path

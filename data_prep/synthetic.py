@@ -479,7 +479,11 @@ def _make_staging_dir(root: Path) -> Path:
     """Creates an empty hidden directory next to ``root`` (same file system, so the final rename is atomic)."""
     try:
         root.parent.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f".{root.name}.partial-", dir=root.parent))
+        staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.partial-", dir=root.parent))
+        umask = os.umask(0)
+        os.umask(umask)
+        staging.chmod(0o777 & ~umask)  # mkdtemp makes 0700; the dataset root gets the user's usual permissions
+        return staging
     except OSError as error:
         raise OSError(f"cannot write to {root.parent}: {error.strerror or error}") from error
 

@@ -86,8 +86,8 @@ def atomic_write(path: Union[str, Path], write: Callable[[str], None]) -> Path:
     umask = os.umask(0)
     os.umask(umask)
     try:
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual permissions
         write(tmp)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp (and safetensors' writer) make 0600 files; give the usual permissions
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -43,6 +43,7 @@ from .backbones import BackboneError
 from .checkpoint import CheckpointMismatchError, CheckpointReadError, CheckpointWriteError
 from .data import DatasetLayoutError
 from .pruning import PruningError
+from .run_folder import RunFolderBusyError
 from .training import TrainingDivergedError, TrainingOutOfMemoryError
 
 RUN_ALL_ABOVE = "(after a kernel restart: Run ▸ Run All Above Selected Cell)"
@@ -55,7 +56,8 @@ class LessonSettingsError(ValueError):
 
 # Errors a student fixes by changing a parameter or preparing data: one line in a lesson (set up by lesson_setup).
 USER_ERRORS = (LessonSettingsError, BackboneError, CheckpointMismatchError, CheckpointReadError, CheckpointWriteError,
-               DatasetLayoutError, PruningError, TrainingDivergedError, TrainingOutOfMemoryError, FileNotFoundError)
+               DatasetLayoutError, PruningError, RunFolderBusyError, TrainingDivergedError, TrainingOutOfMemoryError,
+               FileNotFoundError)
 
 
 def free_cores() -> int:

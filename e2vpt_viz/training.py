@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from .checkpoint import (atomic_write, check_signature, load_torch_state, model_signature, restore_trained_state,
                          save_prompts, trained_state)
 from .model import PromptedViT
+from .run_folder import owning
 
 STATE_FILE = "train_state.pt"
 PROMPTS_FILE = "prompts.safetensors"
@@ -312,8 +313,18 @@ def fit(model: PromptedViT, train_loader: DataLoader, val_loader: Optional[DataL
 
     Each record: epoch (1-based), lr, train_loss, train_acc, val_loss, val_acc, seconds.
     With several processes only the main one writes files and calls the callbacks; every process returns the same
-    history.
+    history. ``checkpoint_dir`` belongs to this process while it trains (:func:`~e2vpt_viz.run_folder.owning`): a
+    second process training there gets :class:`~e2vpt_viz.run_folder.RunFolderBusyError`.
     """
+    held = owning(checkpoint_dir) if checkpoint_dir is not None and processes.is_main else nullcontext()
+    with held:
+        return _fit(model, train_loader, val_loader, config, checkpoint_dir, callbacks, processes)
+
+
+def _fit(model: PromptedViT, train_loader: DataLoader, val_loader: Optional[DataLoader], config: TrainConfig,
+         checkpoint_dir: Union[str, Path, None], callbacks: Sequence[Callable[[dict, PromptedViT], None]],
+         processes: Processes) -> list[dict]:
+    """:func:`fit`'s loop, with the checkpoint folder held."""
     device = processes.device(config)
     model.to(device)
     optimizer = make_optimizer(model, config)

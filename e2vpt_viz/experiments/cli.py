@@ -17,9 +17,10 @@ from . import distributed as dist
 from ..backbones import BackboneError
 from ..checkpoint import CheckpointMismatchError, CheckpointWriteError
 from ..data import DatasetLayoutError
+from ..run_folder import RunFolderBusyError
 from ..training import TrainingDivergedError, TrainingOutOfMemoryError
 
-USER_ERRORS = (BackboneError, CheckpointMismatchError, CheckpointWriteError, DatasetLayoutError,
+USER_ERRORS = (BackboneError, CheckpointMismatchError, CheckpointWriteError, DatasetLayoutError, RunFolderBusyError,
                TrainingDivergedError, TrainingOutOfMemoryError, ValueError, FileNotFoundError, FileExistsError)
 DISTRIBUTED_COMMANDS = ("train",)
 

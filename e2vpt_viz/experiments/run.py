@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
@@ -21,6 +22,7 @@ from ..checkpoint import load_prompts, write_json
 from ..data import make_loaders
 from ..methods import apply_prompts, count_parameters
 from ..model import PromptedViT
+from ..run_folder import owning
 from ..training import PROMPTS_FILE, TrainConfig, evaluate, fit
 from .. import pruning
 
@@ -69,6 +71,11 @@ def build_model(cfg: RunConfig, num_classes: int) -> PromptedViT:
     return apply_prompts(backbone, cfg.method, num_classes)
 
 
+def _held(folder: Path):
+    """The run folder, owned by this process while it works there (the main process under torchrun)."""
+    return owning(folder) if dist.is_main() else nullcontext()
+
+
 def output_dir(cfg: RunConfig, default: str = "results/run") -> Path:
     """The run's output folder (``default`` when the config names none)."""
     return Path(cfg.output_dir or default)
@@ -87,19 +94,20 @@ def train_run(cfg: RunConfig, callbacks: Sequence[Callable] = (), progress: bool
 
     ``metrics.json`` (and the returned dict, plus ``model``) holds the config as a plain dict (``cfg.to_dict()``).
     """
-    train_config, loaders, model, out = _setup(cfg, progress)
-    started = time.perf_counter()
-    processes = dist.processes()
-    history = fit(model, loaders["train"], loaders["val"], train_config, out, callbacks, processes)
-    seconds = time.perf_counter() - started
-    test = evaluate(model, loaders["test"], amp=train_config.amp, processes=processes)
-    metrics = {"method": model.method_config.method_name(), "backbone": cfg.backbone.name,
-               "test_acc": test["acc"], "val_acc": history[-1].get("val_acc"), "train_seconds": seconds,
-               "epochs": len(history), "parameters": count_parameters(model),
-               "per_class_acc": test["per_class_acc"], "history": history, "config": cfg.to_dict()}
-    if dist.is_main():
-        write_json(out / "metrics.json", metrics)
-    return {**metrics, "model": model}
+    with _held(output_dir(cfg)):
+        train_config, loaders, model, out = _setup(cfg, progress)
+        started = time.perf_counter()
+        processes = dist.processes()
+        history = fit(model, loaders["train"], loaders["val"], train_config, out, callbacks, processes)
+        seconds = time.perf_counter() - started
+        test = evaluate(model, loaders["test"], amp=train_config.amp, processes=processes)
+        metrics = {"method": model.method_config.method_name(), "backbone": cfg.backbone.name,
+                   "test_acc": test["acc"], "val_acc": history[-1].get("val_acc"), "train_seconds": seconds,
+                   "epochs": len(history), "parameters": count_parameters(model),
+                   "per_class_acc": test["per_class_acc"], "history": history, "config": cfg.to_dict()}
+        if dist.is_main():
+            write_json(out / "metrics.json", metrics)
+        return {**metrics, "model": model}
 
 
 def finished_run(cfg: RunConfig) -> Optional[dict]:
@@ -205,37 +213,41 @@ def prune_run(cfg: RunConfig, progress: bool = True) -> dict:
     4. ``rewind/``: a fresh model trained under each candidate pair of frozen masks, the best chosen on validation;
     5. ``prune.json``: the chosen budgets and test accuracy before pruning, after instant pruning and after rewinding.
     """
-    prune_cfg = cfg.prune
     out = output_dir(cfg, "results/prune")
-    before = train_run(cfg.replace(output_dir=str(out / "before_pruning")), progress=progress)
-    model = before["model"]
-    train_config = replace(cfg.train, progress=progress)
-    loaders = prepare_data(cfg, train_config.batch_size, train_config.seed)
-    scores_path = out / "scores.json"
-    if scores_path.exists():
-        scores = pruning.ImportanceScores.from_dict(json.loads(scores_path.read_text()))
-    else:
-        scores = pruning.importance_scores(model, loaders["train"], prune_cfg.score, progress=progress)
-        write_json(scores_path, scores.to_dict(), indent=None)
-    sweep = pruning.pruning_sweep(model, loaders["test"], prune_cfg.sweep_ratios, scores=scores, progress=progress)
-    sweep.save(out / "sweep.json")
-    num_classes = loaders["train"].dataset.num_classes
-    rewind = pruning.prune_and_rewind(lambda: build_model(cfg, num_classes), loaders["train"], loaders["val"],
-                                      train_config, scores, out / "rewind", prune_cfg.num_tokens,
-                                      prune_cfg.num_segments, test_loader=loaders["test"], progress=progress)
-    best_model = build_model(cfg, num_classes)
-    load_prompts(best_model, Path(rewind["best_dir"]) / PROMPTS_FILE)
-    pruning.set_masks(best_model, best_model.token_mask.detach().clone(), best_model.segment_mask.detach().clone())
-    best_model.to(train_config.resolve_device())
-    best = rewind["best"]
-    with pruning.instantly_pruned(model, *pruning.pruning_masks(scores, best["num_tokens"], best["num_segments"])):
-        instant_acc = evaluate(model, loaders["test"], amp=train_config.amp)["acc"]
-    summary = {"method": model.method_config.method_name(), "score": prune_cfg.score,
-               "before": {"test_acc": before["test_acc"], "parameters": before["parameters"]},
-               "best_budgets": {"num_tokens": best["num_tokens"], "num_segments": best["num_segments"]},
-               "instant_test_acc": instant_acc,
-               "rewound": {"test_acc": best["test_acc"],  # measured by prune_and_rewind right after training
-                           "val_acc": best["val_acc"], "parameters": count_parameters(best_model)},
-               "rewind_runs": rewind["runs"], "config": cfg.to_dict()}
-    write_json(out / "prune.json", summary)
-    return {**summary, "model": best_model, "sweep": sweep}
+    with _held(out):
+        prune_cfg = cfg.prune
+        before = train_run(cfg.replace(output_dir=str(out / "before_pruning")), progress=progress)
+        model = before["model"]
+        train_config = replace(cfg.train, progress=progress)
+        loaders = prepare_data(cfg, train_config.batch_size, train_config.seed)
+        scores_path = out / "scores.json"
+        if scores_path.exists():
+            scores = pruning.ImportanceScores.from_dict(json.loads(scores_path.read_text()))
+        else:
+            scores = pruning.importance_scores(model, loaders["train"], prune_cfg.score, progress=progress)
+            write_json(scores_path, scores.to_dict(), indent=None)
+        sweep = pruning.pruning_sweep(model, loaders["test"], prune_cfg.sweep_ratios, scores=scores,
+                                      progress=progress)
+        sweep.save(out / "sweep.json")
+        num_classes = loaders["train"].dataset.num_classes
+        rewind = pruning.prune_and_rewind(lambda: build_model(cfg, num_classes), loaders["train"], loaders["val"],
+                                          train_config, scores, out / "rewind", prune_cfg.num_tokens,
+                                          prune_cfg.num_segments, test_loader=loaders["test"], progress=progress)
+        best_model = build_model(cfg, num_classes)
+        load_prompts(best_model, Path(rewind["best_dir"]) / PROMPTS_FILE)
+        pruning.set_masks(best_model, best_model.token_mask.detach().clone(),
+                          best_model.segment_mask.detach().clone())
+        best_model.to(train_config.resolve_device())
+        best = rewind["best"]
+        instant_masks = pruning.pruning_masks(scores, best["num_tokens"], best["num_segments"])
+        with pruning.instantly_pruned(model, *instant_masks):
+            instant_acc = evaluate(model, loaders["test"], amp=train_config.amp)["acc"]
+        summary = {"method": model.method_config.method_name(), "score": prune_cfg.score,
+                   "before": {"test_acc": before["test_acc"], "parameters": before["parameters"]},
+                   "best_budgets": {"num_tokens": best["num_tokens"], "num_segments": best["num_segments"]},
+                   "instant_test_acc": instant_acc,
+                   "rewound": {"test_acc": best["test_acc"],  # measured by prune_and_rewind right after training
+                               "val_acc": best["val_acc"], "parameters": count_parameters(best_model)},
+                   "rewind_runs": rewind["runs"], "config": cfg.to_dict()}
+        write_json(out / "prune.json", summary)
+        return {**summary, "model": best_model, "sweep": sweep}

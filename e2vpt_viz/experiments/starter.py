@@ -53,11 +53,11 @@ def pretrain_starter(data_root: Union[str, Path] = "data/starter-source", out: U
 
     path = Path(out) if out else Path(DEFAULT_OUT) / f"{name}.safetensors"
     if path.is_dir():
-        raise ValueError(f"--out {path} is a folder; give a weights file path such as {path / (name + '.safetensors')}.")
+        raise ValueError(f"--out {path} is a folder; give a weights file such as {path / (name + '.safetensors')}.")
     if path.exists() and not overwrite:
+        packaged = path.resolve() == starter_weights_path(name).resolve()
         raise ValueError(f"{path} exists; choose another --out, or add --overwrite to replace it"
-                         + (" (it is the packaged starter backbone)." if path.resolve() == starter_weights_path(name).resolve()
-                            else "."))
+                         + (" (it is the packaged starter backbone)." if packaged else "."))
     if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
         raise ValueError(f"--epochs {epochs!r}: give a whole number of epochs, at least 1 (the recipe trains "
                          f"{PRETRAIN_CONFIG.epochs}).")

@@ -13,6 +13,8 @@ import pytest
 from e2vpt_viz.backbones import starter_weights_path
 from e2vpt_viz.experiments.cli import main
 
+from .conftest import TRAIN, read_json, run_args
+
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
@@ -51,3 +53,43 @@ def test_pretrain_starter_refuses_an_impossible_epoch_count_before_any_work(tmp_
     assert err.count("\n") == 0 and f"--epochs {epochs}" in err and "at least 1" in err
     assert list(tmp_path.iterdir()) == []
     outcome(err)
+
+
+def test_a_run_folder_belongs_to_one_process_and_a_killed_one_leaves_it_free(fault_root, tmp_path, driven, capsys,
+                                                                          outcome):
+    """11b · a second `train` on a folder another process is training in → one line at once, the first run's files
+    stay its own; after a kill -9 of the first the folder is free again and the run resumes"""
+    out = tmp_path / "run"
+    first = driven("hang-at-step:4", TRAIN + run_args(fault_root, out))  # mid-epoch 2, epoch 1 saved
+    first.wait_for_fault()
+    state = (out / "train_state.pt").read_bytes()
+    assert main(TRAIN + run_args(fault_root, out, "method.num_prompts=3")) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and str(out) in err and f"pid {first.process.pid}" in err and "output_dir" in err
+    assert (out / "train_state.pt").read_bytes() == state and not (out / "metrics.json").exists()
+    first.kill()
+    assert main(TRAIN + run_args(fault_root, out)) == 0  # the OS released the dead process's lock: resumes
+    assert read_json(out / "metrics.json")["epochs"] == 3 and not (out / ".lock").exists()
+    outcome(f"second process refused: {err}; after kill -9 the same command resumed to 3 epochs")
+
+
+def test_files_and_data_roots_the_project_writes_get_the_users_usual_permissions(tmp_path, outcome):
+    """11i · prompt files and a generated data root → the user's umask decides (they were 0600 / 0700)"""
+    import os
+
+    import torch
+
+    from data_prep.synthetic import generate_synthetic
+    from e2vpt_viz.checkpoint import save_safetensors
+
+    old = os.umask(0o022)
+    try:
+        save_safetensors({"p": torch.zeros(2)}, tmp_path / "prompts.safetensors", {})
+        root = generate_synthetic(tmp_path / "data", task="target", seed=1, num_classes=2, train_per_class=1,
+                                  val_per_class=1, test_per_class=1)
+    finally:
+        os.umask(old)
+    modes = {"prompts.safetensors": (tmp_path / "prompts.safetensors").stat().st_mode & 0o777,
+             "data root": root.stat().st_mode & 0o777}
+    assert modes == {"prompts.safetensors": 0o644, "data root": 0o755}
+    outcome(", ".join(f"{k} {oct(v)}" for k, v in modes.items()))

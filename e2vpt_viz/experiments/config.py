@@ -32,6 +32,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -409,3 +410,24 @@ def _apply(cfg: RunConfig, pairs: Sequence[tuple[str, Any]]) -> RunConfig:
         data["train"]["warmup_epochs"] = _scaled_warmup(cfg.train, data["train"].get("epochs"))
     new = RunConfig.from_dict(data)
     return _check_presets(new) if any(key.split(".")[0] == "compare" for key in keys) else new
+
+
+# Settings that do not change what a run computes (where it runs, where it writes, how it shows progress).
+_NOT_RESULT = {("train", "device"), ("train", "progress"), ("train", "compile"), ("train", "grad_checkpointing"),
+               ("data", "root"), ("data", "num_workers"), ("data", "cache"), ("data", "on_device"),
+               ("data", "device_budget_mb"), ("output_dir",)}
+
+
+def result_settings_of(config: dict) -> dict:
+    """A run config (plain dict) without the fields that do not change its result (device, folders, progress)."""
+    return {section: ({k: v for k, v in values.items() if (section, k) not in _NOT_RESULT}
+                      if isinstance(values, dict) else values)
+            for section, values in config.items() if (section,) not in _NOT_RESULT}
+
+
+def settings_digest(cfg: RunConfig, **extra: Any) -> str:
+    """8 hex digits naming a run's result settings (and ``extra``, e.g. a source dataset): a lesson's run folder is
+    ``<method>-<digest>``, so a run with other settings trains in a folder of its own and coming back to earlier
+    settings finds their finished run."""
+    text = json.dumps({**result_settings_of(cfg.to_dict()), **extra}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:8]

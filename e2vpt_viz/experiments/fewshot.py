@@ -83,8 +83,9 @@ def pretrain_prompts(cfg: "RunConfig", source_root: Union[str, Path], out: Union
                      run_dir: Union[str, Path, None] = None) -> Path:
     """Train the run config's prompt method on the source task (frozen backbone) and save its prompt modules.
 
-    The resumable training state goes to ``run_dir`` (default ``results/pvp_source/<out file stem>``), so an
-    interrupted pre-training continues where it stopped.
+    The resumable training state goes to ``run_dir`` (default ``results/pvp_source/<out file stem>-<digest>``, the
+    digest naming the source dataset, the run config and the schedule), so an interrupted pre-training continues where
+    it stopped, and only the same work ever resumes from it.
     """
     from .run import build_model
 
@@ -98,7 +99,11 @@ def pretrain_prompts(cfg: "RunConfig", source_root: Union[str, Path], out: Union
     loaders = source_loaders(source_root, cfg.data.crop_size, config.batch_size, config.seed)
     model = build_model(cfg, loaders["train"].dataset.num_classes)
     started = time.perf_counter()
-    run_dir = Path(run_dir) if run_dir is not None else Path("results") / "pvp_source" / Path(out).stem
+    if run_dir is None:
+        from .config import settings_digest
+
+        work = settings_digest(cfg.replace(train=schedule), source=str(source_root.resolve()))
+        run_dir = Path("results") / "pvp_source" / f"{Path(out).stem}-{work}"
     history = fit(model, loaders["train"], loaders["val"], config, run_dir)
     command = " ".join(["python -m e2vpt_viz", *sys.argv[1:]]) if sys.argv[1:2] == ["pvp-pretrain"] else None
     return save_prompt_modules(model, out, source=str(source_root), source_val_acc=history[-1]["val_acc"],

@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 from .. import __version__, pruning
 from ..checkpoint import load_prompts, save_prompts, write_json
 from ..training import PROMPTS_FILE
-from .config import RunConfig, load_run_config
+from .config import RunConfig, load_run_config, settings_digest
 from .fewshot import few_shot_comparison, packaged_prompts
 from .run import build_model, finished_run, prepare_data, train_run
 
@@ -223,26 +223,6 @@ TRAIN_MODES = ("auto", "shipped", "quick", "full")
 QUICK_METHOD = "e2vpt"
 # "quick": the quick method's schedule, chosen on the starter's validation split (benchmarks/results/quick_schedule.json)
 QUICK_SCHEDULE = {"epochs": 30, "warmup_epochs": 3}
-# Settings that do not change what a run computes (where it runs, where it writes, how it shows progress).
-_NOT_RESULT = {("train", "device"), ("train", "progress"), ("train", "compile"), ("train", "grad_checkpointing"),
-               ("data", "root"), ("data", "num_workers"), ("data", "cache"), ("data", "on_device"),
-               ("data", "device_budget_mb"), ("output_dir",)}
-
-
-def result_settings_of(config: dict) -> dict:
-    """A run config (plain dict) without the fields that do not change its result (device, folders, progress)."""
-    return {section: ({k: v for k, v in values.items() if (section, k) not in _NOT_RESULT}
-                      if isinstance(values, dict) else values)
-            for section, values in config.items() if (section,) not in _NOT_RESULT}
-
-
-def settings_digest(cfg: RunConfig) -> str:
-    """8 hex digits naming a run's result settings: a lesson's run folder is ``<method>-<digest>``, so a run with
-    other settings trains in a folder of its own and coming back to earlier settings finds their finished run."""
-    text = json.dumps(result_settings_of(cfg.to_dict()), sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:8]
-
-
 def shipped_manifest(root: Union[str, Path] = SHIPPED_DIR) -> Optional[dict]:
     """The shipped results' manifest, or None when none ship."""
     path = Path(root) / "manifest.json"

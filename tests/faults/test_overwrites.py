@@ -93,3 +93,48 @@ def test_files_and_data_roots_the_project_writes_get_the_users_usual_permissions
              "data root": root.stat().st_mode & 0o777}
     assert modes == {"prompts.safetensors": 0o644, "data root": 0o755}
     outcome(", ".join(f"{k} {oct(v)}" for k, v in modes.items()))
+
+
+def test_pvp_pretraining_resumes_only_the_same_work(fault_root, tmp_path, monkeypatch, outcome):
+    """11c · `pvp-pretrain --source A --out x/pvp.safetensors`, then `--source B --out y/pvp.safetensors` → y holds
+    prompts trained on B (the resumable state was keyed by the file's stem, so y got A's tensors)"""
+    from data_prep.synthetic import generate_synthetic
+
+    from .conftest import TINY, read_tensors
+
+    monkeypatch.chdir(tmp_path)
+    other = generate_synthetic(tmp_path / "other", task="target", seed=2, **TINY)
+    tiny = ["--epochs", "2", "--quiet", "train.batch_size=4", "train.warmup_epochs=1"]
+    for source, out in ((fault_root, "x"), (other, "y")):
+        assert main(["pvp-pretrain", "--config", "starter", "--source", str(source), "--out",
+                     f"{out}/pvp.safetensors", *tiny]) == 0
+    x, y = read_tensors(tmp_path / "x/pvp.safetensors"), read_tensors(tmp_path / "y/pvp.safetensors")
+    differ = max((x[k] - y[k]).abs().max().item() for k in x)
+    work = sorted(p.name for p in (tmp_path / "results" / "pvp_source").iterdir())
+    assert differ > 0 and len(work) == 2 and all(name.startswith("pvp-") for name in work)
+    outcome(f"two sources → two work folders {work}; their prompts differ by up to {differ:.3g}")
+
+
+def test_override_values_are_taken_as_written(fault_root, tmp_path, outcome):
+    """11d · `"output_dir=/runs/base #2"` → the run writes to `base #2` (the `#` was read as a YAML comment and the
+    run rewrote `/runs/base`)"""
+    base = tmp_path / "base"
+    assert main(TRAIN + run_args(fault_root, base, epochs=2)[:-1] + [f"output_dir={base} #2"]) == 0
+    assert (tmp_path / "base #2" / "metrics.json").is_file() and not base.exists()
+    outcome("wrote base #2/, left base/ alone")
+
+
+@pytest.mark.parametrize("override, closest", [("backbone.pretraind=false", "backbone.pretrained"),
+                                               ("data.crop_sise=32", "data.crop_size"), ("train.epoch=3", "train.epochs"),
+                                               ("method.num_prompt=3", "method.num_prompts"), ("prune.scor=abs", "prune.score")])
+def test_every_section_refuses_unknown_keys_naming_the_closest(fault_root, tmp_path, capsys, override, closest,
+                                                                outcome):
+    """11e · a misspelled key in any section (backbone.* was ignored for the starter backbone) → one line naming the
+    closest valid key, nothing written"""
+    out = tmp_path / "run"
+    assert main(TRAIN + run_args(fault_root, out, override, epochs=2)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0
+    assert err.startswith(f"error: unknown key {override.split('=')[0]}; did you mean {closest}?")
+    assert not out.exists()
+    outcome(err)

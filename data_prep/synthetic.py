@@ -488,17 +488,45 @@ def _make_staging_dir(root: Path) -> Path:
         raise OSError(f"cannot write to {root.parent}: {error.strerror or error}") from error
 
 
+def _files_made(root: Path) -> set[Path]:
+    """The files (relative to ``root``) that this tool wrote there: metadata, manifest and the listed images."""
+    made = {Path(name) for name in (*METADATA_FILES, MANIFEST_NAME)}
+    listing = root / "images.txt"
+    if listing.is_file():
+        made |= {Path("images") / line.split(" ", 1)[1] for line in listing.read_text().splitlines() if " " in line}
+    return made
+
+
 def _move_into_place(staging: Path, root: Path) -> None:
-    """Renames the finished staging directory to ``root``, replacing an empty or synthetic-dataset ``root``."""
+    """Puts the finished staging directory at ``root``, replacing an empty or synthetic-dataset ``root``.
+
+    Only what the tool made is replaced: files a user added under ``root`` stay where they are (the old dataset's
+    files are removed one by one and the new ones moved in); without such files the swap is two renames.
+    """
     if root.is_dir() and not any(root.iterdir()):
         root.rmdir()
     if not root.exists():
         staging.rename(root)
         return
-    retired = staging.with_name(staging.name.replace(".partial-", ".old-"))
-    root.rename(retired)
-    staging.rename(root)
-    shutil.rmtree(retired)
+    made = _files_made(root)
+    theirs = [p for p in root.rglob("*") if not p.is_dir() and p.relative_to(root) not in made]
+    if not theirs:
+        retired = staging.with_name(staging.name.replace(".partial-", ".old-"))
+        root.rename(retired)
+        staging.rename(root)
+        shutil.rmtree(retired)
+        return
+    for relative in made:
+        (root / relative).unlink(missing_ok=True)
+    for folder in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        if not any(folder.iterdir()):
+            folder.rmdir()  # the old dataset's class folders, now empty; a folder with a user's file stays
+    for path in sorted(staging.rglob("*")):
+        if path.is_file():
+            target = root / path.relative_to(staging)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
+    shutil.rmtree(staging)
 
 
 # ----------------------------------------------------------------------------- validation and CLI

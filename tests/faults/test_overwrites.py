@@ -138,3 +138,29 @@ def test_every_section_refuses_unknown_keys_naming_the_closest(fault_root, tmp_p
     assert err.startswith(f"error: unknown key {override.split('=')[0]}; did you mean {closest}?")
     assert not out.exists()
     outcome(err)
+
+
+def test_synthetic_overwrite_replaces_only_what_the_tool_made(tmp_path, outcome):
+    """11f · `python -m data_prep synthetic --root R --seed 2 --overwrite` over a dataset with the user's own files
+    in it → the dataset is replaced, the user's files stay (everything under R was deleted)"""
+    from data_prep.synthetic import generate_synthetic
+
+    from .conftest import TINY
+
+    root = generate_synthetic(tmp_path / "R", task="target", seed=1, **TINY)
+    before = (root / "train.json").read_bytes()
+    mine = {root / "notes.txt": b"my notes", root / "images" / "mine" / "keep.png": b"not the tool's",
+            root / "parts" / "my_parts.txt": b"1 my part"}
+    for path, data in mine.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    generate_synthetic(root, task="target", seed=2, overwrite=True, **TINY)
+    assert all(path.read_bytes() == data for path, data in mine.items())
+    assert (root / "train.json").read_bytes() != before
+    fresh = generate_synthetic(tmp_path / "fresh", task="target", seed=2, **TINY)
+    made = sorted(str(p.relative_to(fresh)) for p in fresh.rglob("*") if p.is_file())
+    kept = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+    assert kept == sorted(made + [str(p.relative_to(root)) for p in mine])
+    assert all((root / name).read_bytes() == (fresh / name).read_bytes() for name in made)
+    assert not list(tmp_path.glob(".R.*"))  # no staging or retired folder left
+    outcome(f"dataset replaced ({len(made)} files, identical to a fresh seed-2 root); the user's 3 files kept")

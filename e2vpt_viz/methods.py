@@ -216,12 +216,16 @@ def config_from_dict(data: dict) -> MethodConfig:
     return method_config(data.pop("method"), **data)
 
 
+WRAPPED = "_wrapped_by_apply_prompts"  # set on a backbone once a model owns it
+
+
 def apply_prompts(backbone: nn.Module, config: MethodConfig, num_classes: int,
                   options: ModelOptions = ModelOptions()) -> PromptedViT:
     """Wrap a timm ViT for a tuning method: add prompts and a new head, freeze what the method does not train.
 
     Args:
-        backbone: a timm ``VisionTransformer`` (its classifier is removed in place).
+        backbone: a timm ``VisionTransformer`` (its classifier is removed in place); the model owns it, so a second
+            ``apply_prompts`` on the same backbone object is refused (load a fresh one for each model).
         config: a method config, e.g. ``E2VPTConfig(num_prompts=5, num_kv_prompts=5)``.
         num_classes: classes of the downstream task.
         options: how the model computes (fused attention, the unread-token fast path, gradient checkpointing);
@@ -235,12 +239,17 @@ def apply_prompts(backbone: nn.Module, config: MethodConfig, num_classes: int,
         raise TypeError(f"config must be a method config such as E2VPTConfig(...), got {type(config).__name__}.")
     _check_positive_int("num_classes", num_classes)
     check_supported_backbone(backbone)
+    if getattr(backbone, WRAPPED, False):
+        raise ValueError("this backbone already belongs to a model made by apply_prompts; two models on one backbone "
+                         "share its weights and trainable flags. Load a fresh backbone for each model "
+                         "(load_backbone(name)), or deep-copy the backbone before its first apply_prompts.")
     backbone.reset_classifier(0)
     backbone = config.prepare_backbone(backbone)
     depth = len(backbone.blocks)
     model = PromptedViT(backbone, num_classes, config.layout(depth), options, method_config=config)
     for name, param in backbone.named_parameters():
         param.requires_grad_(config.trains_backbone_param(name, depth))
+    setattr(backbone, WRAPPED, True)
     return model
 
 

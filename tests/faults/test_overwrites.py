@@ -164,3 +164,22 @@ def test_synthetic_overwrite_replaces_only_what_the_tool_made(tmp_path, outcome)
     assert all((root / name).read_bytes() == (fresh / name).read_bytes() for name in made)
     assert not list(tmp_path.glob(".R.*"))  # no staging or retired folder left
     outcome(f"dataset replaced ({len(made)} files, identical to a fresh seed-2 root); the user's 3 files kept")
+
+
+def test_two_models_never_share_one_backbone(outcome):
+    """11h · `apply_prompts(b, linear)` then `apply_prompts(b, full)` on one backbone object → the second is refused
+    in one line (it silently turned the first model into full fine-tuning); a deep copy works"""
+    import copy
+
+    from e2vpt_viz import FullConfig, LinearConfig, apply_prompts, load_backbone
+
+    backbone = load_backbone("starter-vit")
+    linear = apply_prompts(backbone, LinearConfig(), num_classes=3)
+    trainable = sum(p.numel() for p in linear.parameters() if p.requires_grad)
+    with pytest.raises(ValueError, match="already belongs to a model") as refused:
+        apply_prompts(backbone, FullConfig(), num_classes=3)
+    assert str(refused.value).count("\n") == 0
+    assert sum(p.numel() for p in linear.parameters() if p.requires_grad) == trainable  # the first model unchanged
+    full = apply_prompts(copy.deepcopy(load_backbone("starter-vit")), FullConfig(), num_classes=3)
+    assert sum(p.numel() for p in full.parameters() if p.requires_grad) > trainable
+    outcome(f"second call refused: {refused.value}; the linear model still trains {trainable} parameters")

@@ -8,6 +8,8 @@ CUB-format roots (CUB, NABirds, the synthetic starter) also carry ``images.txt``
 """
 from __future__ import annotations
 
+import itertools
+
 import json
 from functools import cached_property
 from pathlib import Path
@@ -178,14 +180,19 @@ def read_class_names(root: Path) -> dict[int, str]:
     raise DatasetLayoutError(f"{root} has neither {CLASS_NAMES_FILE} nor classes.txt")
 
 
-def find_image_dir(root: Path, first_key: str) -> Path:
-    """The folder of ``root`` (or of its subset source) under which the split files' image paths lie."""
+def find_image_dir(root: Path, keys) -> Path:
+    """The folder of ``root`` (or of its subset source) under which the split files' image paths lie.
+
+    ``keys``: the split's image paths (or one of them); the first 100 are tried, so a few missing images do not hide
+    the folder.
+    """
     source = source_root(root)
+    keys = [keys] if isinstance(keys, str) else list(itertools.islice(keys, 100))
     for sub in IMAGE_DIRS:
-        if (source / sub / first_key).is_file():
+        if any((source / sub / key).is_file() for key in keys):
             return source / sub
     raise DatasetLayoutError(
-        f"Image {first_key!r} listed in the split files of {root} was not found under "
+        f"Image {keys[0]!r} listed in the split files of {root} was not found under "
         f"{', '.join(str(source / s) for s in IMAGE_DIRS)}. Check that the images were extracted.")
 
 
@@ -194,5 +201,5 @@ def image_paths(root: Path, split: str) -> list[Path]:
     entries = read_split(root, split)
     if not entries:
         return []
-    image_dir = find_image_dir(root, next(iter(entries)))
+    image_dir = find_image_dir(root, sorted(entries))
     return [image_dir / key for key in sorted(entries)]

@@ -14,7 +14,7 @@ from typing import Callable, Optional, Union
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 from torchvision.transforms import v2
 
 from data_prep.layout import (CLASS_NAMES_FILE, IMAGE_DIRS, SPLITS, SUBSET_FILE, UNREADABLE_IMAGE_ERRORS,
@@ -24,7 +24,8 @@ from data_prep.layout import (CLASS_NAMES_FILE, IMAGE_DIRS, SPLITS, SUBSET_FILE,
 from .backbones import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["CLASS_NAMES_FILE", "IMAGE_DIRS", "SPLITS", "SUBSET_FILE", "UNREADABLE_IMAGE_ERRORS", "CUBAnnotations",
-           "DatasetLayoutError", "FGVCDataset", "build_transforms", "fgvc_datasets", "fixed_transforms", "load_rgb",
+           "DatasetLayoutError", "FGVCDataset", "build_transforms", "check_readable", "collate_readable",
+           "fgvc_datasets", "fixed_transforms", "load_rgb",
            "make_loaders", "random_transforms", "read_class_names", "read_cub_table", "read_split", "resize_size",
            "source_root", "split_loader"]
 
@@ -70,8 +71,12 @@ class FGVCDataset(Dataset):
             with :func:`random_transforms` as ``transform``); None = none.
 
     Items are ``(image, label)``; labels are contiguous 0..C-1 in the sorted order of the training set's ids.
-    An image that cannot be read is skipped with a RuntimeWarning naming the file: the item is the next readable
-    sample (wrapping around), so an epoch never stops on a corrupt file. ``python -m data_prep verify`` lists them.
+    An image that cannot be read is skipped with a RuntimeWarning naming the file. With ``substitute_unreadable``
+    (training splits) the item is the next readable sample (wrapping around), so an epoch never stops on a corrupt
+    file; without it (evaluation splits) the item is None and :func:`collate_readable` leaves it out, so a metric is
+    never computed over substituted images: :func:`~e2vpt_viz.training.evaluate` counts what it read and refuses when
+    more than ``max_unreadable`` (a share of the listed images, default 5%) could not be read.
+    ``python -m data_prep verify`` lists the unreadable files.
 
     CUB-format roots (CUB, NABirds, synthetic) also give :meth:`parts`, :meth:`bbox` and ``part_names``; every
     prepared root gives ``class_names``.
@@ -79,7 +84,8 @@ class FGVCDataset(Dataset):
 
     def __init__(self, root: Union[str, Path], split: str = "train",
                  transform: Optional[Callable] = None, cache: bool = False,
-                 fixed_transform: Optional[Callable] = None) -> None:
+                 fixed_transform: Optional[Callable] = None, substitute_unreadable: bool = True,
+                 max_unreadable: float = 0.05) -> None:
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}.")
         self.root = Path(root).expanduser()
@@ -96,13 +102,15 @@ class FGVCDataset(Dataset):
                 f"{split}.json in {self.root} has images of classes {unknown[:5]}, which have no training images "
                 "(empty classes in train.json). Add training images for them or drop them from the split.")
         self._check_class_range()
-        self.image_dir = find_image_dir(self.root, next(iter(entries)))
         self.keys = sorted(entries)
+        self.image_dir = find_image_dir(self.root, self.keys)
         self.samples = [(self.image_dir / rel, self.class_to_index[entries[rel]]) for rel in self.keys]
         self.num_classes = len(class_ids)
         self.transform = transform
         self.fixed_transform = fixed_transform
         self._cache: Optional[dict] = {} if cache else None
+        self.substitute_unreadable = substitute_unreadable
+        self.max_unreadable = max_unreadable
 
     def _check_class_range(self) -> None:
         """Every training class id must have a name, when the root names its classes (data_prep roots do)."""
@@ -120,6 +128,10 @@ class FGVCDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
+    def missing_files(self) -> list[Path]:
+        """The listed images that are not on disk (checked without decoding)."""
+        return [path for path, _ in self.samples if not path.is_file()]
+
     def __getitem__(self, index: int):
         for offset in range(len(self.samples)):
             candidate = (index + offset) % len(self.samples)
@@ -127,6 +139,8 @@ class FGVCDataset(Dataset):
                 image = self._load(candidate)
             except UNREADABLE_IMAGE_ERRORS as error:
                 warnings.warn(f"skipping unreadable image {self.samples[candidate][0]} ({error})", RuntimeWarning)
+                if not self.substitute_unreadable:
+                    return None
                 continue
             return (self.transform(image) if self.transform else image), self.samples[candidate][1]
         raise DatasetLayoutError(f"no image of the {len(self.samples)} in {self.root} can be read")
@@ -167,9 +181,29 @@ class FGVCDataset(Dataset):
 
 def fgvc_datasets(root: Union[str, Path], crop_size: int, cache: bool = False) -> dict[str, FGVCDataset]:
     """The train / val / test datasets of an FGVC root with VPT's transforms (the deterministic part cached with
-    ``cache``)."""
+    ``cache``); only the training split substitutes unreadable images."""
     return {split: FGVCDataset(root, split, random_transforms(crop_size, split == "train"), cache=cache,
-                               fixed_transform=fixed_transforms(crop_size, split == "train")) for split in SPLITS}
+                               fixed_transform=fixed_transforms(crop_size, split == "train"),
+                               substitute_unreadable=split == "train") for split in SPLITS}
+
+
+def collate_readable(batch: list) -> tuple[torch.Tensor, torch.Tensor]:
+    """``default_collate`` of the items that could be read (an evaluation split's unreadable items are None)."""
+    kept = [item for item in batch if item is not None]
+    if not kept:
+        return torch.empty(0, 3, 1, 1), torch.empty(0, dtype=torch.int64)
+    return default_collate(kept)
+
+
+def check_readable(datasets: dict[str, FGVCDataset], max_unreadable: float) -> None:
+    """Refuse, before any work, a split with more than ``max_unreadable`` (a share) of its listed images missing."""
+    for split, dataset in datasets.items():
+        missing = dataset.missing_files()
+        if len(missing) > max_unreadable * len(dataset.samples):
+            raise DatasetLayoutError(
+                f"{len(missing)} of the {len(dataset.samples)} {split} images listed in {dataset.root} are missing "
+                f"(e.g. {missing[0]}); restore them (`python -m data_prep verify --root {dataset.root}` lists them) "
+                f"or allow a larger share with data.max_unreadable (now {max_unreadable}).")
 
 
 def make_loaders(root: Union[str, Path], crop_size: int, batch_size: int, num_workers: int = 0,
@@ -184,4 +218,5 @@ def split_loader(dataset: Dataset, train: bool, batch_size: int, num_workers: in
     """A DataLoader as every split gets it: the training split is shuffled by a generator seeded with ``seed``."""
     generator = torch.Generator().manual_seed(seed) if train else None
     return DataLoader(dataset, batch_size=batch_size, shuffle=train, generator=generator, num_workers=num_workers,
-                      drop_last=False, persistent_workers=num_workers > 0, pin_memory=pin_memory)
+                      drop_last=False, persistent_workers=num_workers > 0, pin_memory=pin_memory,
+                      collate_fn=collate_readable)

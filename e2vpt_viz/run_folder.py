@@ -4,7 +4,8 @@
 Windows) for as long as a process trains or writes results there. The lock dies with its process, so a killed run
 never leaves a folder stuck; a second process that asks for a held folder gets :class:`RunFolderBusyError` at once,
 before it loads data or builds a model. Within one process the lock is re-entrant (``train_run`` around ``fit``
-takes it once). The lock file is removed when the folder is released, so a finished run leaves no trace of it.
+takes it once). The lock file is removed when the folder is released, and a folder it created stays only if something
+was written into it, so a refused run leaves nothing behind.
 """
 from __future__ import annotations
 
@@ -55,6 +56,7 @@ def owning(folder: Union[str, Path]) -> Iterator[Path]:
         RunFolderBusyError: another live process holds it (the message names its process id and the fix).
     """
     folder = Path(folder)
+    created = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
     folder.mkdir(parents=True, exist_ok=True)
     key = str(folder.resolve())
     if key in _held:
@@ -90,6 +92,11 @@ def owning(folder: Union[str, Path]) -> Iterator[Path]:
             pass
         _unlock(fd)
         os.close(fd)
+        for made in created:  # folders this call made and nothing was written into (e.g. the run was refused)
+            try:
+                made.rmdir()
+            except OSError:
+                break
 
 
 def _same_file(fd: int, path: Path) -> bool:

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import (atomic_write, check_signature, load_torch_state, model_signature, restore_trained_state,
                          save_prompts, trained_state)
+from .data import DatasetLayoutError
 from .model import PromptedViT
 from .run_folder import owning
 
@@ -177,6 +178,10 @@ def evaluate(model: PromptedViT, loader: DataLoader, device: Union[str, torch.de
 
     ``forward`` replaces ``model(images)`` (a compiled model). Nothing waits for the device until the end. With
     several ``processes`` each evaluates its share of the split and the counts are summed over them.
+
+    Images that could not be read are not replaced: the metric is over ``count`` images, ``skipped`` says how many of
+    the split's listed images were left out, and more than the dataset's ``max_unreadable`` share (5% by default)
+    raises :class:`~e2vpt_viz.data.DatasetLayoutError`.
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
     forward = forward if forward is not None else model
@@ -185,6 +190,8 @@ def evaluate(model: PromptedViT, loader: DataLoader, device: Union[str, torch.de
     loss_sum, correct, total = sums[0], sums[1:1 + num_classes], sums[1 + num_classes:]
     with model.evaluating():
         for images, labels in loader:
+            if labels.numel() == 0:  # every image of the batch was unreadable
+                continue
             images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
             with _autocast(device, amp):
                 logits = forward(images)
@@ -192,12 +199,21 @@ def evaluate(model: PromptedViT, loader: DataLoader, device: Union[str, torch.de
             total.index_add_(0, labels, torch.ones_like(labels, dtype=total.dtype))
             correct.index_add_(0, labels, (logits.argmax(-1) == labels).to(correct.dtype))
     processes.all_reduce_sum(sums)
-    count = total.sum().item()
-    if count == 0:
-        raise ValueError("evaluate() got an empty loader.")
+    count = int(total.sum().item())
+    dataset = getattr(loader, "dataset", None)
+    listed = len(getattr(dataset, "samples", ())) or count
+    skipped = max(0, listed - count)
+    if skipped > getattr(dataset, "max_unreadable", 0.05) * listed or count == 0:
+        if dataset is None or not hasattr(dataset, "samples"):
+            raise ValueError("evaluate() got an empty loader.")
+        root = getattr(dataset, "root", "ROOT")
+        raise DatasetLayoutError(
+            f"{skipped} of the {listed} images listed in {root} could not be read (the metric would cover "
+            f"{count}); `python -m data_prep verify --root {root}` lists them. Restore them, or allow a larger share "
+            f"with data.max_unreadable (now {getattr(dataset, 'max_unreadable', 0.05)}).")
     per_class = (correct / total.clamp(min=1)).tolist()
     return {"acc": correct.sum().item() / count, "loss": loss_sum.item() / count, "per_class_acc": per_class,
-            "count": int(count)}
+            "count": count, "skipped": skipped}
 
 
 def train_one_epoch(model: PromptedViT, loader: DataLoader, optimizer: torch.optim.Optimizer,

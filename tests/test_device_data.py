@@ -102,7 +102,7 @@ def test_an_epoch_depends_only_on_seed_and_epoch(root):
     assert all(torch.equal(x, y) for (x, _), (y, _) in zip(a, b))
 
 
-def test_unreadable_image_is_replaced_by_the_next_like_the_dataloader_path(root, tmp_path):
+def test_an_unreadable_evaluation_image_is_left_out_like_the_dataloader_path(root, tmp_path):
     import shutil
 
     val = json.loads((root / "val.json").read_text())
@@ -112,11 +112,12 @@ def test_unreadable_image_is_replaced_by_the_next_like_the_dataloader_path(root,
     (tmp_path / "images" / "a" / "0bad.png").write_bytes(b"not an image")
     for name in ("train", "val", "test"):
         (tmp_path / f"{name}.json").write_text(json.dumps({"a/0bad.png": 1, **val}))
-    dataset = FGVCDataset(tmp_path, "val", build_transforms(CROP, train=False))
+    dataset = FGVCDataset(tmp_path, "val", build_transforms(CROP, train=False), substitute_unreadable=False)
     with pytest.warns(RuntimeWarning, match="0bad.png"):
         images = DeviceImages(dataset, CROP, train=False, device="cpu")
     with pytest.warns(RuntimeWarning, match="0bad.png"):
-        expected = [dataset[i] for i in range(len(dataset))]
+        expected = [item for item in (dataset[i] for i in range(len(dataset))) if item is not None]
+    assert len(images) == len(expected) == len(dataset) - 1
     x, y = next(iter(DeviceLoader(images, len(dataset), shuffle=False)))
     assert torch.equal(x, torch.stack([e[0] for e in expected])) and y.tolist() == [e[1] for e in expected]
 

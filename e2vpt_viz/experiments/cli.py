@@ -138,7 +138,10 @@ def run_command(args: argparse.Namespace) -> int:
     elif args.command == "eval":
         result = evaluate_run(load_run_config(args.config, args.overrides), args.checkpoint, args.split)
         print(json.dumps({"split": args.split, "acc": result["acc"], "loss": result["loss"],
-                          "count": result["count"]}))
+                          "count": result["count"], "skipped": result["skipped"]}))
+        if result["skipped"]:
+            print(f"note: {result['skipped']} unreadable image(s) of the {args.split} split were left out; the "
+                  f"accuracy is over the {result['count']} that were read", file=sys.stderr)
     elif args.command == "report":
         from .report import results_markdown, write_report
 

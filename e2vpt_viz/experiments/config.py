@@ -65,6 +65,9 @@ class DataConfig:
             (:mod:`e2vpt_viz.experiments.device_data`): "auto" (when training on CUDA), true (also on the CPU) or false.
         device_budget_mb: most memory the images may take on the device (default: half of what is free); a dataset
             that needs more falls back to the DataLoader path with a note.
+        max_unreadable: the share of a split's listed images that may be missing or unreadable (0.05: 5%); more is
+            refused before training (missing files) or at evaluation (undecodable ones). Evaluation never
+            substitutes an image: it reports how many it skipped.
     """
 
     root: str
@@ -74,6 +77,7 @@ class DataConfig:
     num_workers: int = 4
     on_device: Union[bool, str] = "auto"
     device_budget_mb: Optional[float] = None
+    max_unreadable: float = 0.05
 
     def __post_init__(self) -> None:
         if self.on_device not in ("auto", True, False):
@@ -82,6 +86,9 @@ class DataConfig:
                                                       and self.device_budget_mb >= 0):
             raise ValueError(f"data.device_budget_mb must be a number of MB >= 0 or null, "
                              f"got {self.device_budget_mb!r}.")
+        if not 0 <= self.max_unreadable <= 1:
+            raise ValueError(f"data.max_unreadable is a share of a split's images in [0, 1] (0.05 = 5%), "
+                             f"got {self.max_unreadable!r}.")
 
 
 @dataclass
@@ -415,7 +422,7 @@ def _apply(cfg: RunConfig, pairs: Sequence[tuple[str, Any]]) -> RunConfig:
 # Settings that do not change what a run computes (where it runs, where it writes, how it shows progress).
 _NOT_RESULT = {("train", "device"), ("train", "progress"), ("train", "compile"), ("train", "grad_checkpointing"),
                ("data", "root"), ("data", "num_workers"), ("data", "cache"), ("data", "on_device"),
-               ("data", "device_budget_mb"), ("output_dir",)}
+               ("data", "device_budget_mb"), ("data", "max_unreadable"), ("output_dir",)}
 
 
 def result_settings_of(config: dict) -> dict:

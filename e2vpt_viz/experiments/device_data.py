@@ -125,8 +125,9 @@ class DeviceImages:
 
     Training splits keep each whole resized image (sizes differ) packed in one flat buffer: ``storage`` (uint8),
     per item ``offsets`` / ``heights`` / ``widths``. Evaluation splits keep the centre crops: ``images``
-    (N, 3, crop, crop). ``labels`` (N,) int64. An unreadable image is replaced by the next readable one, with a
-    RuntimeWarning naming the file, as :class:`~e2vpt_viz.data.FGVCDataset` does.
+    (N, 3, crop, crop). ``labels`` (N,) int64. An unreadable image is skipped with a RuntimeWarning naming the file,
+    as :class:`~e2vpt_viz.data.FGVCDataset` does: training splits yield the next readable one in its place, evaluation
+    splits leave it out (N counts the readable images only).
     """
 
     def __init__(self, dataset: FGVCDataset, crop_size: int, train: bool, device: Union[str, torch.device],
@@ -147,6 +148,8 @@ class DeviceImages:
                 warnings.warn(f"skipping unreadable image {dataset.samples[i][0]}", RuntimeWarning)
             source.append(following)
         source.reverse()
+        if not train:  # evaluation never substitutes: unreadable items are left out and evaluate() counts them
+            source = readable
         labels = [dataset.samples[j][1] for j in source]
         self.labels = torch.tensor(labels, dtype=torch.int64, device=self.device)
         if train:

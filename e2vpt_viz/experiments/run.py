@@ -19,7 +19,7 @@ import torch
 from . import distributed as dist
 from .config import RunConfig, load_run_config, packaged_configs  # noqa: F401 (load_run_config is read from here too)
 from ..checkpoint import load_prompts, write_json
-from ..data import make_loaders
+from ..data import SPLITS, FGVCDataset, check_readable, make_loaders
 from ..methods import apply_prompts, count_parameters
 from ..model import PromptedViT
 from ..run_folder import owning
@@ -43,20 +43,24 @@ def prepare_data(cfg: RunConfig, batch_size: int, seed: int) -> dict:
         if dist.is_main():
             ensure_synthetic(root, task="target", workers=1)  # in-process: safe from scripts and notebooks
         dist.barrier()
+    check_readable({split: FGVCDataset(root, split) for split in SPLITS}, data.max_unreadable)
     device = dist.processes().device(cfg.train)
     shard = (dist.rank(), dist.world_size()) if dist.is_distributed() else None
+    loaders = None
     if data.on_device is True or (data.on_device == "auto" and device.type == "cuda"):
         from .device_data import make_device_loaders
 
         loaders = make_device_loaders(root, data.crop_size, batch_size, seed, device, data.device_budget_mb,
                                       max(1, data.num_workers), shard)
-        if loaders is not None:
-            return loaders
-    if shard is not None:
-        return dist.make_sharded_loaders(root, data.crop_size, batch_size, shard, data.num_workers, data.cache, seed,
-                                         pin_memory=device.type == "cuda")
-    return make_loaders(root, data.crop_size, batch_size, data.num_workers, data.cache, seed,
-                        pin_memory=device.type == "cuda")
+    if loaders is None and shard is not None:
+        loaders = dist.make_sharded_loaders(root, data.crop_size, batch_size, shard, data.num_workers, data.cache,
+                                            seed, pin_memory=device.type == "cuda")
+    if loaders is None:
+        loaders = make_loaders(root, data.crop_size, batch_size, data.num_workers, data.cache, seed,
+                               pin_memory=device.type == "cuda")
+    for loader in loaders.values():
+        loader.dataset.max_unreadable = data.max_unreadable  # the share evaluation may skip (see evaluate)
+    return loaders
 
 
 def build_model(cfg: RunConfig, num_classes: int) -> PromptedViT:
@@ -104,7 +108,8 @@ def train_run(cfg: RunConfig, callbacks: Sequence[Callable] = (), progress: bool
         metrics = {"method": model.method_config.method_name(), "backbone": cfg.backbone.name,
                    "test_acc": test["acc"], "val_acc": history[-1].get("val_acc"), "train_seconds": seconds,
                    "epochs": len(history), "parameters": count_parameters(model),
-                   "per_class_acc": test["per_class_acc"], "history": history, "config": cfg.to_dict()}
+                   "per_class_acc": test["per_class_acc"], "test_skipped": test["skipped"], "history": history,
+                   "config": cfg.to_dict()}
         if dist.is_main():
             write_json(out / "metrics.json", metrics)
         return {**metrics, "model": model}

@@ -17,8 +17,8 @@ from PIL import Image
 
 from conftest import tiny_vit
 from data_prep.verify import verify_root
-from e2vpt_viz import E2VPTConfig, TrainConfig, apply_prompts, fit
-from e2vpt_viz.data import FGVCDataset, make_loaders
+from e2vpt_viz import E2VPTConfig, TrainConfig, apply_prompts, evaluate, fit
+from e2vpt_viz.data import DatasetLayoutError, FGVCDataset, make_loaders
 
 
 def png(array: np.ndarray, **kwargs) -> bytes:
@@ -113,9 +113,12 @@ def test_unreadable_files_are_skipped_with_a_warning_naming_them(name, tmp_path,
 
 
 def test_an_epoch_over_all_of_them_never_stops(tmp_path, outcome):
-    """7c · a training epoch and `data_prep verify` over all of these files → the epoch completes, verify lists them"""
+    """7c · a training epoch and `data_prep verify` over all of these files → the epoch completes, verify lists them;
+    validation leaves them out and counts them (and, over its default 5% limit, refuses in one line)"""
     root = write_root(tmp_path, [*READABLE, *UNREADABLE])
     loaders = make_loaders(root, crop_size=32, batch_size=4, seed=0)
+    listed = len(loaders["val"].dataset)
+    loaders["val"].dataset.max_unreadable = 1.0  # allow all of them for this epoch
     torch.manual_seed(0)
     model = apply_prompts(tiny_vit(), E2VPTConfig(num_prompts=2, num_kv_prompts=2), 2)
     with warnings.catch_warnings(record=True) as caught:
@@ -125,6 +128,13 @@ def test_an_epoch_over_all_of_them_never_stops(tmp_path, outcome):
     skipped = {str(w.message).split(" (")[0].rsplit("/", 1)[1] for w in caught
                if str(w.message).startswith("skipping unreadable image")}
     assert skipped == set(UNREADABLE) and len(history) == 1 and np.isfinite(history[0]["train_loss"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        counted = evaluate(model, loaders["val"])
+        assert counted["skipped"] == len(UNREADABLE) and counted["count"] == listed - len(UNREADABLE)
+        loaders["val"].dataset.max_unreadable = 0.05
+        with pytest.raises(DatasetLayoutError, match=f"{len(UNREADABLE)} of the {listed} images"):
+            evaluate(model, loaders["val"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # PIL's own, unnamed; verify names the file
         bad = verify_root(root, workers=1)

@@ -183,3 +183,37 @@ def test_two_models_never_share_one_backbone(outcome):
     full = apply_prompts(copy.deepcopy(load_backbone("starter-vit")), FullConfig(), num_classes=3)
     assert sum(p.numel() for p in full.parameters() if p.requires_grad) > trainable
     outcome(f"second call refused: {refused.value}; the linear model still trains {trainable} parameters")
+
+
+def test_evaluation_never_substitutes_images(fault_root, tmp_path, capsys, outcome):
+    """11g · test images missing or undecodable → refused before training above data.max_unreadable; below it the
+    metric covers only the images read and says how many it skipped (`eval` reported count 600 with 450 missing)"""
+    import json
+
+    from e2vpt_viz.data import FGVCDataset
+
+    root = Path(shutil.copytree(fault_root, tmp_path / "tiny"))
+    test = FGVCDataset(root, "test")
+    listed = len(test.samples)
+    for path, _ in test.samples[:3]:
+        path.unlink()
+    test.samples[3][0].write_bytes(b"not an image")
+    out = tmp_path / "run"
+    assert main(TRAIN + run_args(root, out, epochs=2)) == 2
+    refused = capsys.readouterr().err.strip()
+    assert refused.count("\n") == 0 and f"3 of the {listed} test images" in refused and "data.max_unreadable" in refused
+    assert not (out / "train_state.pt").exists()
+
+    assert main(TRAIN + run_args(root, out, "data.max_unreadable=0.5", epochs=2)) == 2  # 4 of 6 unreadable in all
+    late = capsys.readouterr().err.strip()
+    assert late.count("\n") == 0 and f"4 of the {listed} images" in late
+
+    assert main(TRAIN + run_args(root, out, "data.max_unreadable=0.7", epochs=2)) == 0
+    metrics = read_json(out / "metrics.json")
+    capsys.readouterr()
+    assert main(["eval", "--config", "starter"] + run_args(root, out, "data.max_unreadable=0.7", epochs=2)) == 0
+    printed = capsys.readouterr()
+    evaluated = json.loads(printed.out.strip().splitlines()[-1])
+    assert metrics["test_skipped"] == 4 and evaluated["count"] == listed - 4 and evaluated["skipped"] == 4
+    assert evaluated["acc"] == metrics["test_acc"] and "left out" in printed.err
+    outcome(f"refused before training: {refused} · within the limit: count {evaluated['count']}, skipped 4")

@@ -209,6 +209,23 @@ def grid_search(cfg: RunConfig, base_lrs: Sequence[float], weight_decays: Sequen
     return {"best": best, "runs": runs, "select": select}
 
 
+def check_prunable(cfg: RunConfig) -> None:
+    """Refuse, before any training, a prune run that cannot work: a method without pruning masks, or candidate
+    budgets that would remove every prompt or every segment."""
+    method = cfg.method
+    if not getattr(method, "masks", False):
+        raise pruning.PruningError(
+            f"prune needs E²VPT with masks; method {method.method_name()!r} has none. Use --config with "
+            "method.name=e2vpt (method.masks=true, the default).")
+    limits = {"num_tokens": method.num_prompts, "num_segments": pruning.NUM_SEGMENTS}
+    for name, limit in limits.items():
+        impossible = [n for n in (getattr(cfg.prune, name) or []) if n >= limit]
+        if impossible:
+            raise pruning.PruningError(
+                f"prune.{name} {impossible} would remove all {limit} "
+                f"{'prompts' if name == 'num_tokens' else 'segments'}; give counts in [0, {limit - 1}].")
+
+
 def prune_run(cfg: RunConfig, progress: bool = True) -> dict:
     """The E²VPT protocol end to end, resumable at every stage, under ``output_dir``:
 
@@ -218,6 +235,7 @@ def prune_run(cfg: RunConfig, progress: bool = True) -> dict:
     4. ``rewind/``: a fresh model trained under each candidate pair of frozen masks, the best chosen on validation;
     5. ``prune.json``: the chosen budgets and test accuracy before pruning, after instant pruning and after rewinding.
     """
+    check_prunable(cfg)
     out = output_dir(cfg, "results/prune")
     with _held(out):
         prune_cfg = cfg.prune

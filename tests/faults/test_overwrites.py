@@ -217,3 +217,18 @@ def test_evaluation_never_substitutes_images(fault_root, tmp_path, capsys, outco
     assert metrics["test_skipped"] == 4 and evaluated["count"] == listed - 4 and evaluated["skipped"] == 4
     assert evaluated["acc"] == metrics["test_acc"] and "left out" in printed.err
     outcome(f"refused before training: {refused} · within the limit: count {evaluated['count']}, skipped 4")
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("method.name=vpt-deep", "prune needs E²VPT with masks"),
+    ("method.masks=false", "prune needs E²VPT with masks"),
+    ("prune.num_tokens=[1,5]", "prune.num_tokens [5] would remove all 5 prompts"),
+    ("prune.num_segments=[16]", "prune.num_segments [16] would remove all 16 segments")])
+def test_prune_refuses_what_cannot_work_before_any_training(fault_root, tmp_path, capsys, override, expected, outcome):
+    """11j · `prune` with a method without masks or budgets that remove everything → one line before training (it
+    came after the whole first training)"""
+    out = tmp_path / "prune"
+    assert main(["prune", "--config", "starter", "--quiet", *run_args(fault_root, out, override)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and expected in err and not out.exists()
+    outcome(err)

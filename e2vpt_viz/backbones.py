@@ -64,7 +64,7 @@ def _load_starter(name: str, pretrained: bool, checkpoint: Optional[Path]) -> Vi
     path = checkpoint or starter_weights_path(name)
     if not path.exists():
         raise BackboneError(f"Starter weights {path} are missing. Re-create them with "
-                            "`python -m e2vpt_viz pretrain-starter` or pass pretrained=False.")
+                            f"`python -m e2vpt_viz pretrain-starter --out {path}` or pass pretrained=False.")
     state = {k: v for k, v in _read_state_dict(path).items() if not k.startswith("head.")}
     model.load_state_dict(state)
     return model
@@ -74,6 +74,13 @@ def starter_metadata(name: str = "starter-vit") -> dict:
     """How the committed starter weights were made (seed, command, data spec, accuracy), from the file's metadata."""
     with safe_open(str(starter_weights_path(name)), framework="pt") as f:
         return {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
+
+
+def check_backbone_name(name: str) -> None:
+    """Raise :class:`BackboneError` (with close matches) unless ``name`` is a starter or a timm model name."""
+    if not isinstance(name, str) or not (name in STARTER_BACKBONES or timm.is_model(name)):
+        raise BackboneError(f"Unknown backbone {name!r}. Close matches: {_close_vit_names(str(name))}. Any timm ViT "
+                            "name works (timm.list_models('vit_*')), or 'starter-vit' offline.")
 
 
 def load_backbone(name: str, pretrained: bool = True,
@@ -93,12 +100,9 @@ def load_backbone(name: str, pretrained: bool = True,
     path = Path(checkpoint).expanduser() if checkpoint is not None else None
     if path is not None and not path.exists():
         raise BackboneError(f"Checkpoint file {path} does not exist.")
+    check_backbone_name(name)
     if name in STARTER_BACKBONES:
         return _load_starter(name, pretrained, path)
-    if not timm.is_model(name):
-        close = _close_vit_names(name)
-        raise BackboneError(f"Unknown backbone {name!r}." + f" Close matches: {close}."
-                            + " Any timm ViT name works (timm.list_models('vit_*')), or 'starter-vit' offline.")
     model = timm.create_model(name, pretrained=False, num_classes=0, **timm_kwargs)
     if not isinstance(model, VisionTransformer):
         raise BackboneError(f"{name!r} is a {type(model).__name__}, not a Vision Transformer; prompts need a ViT. "

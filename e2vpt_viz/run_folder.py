@@ -45,7 +45,7 @@ _held: dict[str, list[int]] = {}  # resolved folder -> [file descriptor, depth] 
 
 
 class RunFolderBusyError(RuntimeError):
-    """Another process is training or writing in this run folder."""
+    """Another process is training or writing in this run folder (or the path is a file, not a folder)."""
 
 
 @contextmanager
@@ -56,6 +56,8 @@ def owning(folder: Union[str, Path]) -> Iterator[Path]:
         RunFolderBusyError: another live process holds it (the message names its process id and the fix).
     """
     folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise RunFolderBusyError(f"{folder} is a file, not a folder; give the run a folder (output_dir=...).")
     created = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
     folder.mkdir(parents=True, exist_ok=True)
     key = str(folder.resolve())

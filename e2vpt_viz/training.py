@@ -18,6 +18,7 @@ torchrun one (DistributedDataParallel, sharded batches).
 from __future__ import annotations
 
 import math
+import re
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
@@ -91,15 +92,40 @@ class TrainConfig:
             raise ValueError(f"base_lr must be > 0 and weight_decay >= 0, got {self.base_lr} and {self.weight_decay}.")
         if self.optimizer not in ("sgd", "adamw"):
             raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {self.optimizer!r}.")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}.")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}.")
         if not isinstance(self.compile, (bool, str)) or self.compile == "":
             raise ValueError(f"compile must be true, false or a torch.compile back-end name, got {self.compile!r}.")
+        if isinstance(self.compile, str):
+            from torch._dynamo import list_backends
+
+            if self.compile not in list_backends(exclude_tags=()):
+                raise ValueError(f"compile must be true, false or a torch.compile back-end name "
+                                 f"({', '.join(list_backends())}), got {self.compile!r}.")
+        if not isinstance(self.device, str) or not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
+            raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}.")
         if not isinstance(self.grad_checkpointing, bool):
             raise ValueError(f"grad_checkpointing must be true or false, got {self.grad_checkpointing!r}.")
 
     def resolve_device(self) -> torch.device:
-        """The device to train on: "auto" is CUDA when present, else the CPU."""
-        return torch.device("cuda" if self.device == "auto" and torch.cuda.is_available()
-                            else "cpu" if self.device == "auto" else self.device)
+        """The device to train on: "auto" is CUDA when present, else the CPU.
+
+        Raises:
+            ValueError: the device named is not on this machine (one line, with the devices that are).
+        """
+        device = torch.device("cuda" if self.device == "auto" and torch.cuda.is_available()
+                              else "cpu" if self.device == "auto" else self.device)
+        if device.type == "cuda" and (not torch.cuda.is_available()
+                                      or (device.index or 0) >= torch.cuda.device_count()):
+            there = (f"{torch.cuda.device_count()} CUDA device(s): cuda:0..cuda:{torch.cuda.device_count() - 1}"
+                     if torch.cuda.is_available() else "no CUDA device")
+            raise ValueError(f"train.device={self.device} is not on this machine ({there}); use train.device=auto "
+                             "or cpu.")
+        if device.type == "mps" and not torch.backends.mps.is_available():
+            raise ValueError("train.device=mps is not available here; use train.device=auto or cpu.")
+        return device
 
 
 class Processes:

@@ -43,7 +43,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import (ConfigAttributeError, ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException)
 
 from .. import pruning
-from ..backbones import load_backbone
+from ..backbones import check_backbone_name, load_backbone
 from ..methods import METHODS, MethodConfig
 from ..training import TrainConfig
 
@@ -80,6 +80,11 @@ class DataConfig:
     max_unreadable: float = 0.05
 
     def __post_init__(self) -> None:
+        if self.crop_size < 1:
+            raise ValueError(f"data.crop_size must be a positive number of pixels (224 for ViT-B/16, 64 for the "
+                             f"starter), got {self.crop_size!r}.")
+        if self.num_workers < 0:
+            raise ValueError(f"data.num_workers must be >= 0 (0 loads in the main process), got {self.num_workers!r}.")
         if self.on_device not in ("auto", True, False):
             raise ValueError(f"data.on_device must be auto, true or false, got {self.on_device!r}.")
         if self.device_budget_mb is not None and not (isinstance(self.device_budget_mb, (int, float))
@@ -104,6 +109,12 @@ class BackboneConfig:
     name: str
     pretrained: bool = True
     checkpoint: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        check_backbone_name(self.name)
+        if self.checkpoint is not None and not Path(self.checkpoint).expanduser().is_file():
+            raise ValueError(f"backbone.checkpoint {self.checkpoint} is not a file; give the path of a weights file "
+                             "(.safetensors, .pth or .npz) or leave it out.")
 
     def load(self):
         """The backbone (a timm ``VisionTransformer`` without classifier)."""

@@ -281,6 +281,12 @@ def ensure_synthetic(root: str | os.PathLike, task: str = "target", seed: int = 
     state = _existing_state(root, _manifest(SyntheticSpec.for_task(task), seed))
     if state == "foreign":
         return root
+    if state == "different" and _task_of(root) not in (None, task):
+        logger.warning(
+            "%s holds the synthetic %s dataset, not the %s one; using it as it is. For the documented numbers, give "
+            "this command another folder for the %s dataset (e.g. data/starter-%s).", root, _task_of(root), task,
+            task, task)
+        return root
     if state == "different":
         logger.warning(
             "%s holds a synthetic %s dataset that is not this version's default (seed %d); using it as it is. "
@@ -444,6 +450,15 @@ def _manifest(spec: SyntheticSpec, seed: int) -> dict[str, Any]:
     document = {"format_version": FORMAT_VERSION, "generator": __name__, "seed": seed, "task": spec.task,
                 "spec": dataclasses.asdict(spec)}
     return json.loads(json.dumps(document))
+
+
+def _task_of(root: Path) -> str | None:
+    """The task ("target" / "source") of the synthetic dataset at ``root``, if its manifest says."""
+    try:
+        manifest = json.loads((root / MANIFEST_NAME).read_text())
+        return manifest.get("task") or manifest.get("spec", {}).get("task")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _existing_state(root: Path, manifest: dict[str, Any]) -> str:

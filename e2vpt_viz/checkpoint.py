@@ -57,6 +57,12 @@ def _write_error(path: Path, error: BaseException) -> CheckpointWriteError:
         free = "free space unknown"
     kept = "the previous version is intact" if path.exists() else "nothing was written"
     detail = (str(error).strip().splitlines() or [""])[0][:200]
+    if path.is_dir() or getattr(error, "errno", None) in (errno.EISDIR, errno.ENOTDIR):
+        failure = CheckpointWriteError(f"Could not write {path}: " + (
+            "it is a folder; give a file path" if path.is_dir() else
+            f"a part of {path.parent} is a file, not a folder; choose another output path") + ".")
+        failure.errno = getattr(error, "errno", None)
+        return failure
     if getattr(error, "errno", None) in (errno.EACCES, errno.EPERM, errno.EROFS):
         todo = f"Make {path.parent} writable (or choose another output folder)"
     else:

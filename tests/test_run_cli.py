@@ -125,7 +125,8 @@ def test_cli_pvp_pretrain_then_few_shot(tiny_root, tmp_path, capsys, monkeypatch
     assert main(["pvp-pretrain", "--source", str(source), "--out", str(prompts), "--epochs", "2", "--quiet",
                  *common]) == 0
     assert prompts.is_file() and "written to" in capsys.readouterr().out
-    assert (tmp_path / "results" / "pvp_source" / "pvp" / "train_state.pt").is_file()
+    states = list((tmp_path / "results" / "pvp_source").glob("pvp-*/train_state.pt"))  # pvp-<digest of the work>
+    assert len(states) == 1
     out = tmp_path / "fewshot"
     assert main(["pvp-fewshot", "--prompts", str(prompts), "--shots", "1", "2", "--seeds", "0", "--epochs", "2",
                  "--out", str(out), *common]) == 0

@@ -232,3 +232,24 @@ def test_prune_refuses_what_cannot_work_before_any_training(fault_root, tmp_path
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and expected in err and not out.exists()
     outcome(err)
+
+
+def test_messages_say_what_is_wrong(fault_root, tmp_path, caplog, outcome):
+    """11k · a prompts path that is a folder → "it is a folder" (was "free some disk space"); pretrain-starter on a
+    target dataset → the warning names the folder mix-up instead of suggesting a command that replaces it"""
+    import logging
+
+    import torch
+
+    from data_prep.synthetic import ensure_synthetic
+    from e2vpt_viz.checkpoint import CheckpointWriteError, save_safetensors
+
+    folder = tmp_path / "prompts.safetensors"
+    folder.mkdir()
+    with pytest.raises(CheckpointWriteError) as refused:
+        save_safetensors({"p": torch.zeros(2)}, folder, {})
+    assert "it is a folder" in str(refused.value) and "disk space" not in str(refused.value)
+    with caplog.at_level(logging.WARNING):
+        ensure_synthetic(fault_root, task="source")
+    assert "holds the synthetic target dataset, not the source one" in caplog.text and "--overwrite" not in caplog.text
+    outcome(f"{refused.value} · {caplog.records[-1].getMessage()[:120]}")

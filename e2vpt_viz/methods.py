@@ -11,20 +11,32 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar, Literal, Optional
 
+import numpy as np
 import torch
 from torch import nn
 
 from .model import ModelOptions, PromptedViT, PromptLayout, check_supported_backbone
 
 
-def _check_positive_int(name: str, value: Any) -> None:
+def plain_scalar(value: Any) -> Any:
+    """A numpy or one-element torch scalar as the Python number it holds; anything else unchanged."""
+    if isinstance(value, np.generic) or (isinstance(value, torch.Tensor) and value.numel() == 1):
+        return value.item()
+    return value
+
+
+def _check_positive_int(name: str, value: Any) -> int:
+    value = plain_scalar(value)
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    return value
 
 
-def _check_dropout(value: Any) -> None:
-    if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+def _check_dropout(value: Any) -> float:
+    value = plain_scalar(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
         raise ValueError(f"dropout must be a number in [0, 1), got {value!r}.")
+    return value
 
 
 @dataclass
@@ -88,7 +100,7 @@ class PartialConfig(MethodConfig):
     num_blocks: int = 1
 
     def __post_init__(self) -> None:
-        _check_positive_int("num_blocks", self.num_blocks)
+        self.num_blocks = _check_positive_int("num_blocks", self.num_blocks)
 
     def trains_backbone_param(self, param_name: str, depth: int) -> bool:
         if self.num_blocks > depth:
@@ -109,9 +121,9 @@ class LoRAConfig(MethodConfig):
     target_modules: tuple[str, ...] = ("qkv",)
 
     def __post_init__(self) -> None:
-        _check_positive_int("rank", self.rank)
-        _check_positive_int("alpha", self.alpha)
-        _check_dropout(self.dropout)
+        self.rank = _check_positive_int("rank", self.rank)
+        self.alpha = _check_positive_int("alpha", self.alpha)
+        self.dropout = _check_dropout(self.dropout)
         self.target_modules = tuple(self.target_modules)
 
     def prepare_backbone(self, backbone: nn.Module) -> nn.Module:
@@ -139,10 +151,10 @@ class VPTConfig(MethodConfig):
     dropout: Optional[float] = None
 
     def __post_init__(self) -> None:
-        _check_positive_int("num_prompts", self.num_prompts)
+        self.num_prompts = _check_positive_int("num_prompts", self.num_prompts)
         if self.dropout is None:
             self.dropout = 0.1 if self.deep else 0.0
-        _check_dropout(self.dropout)
+        self.dropout = _check_dropout(self.dropout)
 
     def method_name(self) -> str:
         return "vpt-deep" if self.deep else "vpt-shallow"
@@ -174,9 +186,9 @@ class E2VPTConfig(MethodConfig):
     masks: bool = True
 
     def __post_init__(self) -> None:
-        _check_positive_int("num_prompts", self.num_prompts)
-        _check_positive_int("num_kv_prompts", self.num_kv_prompts)
-        _check_dropout(self.dropout)
+        self.num_prompts = _check_positive_int("num_prompts", self.num_prompts)
+        self.num_kv_prompts = _check_positive_int("num_kv_prompts", self.num_kv_prompts)
+        self.dropout = _check_dropout(self.dropout)
         if self.kv_layers not in ("all", "first"):
             raise ValueError(f"kv_layers must be 'all' or 'first', got {self.kv_layers!r}.")
 
@@ -237,7 +249,7 @@ def apply_prompts(backbone: nn.Module, config: MethodConfig, num_classes: int,
     """
     if not isinstance(config, MethodConfig):
         raise TypeError(f"config must be a method config such as E2VPTConfig(...), got {type(config).__name__}.")
-    _check_positive_int("num_classes", num_classes)
+    num_classes = _check_positive_int("num_classes", num_classes)
     check_supported_backbone(backbone)
     if getattr(backbone, WRAPPED, False):
         raise ValueError("this backbone already belongs to a model made by apply_prompts; two models on one backbone "

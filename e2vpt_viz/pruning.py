@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator, Literal, Optional, Sequence, Union
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
@@ -47,10 +48,13 @@ def _check_prunable(model: PromptedViT) -> None:
             "(the default), e.g. apply_prompts(backbone, E2VPTConfig(), num_classes).")
 
 
-def check_ratio(ratio: float) -> None:
-    """Raise :class:`PruningError` unless ``ratio`` is a number in [0, 1)."""
+def check_ratio(ratio: float) -> float:
+    """``ratio`` as a Python float (numpy and torch scalars accepted); :class:`PruningError` unless in [0, 1)."""
+    if isinstance(ratio, np.generic) or (isinstance(ratio, torch.Tensor) and ratio.numel() == 1):
+        ratio = ratio.item()
     if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 <= ratio < 1.0:
         raise PruningError(f"A pruning ratio must be a number in [0, 1), got {ratio!r}.")
+    return float(ratio)
 
 
 @dataclass
@@ -161,7 +165,7 @@ def pruning_masks(scores: ImportanceScores, num_tokens: int, num_segments: int) 
 def ratio_budgets(ratio: float, num_prompts: int) -> tuple[int, int]:
     """One slider value → (pruned tokens, pruned segments per kept token): int(ratio·P) tokens and int(ratio·16)
     segments, capped like the official candidates (at least 1 token and 4 segments are kept)."""
-    check_ratio(ratio)
+    ratio = check_ratio(ratio)
     return (min(int(ratio * num_prompts), num_prompts - MIN_KEPT_TOKENS),
             min(int(ratio * NUM_SEGMENTS), NUM_SEGMENTS - MIN_KEPT_SEGMENTS))
 
@@ -230,9 +234,8 @@ def pruning_sweep(model: PromptedViT, loader: DataLoader,
     Ratio r prunes :func:`ratio_budgets` (r, P) with :func:`pruning_masks`; ratio 0 is the unpruned model.
     """
     _check_prunable(model)
-    for r in ratios:
-        check_ratio(r)
-    sweep = PruningSweep(sorted(float(r) for r in set(ratios)), scores=scores.to_dict())
+    ratios = [check_ratio(r) for r in ratios]
+    sweep = PruningSweep(sorted(set(ratios)), scores=scores.to_dict())
     for ratio in tqdm(sweep.ratios, disable=not progress, desc="pruning sweep"):
         num_tokens, num_segments = ratio_budgets(ratio, model.num_prompts)
         token_mask, segment_mask = pruning_masks(scores, num_tokens, num_segments)

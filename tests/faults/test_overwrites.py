@@ -253,3 +253,23 @@ def test_messages_say_what_is_wrong(fault_root, tmp_path, caplog, outcome):
         ensure_synthetic(fault_root, task="source")
     assert "holds the synthetic target dataset, not the source one" in caplog.text and "--overwrite" not in caplog.text
     outcome(f"{refused.value} · {caplog.records[-1].getMessage()[:120]}")
+
+
+def test_numpy_and_torch_scalars_are_numbers(outcome):
+    """11l · numpy / torch scalars where a number is expected (a slider's value, a count from an array) → taken as
+    the number they hold, stored as plain Python numbers (they were refused as "not an integer")"""
+    import json
+
+    import numpy as np
+    import torch
+
+    from e2vpt_viz import E2VPTConfig, apply_prompts, load_backbone
+    from e2vpt_viz.pruning import ratio_budgets
+
+    config = E2VPTConfig(num_prompts=np.int64(4), num_kv_prompts=torch.tensor(2), dropout=np.float32(0.25))
+    model = apply_prompts(load_backbone("starter-vit"), config, num_classes=np.int32(3))
+    assert json.dumps(config.__dict__) and model.num_prompts == 4 and model.num_classes == 3
+    assert ratio_budgets(np.float64(0.5), 4) == ratio_budgets(torch.tensor(0.5), 4) == ratio_budgets(0.5, 4)
+    with pytest.raises(ValueError, match="num_prompts must be a positive integer, got 2.5"):
+        E2VPTConfig(num_prompts=np.float64(2.5))
+    outcome("np.int64 / torch.tensor / np.float32 settings accepted as int / float; 2.5 prompts still refused")

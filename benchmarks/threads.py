@@ -71,6 +71,14 @@ def main() -> None:
     record.say(f"  {cores} threads, busy vs idle: {loaded[cores] / idle[cores]:.2f}x; 1 thread, busy vs idle: "
                f"{loaded[1] / idle[1]:.2f}x; free_cores() with the busy core: {chosen}")
     record.write("threads.py", None, f"{cores} CPU cores, no GPU")
+    if args.write:  # the numbers as data too, for the docs (the quick schedule's minutes) and tests
+        import json
+        from pathlib import Path
+
+        data = json.loads(Path(args.write).read_text())
+        data["cores"], data["epoch_seconds"] = cores, {"idle": idle, "one_core_busy": loaded}
+        data["free_cores_with_busy_core"] = chosen
+        Path(args.write).write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
 
 
 if __name__ == "__main__":

@@ -219,3 +219,15 @@ def test_a_method_without_shipped_runs_is_left_out_with_one_line(tiny_set, capsy
     out = capsys.readouterr().out.strip().splitlines()
     assert out == [f"Not in the shipped runs of {tiny_set['root']}: vpt-deep; shown without them (TRAIN='full' trains "
                    "them)."]
+
+
+@shipped
+def test_the_quick_schedule_is_the_longest_candidate_that_fits_two_minutes():
+    """The quick schedule follows from its measurements: the candidates' validation accuracy (shipped quick.json)
+    and one training epoch's time on 2 idle cores (benchmarks/results/threads_cpu.json)."""
+    rows = json.loads((SHIPPED / "quick.json").read_text())["rows"]
+    threads = json.loads((Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "threads_cpu.json").read_text())
+    epoch = threads["epoch_seconds"]["idle"][str(threads["cores"])]
+    assert lr.choose_quick_epochs(rows, epoch) == lr.QUICK_SCHEDULE["epochs"]
+    assert sorted(r["epochs"] for r in rows) == list(lr.QUICK_CANDIDATES)
+    assert lr.QUICK_SCHEDULE["warmup_epochs"] == max(1, lr.QUICK_SCHEDULE["epochs"] // 10)

@@ -302,7 +302,28 @@ def lesson_results_text(root: Path) -> str:
                  f"({_f(100 * r['before_test_acc'])}% before pruning): {len(r['runs'])} candidates, chosen on "
                  f"validation: {best['num_tokens']} tokens and {best['num_segments']} segments per token pruned, test "
                  f"{_f(100 * best['test_acc'])}%.")
+    text += "\n\n" + quick_text(root, folder)
     return text
+
+
+def quick_text(root: Path, folder: Path) -> str:
+    """How ``TRAIN = "quick"``'s schedule was chosen: the candidates' validation accuracy (``quick.json``) and the
+    epoch time on 2 idle cores (``benchmarks/results/threads_cpu.json``)."""
+    from .lesson_results import QUICK_BUDGET_S, QUICK_METHOD, QUICK_SCHEDULE, choose_quick_epochs
+
+    quick, threads = folder / "quick.json", root / "benchmarks" / "results" / "threads_cpu.json"
+    if not quick.is_file() or not threads.is_file():
+        return "The quick schedule's measurements are not in this checkout."
+    rows = json.loads(quick.read_text())["rows"]
+    t = json.loads(threads.read_text())
+    epoch = t["epoch_seconds"]["idle"][str(t["cores"])]
+    candidates = ", ".join(f"{r['epochs']} epochs {_f(100 * r['val_acc'])}%" for r in rows)
+    chosen = choose_quick_epochs(rows, epoch)
+    return (f"`TRAIN = \"quick\"` trains {QUICK_METHOD} for {QUICK_SCHEDULE['epochs']} epochs "
+            f"({QUICK_SCHEDULE['warmup_epochs']} warm-up). Validation accuracy of the candidates (seed 42): "
+            f"{candidates}. One training epoch takes {epoch:.1f} s on {t['cores']} idle cores "
+            f"(`{t['command']}`, {t['date']}), so {chosen} epochs is the longest candidate whose training fits the "
+            f"{QUICK_BUDGET_S / 60:.0f}-minute budget ({chosen * epoch:.0f} s, validation passes not included).")
 
 
 BLOCKS: dict[str, Callable[[dict[str, dict]], str]] = {

@@ -221,8 +221,21 @@ def make_lesson_results(out: Union[str, Path], work: Union[str, Path] = "results
 
 TRAIN_MODES = ("auto", "shipped", "quick", "full")
 QUICK_METHOD = "e2vpt"
-# "quick": the quick method's schedule, chosen on the starter's validation split (benchmarks/results/quick_schedule.json)
+QUICK_BUDGET_S = 120  # "quick" trains one method live in about 2 minutes on 2 idle CPU cores
+# "quick": the quick method's schedule: of QUICK_CANDIDATES (validation accuracy in the shipped quick.json), the
+# longest whose training fits QUICK_BUDGET_S at the epoch time of benchmarks/results/threads_cpu.json
+# (:func:`choose_quick_epochs`; tests/test_lesson_results.py checks the two agree).
 QUICK_SCHEDULE = {"epochs": 30, "warmup_epochs": 3}
+
+
+def choose_quick_epochs(rows: Sequence[dict], epoch_seconds: float, budget_s: float = QUICK_BUDGET_S) -> int:
+    """The quick schedule's epochs: the longest candidate row (``{"epochs", "val_acc", ...}`` from ``quick.json``)
+    whose training takes at most ``budget_s`` at ``epoch_seconds`` per epoch; the shortest when none fits. Longer
+    schedules reach higher validation accuracy on the starter, so the budget decides."""
+    fitting = [r["epochs"] for r in rows if r["epochs"] * epoch_seconds <= budget_s]
+    return max(fitting) if fitting else min(r["epochs"] for r in rows)
+
+
 def shipped_manifest(root: Union[str, Path] = SHIPPED_DIR) -> Optional[dict]:
     """The shipped results' manifest, or None when none ship."""
     path = Path(root) / "manifest.json"

@@ -29,6 +29,12 @@ METHOD_COLORS: dict[str, str] = {
 FALLBACK_COLORS = ("#ff7f0e", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d")
 
 
+def nothing_to_draw(what: str, items, fix: str) -> None:
+    """Raise ``ValueError`` in one line (``no {what} to draw: {fix}``) when ``items`` is None or empty."""
+    if items is None or len(items) == 0:
+        raise ValueError(f"no {what} to draw: {fix}")
+
+
 def _method_key(name: str) -> str:
     return name.strip().lower().replace("²", "2").replace("_", "-").replace(" ", "-")
 
@@ -164,6 +170,7 @@ def importance_heatmap(token_scores: Sequence[float], segment_scores: Sequence[S
     by a power of ten that the axis and colourbar titles state, e.g. "token score S_k (×1e-7)" (:func:`readable_scale`);
     hovering shows the unscaled score.
     """
+    nothing_to_draw("importance scores", token_scores, "compute them with importance_scores() on an E²VPT model.")
     P = len(token_scores)
     token_exp = readable_scale(token_scores)
     segment_exp = readable_scale([v for row in segment_scores for v in row])
@@ -200,6 +207,7 @@ def pruning_tradeoff(sweep_results: Sequence[Mapping], rewound: Sequence[Mapping
 
     Trace order: curve, rewound candidates, chosen, highlighted ratio (each only when given).
     """
+    nothing_to_draw("sweep results", sweep_results, "run pruning_sweep() first (its .results, one per ratio).")
     color = method_color("e2vpt")
     fig = go.Figure()
     fig.add_trace(go.Scatter(x=[r["parameters"]["tunable"] for r in sweep_results],
@@ -247,6 +255,7 @@ def pruning_dashboard(sweep_results: Sequence[Mapping], rewound: Sequence[Mappin
     Trace order: the :func:`pruning_tradeoff` traces, then the per-class bars (``data[-2]``), then the highlighted
     point (``data[-1]``), which :class:`~e2vpt_viz.widgets.PruningSlider` updates.
     """
+    nothing_to_draw("sweep results", sweep_results, "run pruning_sweep() first (its .results, one per ratio).")
     reference = min(sweep_results, key=lambda r: r["ratio"])
     point = min(sweep_results, key=lambda r: abs(r["ratio"] - highlight))
     count = len(point["per_class_acc"])
@@ -274,6 +283,7 @@ SHARE_LABELS = {"kv_prompts": "key-value prompts", "prefix": "class / register t
 
 def attention_share_bars(shares: Sequence[Mapping[str, float]], title: str = "where the class token attends") -> go.Figure:
     """Per block, stacked shares of attention by key group (from :func:`~e2vpt_viz.attention_maps.attention_shares`)."""
+    nothing_to_draw("attention shares", shares, "compute them with attention_shares().")
     fig = go.Figure()
     blocks = [f"block {i}" for i in range(len(shares))]
     for group, label in SHARE_LABELS.items():
@@ -357,6 +367,7 @@ def grounding_heatmaps(scores: Mapping[str, Sequence[Sequence[float]]], chance: 
     Every panel shares one colour axis from 0 to 100 % (``layout.coloraxis``) whose white is the chance level: red
     cells are above chance, blue cells below, on the same scale in every panel.
     """
+    nothing_to_draw("grounding scores", scores, "pass {key group: per-block shares}.")
     names = list(scores)
     fig = make_subplots(rows=1, cols=len(names), subplot_titles=names, horizontal_spacing=0.04, shared_yaxes=True)
     for col, name in enumerate(names, start=1):
@@ -380,6 +391,7 @@ def accuracy_vs_parameters(results: Sequence[Mapping]) -> go.Figure:
     """Test accuracy against tunable parameters (log scale), one marker per run of
     :func:`~e2vpt_viz.experiments.run.compare_methods` (rows with ``method``, ``test_acc`` and
     ``parameters["tunable"]``) in the method's colour (:func:`method_color`)."""
+    nothing_to_draw("method results", results, "train at least one method first.")
     fig = go.Figure()
     for r in results:
         fig.add_trace(go.Scatter(x=[r["parameters"]["tunable"]], y=[100 * r["test_acc"]], mode="markers+text",
@@ -439,6 +451,7 @@ def few_shot_curves(rows: Sequence[Mapping]) -> go.Figure:
     """Few-shot test accuracy against shots per class, random vs PVP initialisation, mean ± std over seeds (rows from
     :func:`~e2vpt_viz.experiments.fewshot.few_shot_comparison`). The random start (E²VPT's prompts trained from
     scratch) is drawn in E²VPT's colour, the PVP start in PVP's (:data:`METHOD_COLORS`)."""
+    nothing_to_draw("few-shot rows", rows, "run few_shot_comparison() first.")
     fig = go.Figure()
     shots = [r["shots"] for r in rows]
     for init, label, method in (("random", "random init", "e2vpt"), ("pvp", "PVP init", "pvp")):

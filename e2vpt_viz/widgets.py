@@ -11,7 +11,7 @@ from typing import Optional
 import plotly.graph_objects as go
 
 from .attention_maps import cls_to_kv_prompts, cls_to_patches, kv_prompt_maps
-from .plots import (CURVE_PANELS, attention_explorer_figure, per_class_change, pruning_dashboard,
+from .plots import (CURVE_PANELS, attention_explorer_figure, nothing_to_draw, per_class_change, pruning_dashboard,
                     training_curves)
 
 
@@ -120,6 +120,9 @@ class PruningSlider:
                  class_names=None, debounce: float = 0.05) -> None:
         import ipywidgets as widgets
 
+        if not getattr(sweep, "ratios", None):
+            raise ValueError(f"PruningSlider needs a PruningSweep with at least one ratio (from pruning_sweep()), got "
+                             f"{type(sweep).__name__} {sweep!r:.60}.")
         self.sweep = sweep
         self.rows = [sweep.results[r] for r in sweep.ratios]
         self.reference = self.rows[0]
@@ -188,6 +191,8 @@ class AttentionExplorer:
     def __init__(self, views, probs_per_layer, layout, titles=None, static: Optional[bool] = None) -> None:
         import ipywidgets as widgets
 
+        nothing_to_draw("images", views, "pass the (B, H, W, 3) uint8 crops the attention was captured on.")
+        nothing_to_draw("attention maps", probs_per_layer, "capture them with attention_maps.capture_attention().")
         self.views, self.probs, self.layout = views, probs_per_layer, layout
         self.titles = list(titles) if titles is not None else [f"image {i}" for i in range(len(views))]
         self.static = not figure_widget_available() if static is None else static

@@ -273,3 +273,26 @@ def test_numpy_and_torch_scalars_are_numbers(outcome):
     with pytest.raises(ValueError, match="num_prompts must be a positive integer, got 2.5"):
         E2VPTConfig(num_prompts=np.float64(2.5))
     outcome("np.int64 / torch.tensor / np.float32 settings accepted as int / float; 2.5 prompts still refused")
+
+
+def test_figures_and_widgets_given_nothing_say_so_in_one_line(outcome):
+    """11m · figures and widgets given empty results → one line saying what to compute first (tracebacks: min() of
+    an empty sequence, list index out of range, 'list' object has no attribute 'ratios')"""
+    from e2vpt_viz import plots, widgets
+
+    calls = {"pruning_dashboard": lambda: plots.pruning_dashboard([]),
+             "importance_heatmap": lambda: plots.importance_heatmap([], []),
+             "grounding_heatmaps": lambda: plots.grounding_heatmaps({}, 0.1),
+             "accuracy_vs_parameters": lambda: plots.accuracy_vs_parameters([]),
+             "few_shot_curves": lambda: plots.few_shot_curves([]),
+             "pruning_tradeoff": lambda: plots.pruning_tradeoff([]),
+             "attention_share_bars": lambda: plots.attention_share_bars([]),
+             "PruningSlider": lambda: widgets.PruningSlider([]),
+             "AttentionExplorer": lambda: widgets.AttentionExplorer([], [], None)}
+    said = {}
+    for name, call in calls.items():
+        with pytest.raises(ValueError) as refused:
+            call()
+        said[name] = str(refused.value)
+        assert said[name].count("\n") == 0 and ("to draw" in said[name] or "at least one" in said[name]), said[name]
+    outcome(f"{len(said)} figures and widgets, e.g. {said['PruningSlider'][:90]}")

@@ -139,11 +139,16 @@ def few_shot_comparison(cfg: "RunConfig", prompts: Union[str, Path], shots: Sequ
             "config": cfg.to_dict()}
     done: dict[str, float] = {}
     if record is not None and Path(record).is_file():
-        previous = json.loads(Path(record).read_text())
-        if previous.get("work") != work:
+        from .config import result_settings_of
+
+        stored = json.loads(Path(record).read_text())
+        previous = stored.get("work") or {}
+        same = (all(previous.get(k) == work[k] for k in ("prompts_sha256", "epochs"))
+                and result_settings_of(previous.get("config") or {}) == result_settings_of(work["config"]))
+        if not same:  # settings that do not change a result (device, folders, progress) may differ
             raise FileExistsError(f"{record} records few-shot runs of other prompts, settings or schedule; pass "
                                   "another record file (or delete this one to start over).")
-        done = previous["runs"]
+        done = stored["runs"]
     rows = []
     for k in shots:
         accs: dict[str, list[float]] = {"random": [], "pvp": []}

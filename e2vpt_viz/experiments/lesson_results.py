@@ -225,7 +225,7 @@ QUICK_BUDGET_S = 120  # "quick" trains one method live in about 2 minutes on 2 i
 # "quick": the quick method's schedule: of QUICK_CANDIDATES (validation accuracy in the shipped quick.json), the
 # longest whose training fits QUICK_BUDGET_S at the epoch time of benchmarks/results/threads_cpu.json
 # (:func:`choose_quick_epochs`; tests/test_lesson_results.py checks the two agree).
-QUICK_SCHEDULE = {"epochs": 30, "warmup_epochs": 3}
+QUICK_SCHEDULE = {"epochs": 15, "warmup_epochs": 1}
 
 
 def choose_quick_epochs(rows: Sequence[dict], epoch_seconds: float, budget_s: float = QUICK_BUDGET_S) -> int:

@@ -110,7 +110,8 @@ def main_job_text(r: dict[str, dict]) -> str:
 def tests_text(r: dict[str, dict]) -> str:
     suite = r["setup_time"]["test_suite"]
     ci = (f"the whole of `.ci/run` (install, this tier and the slow tier below) took {suite['ci_minutes']:.1f} minutes "
-          "there." if suite.get("ci_minutes") is not None else f"{suite['ci_note']}.")
+          "there" + (f" ({suite['ci_note']})." if suite.get("ci_note") else ".")
+          if suite.get("ci_minutes") is not None else f"{suite['ci_note']}.")
     return (f"**2. The tests**: install, then run the contributor's tier (unit and invariant tests, each lesson once in "
             f"smoke mode): {suite['minutes']:.1f} minutes on 2 CPU cores after the install, measured on a fresh clone. "
             + ci[0].upper() + ci[1:])

@@ -58,6 +58,9 @@ def random_transforms(crop_size: int, train: bool) -> v2.Compose:
     return v2.Compose([*crop, v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
 
 
+MAX_UNREADABLE = 0.05  # the share of a split's listed images evaluation may skip unless a run config says otherwise
+
+
 class FGVCDataset(Dataset):
     """One split of an FGVC root.
 
@@ -85,7 +88,7 @@ class FGVCDataset(Dataset):
     def __init__(self, root: Union[str, Path], split: str = "train",
                  transform: Optional[Callable] = None, cache: bool = False,
                  fixed_transform: Optional[Callable] = None, substitute_unreadable: bool = True,
-                 max_unreadable: float = 0.05) -> None:
+                 max_unreadable: float = MAX_UNREADABLE) -> None:
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}.")
         self.root = Path(root).expanduser()

@@ -21,14 +21,13 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator, Literal, Optional, Sequence, Union
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .checkpoint import write_json
-from .methods import count_parameters
+from .methods import count_parameters, plain_scalar
 from .model import NUM_SEGMENTS, PromptedViT
 from .training import TrainConfig, evaluate, fit, seed_epoch
 
@@ -50,8 +49,7 @@ def _check_prunable(model: PromptedViT) -> None:
 
 def check_ratio(ratio: float) -> float:
     """``ratio`` as a Python float (numpy and torch scalars accepted); :class:`PruningError` unless in [0, 1)."""
-    if isinstance(ratio, np.generic) or (isinstance(ratio, torch.Tensor) and ratio.numel() == 1):
-        ratio = ratio.item()
+    ratio = plain_scalar(ratio)
     if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 <= ratio < 1.0:
         raise PruningError(f"A pruning ratio must be a number in [0, 1), got {ratio!r}.")
     return float(ratio)

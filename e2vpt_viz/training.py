@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import (atomic_write, check_signature, load_torch_state, model_signature, restore_trained_state,
                          save_prompts, trained_state)
-from .data import DatasetLayoutError
+from .data import MAX_UNREADABLE, DatasetLayoutError
 from .model import PromptedViT
 from .run_folder import owning
 
@@ -229,14 +229,15 @@ def evaluate(model: PromptedViT, loader: DataLoader, device: Union[str, torch.de
     dataset = getattr(loader, "dataset", None)
     listed = len(getattr(dataset, "samples", ())) or count
     skipped = max(0, listed - count)
-    if skipped > getattr(dataset, "max_unreadable", 0.05) * listed or count == 0:
+    limit = getattr(dataset, "max_unreadable", MAX_UNREADABLE)
+    if skipped > limit * listed or count == 0:
         if dataset is None or not hasattr(dataset, "samples"):
             raise ValueError("evaluate() got an empty loader.")
         root = getattr(dataset, "root", "ROOT")
         raise DatasetLayoutError(
             f"{skipped} of the {listed} images listed in {root} could not be read (the metric would cover "
             f"{count}); `python -m data_prep verify --root {root}` lists them. Restore them, or allow a larger share "
-            f"with data.max_unreadable (now {getattr(dataset, 'max_unreadable', 0.05)}).")
+            f"with data.max_unreadable (now {limit}).")
     per_class = (correct / total.clamp(min=1)).tolist()
     return {"acc": correct.sum().item() / count, "loss": loss_sum.item() / count, "per_class_acc": per_class,
             "count": count, "skipped": skipped}

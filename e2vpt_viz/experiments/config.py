@@ -44,6 +44,7 @@ from omegaconf.errors import (ConfigAttributeError, ConfigKeyError, MissingManda
 
 from .. import pruning
 from ..backbones import check_backbone_name, load_backbone
+from ..data import MAX_UNREADABLE
 from ..methods import METHODS, MethodConfig
 from ..training import TrainConfig
 
@@ -77,7 +78,7 @@ class DataConfig:
     num_workers: int = 4
     on_device: Union[bool, str] = "auto"
     device_budget_mb: Optional[float] = None
-    max_unreadable: float = 0.05
+    max_unreadable: float = MAX_UNREADABLE
 
     def __post_init__(self) -> None:
         if self.crop_size < 1:

@@ -4,7 +4,7 @@ One E²VPT training epoch on the offline starter (the lessons' model and data), 
 of threads, first on idle cores, then with one core kept busy by another process (a pure-Python loop, like a second
 notebook or a browser tab). The ratios are what matter: with a busy core, N threads wait for the slowest one at every
 synchronisation point, so the epoch can take several times longer than with one thread on the free core;
-``e2vpt_viz.notebook.use_free_cores`` (called by every lesson's set-up) picks the count from the load average.
+``e2vpt_viz.notebook.use_free_cores`` (called by every lesson's set-up) picks the count from a short sample of the cores' use.
 
     python benchmarks/threads.py --write benchmarks/results/threads_cpu.json
 """

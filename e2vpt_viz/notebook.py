@@ -31,12 +31,14 @@ from __future__ import annotations
 
 import ast
 import builtins
+import json
 import linecache
 import os
 import re
+import time
 from pathlib import Path
+from typing import Optional
 
-import nbformat
 import torch
 
 from .backbones import BackboneError
@@ -60,18 +62,42 @@ USER_ERRORS = (LessonSettingsError, BackboneError, CheckpointMismatchError, Chec
                FileNotFoundError)
 
 
-def free_cores() -> int:
-    """Cores of this process's CPU set that are not busy with other work: the set's size minus the 1-minute load
-    average (rounded), at least 1."""
+def _cpu_times(cpus: set[int]) -> Optional[dict[int, tuple[int, int]]]:
+    """``{cpu: (busy ticks, busy + idle ticks)}`` for ``cpus`` from ``/proc/stat`` (None where it is not Linux)."""
     try:
-        cores = len(os.sched_getaffinity(0))
+        lines = Path("/proc/stat").read_text().splitlines()
+    except OSError:
+        return None
+    times = {}
+    for line in lines:
+        name, *fields = line.split()
+        if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus:
+            user, nice, system, idle, iowait, irq, softirq = map(int, fields[:7])  # steal left out: not ours to use
+            busy = user + nice + system + irq + softirq
+            times[int(name[3:])] = (busy, busy + idle + iowait)
+    return times
+
+
+def free_cores(sample_s: float = 0.5) -> int:
+    """Cores of this process's CPU set that other work is not using now, at least 1: the set's size minus the busy
+    share of its cores over ``sample_s`` seconds (``/proc/stat``; elsewhere the 1-minute load average), rounded.
+
+    A sample, not the load average, on Linux: the load average still counts a lesson that finished a minute ago."""
+    try:
+        cpus = os.sched_getaffinity(0)
     except AttributeError:  # macOS, Windows
-        cores = os.cpu_count() or 1
-    try:
-        busy = round(os.getloadavg()[0])
-    except (AttributeError, OSError):
-        busy = 0
-    return max(1, min(cores, cores - busy))
+        cpus = set(range(os.cpu_count() or 1))
+    before = _cpu_times(cpus)
+    if before:
+        time.sleep(sample_s)
+        after = _cpu_times(cpus)
+        busy = sum((after[c][0] - before[c][0]) / max(1, after[c][1] - before[c][1]) for c in before)
+    else:
+        try:
+            busy = os.getloadavg()[0]
+        except (AttributeError, OSError):
+            busy = 0.0
+    return max(1, min(len(cpus), len(cpus) - round(busy)))
 
 
 def use_free_cores() -> str:
@@ -146,16 +172,18 @@ def defining_sections(notebook: dict) -> dict[str, str]:
     """``{name: heading of the section whose cell first binds it}`` for every name the notebook's code cells bind.
 
     Args:
-        notebook: the notebook as nbformat reads it (``cells`` with ``cell_type`` and ``source``).
+        notebook: the notebook's JSON (``cells`` with ``cell_type`` and ``source``, a string or a list of lines),
+            as ``json.load`` or nbformat reads it.
     """
     sections: dict[str, str] = {}
     heading = "the top of the notebook"
     for cell in notebook["cells"]:
+        source = "".join(cell["source"])
         if cell["cell_type"] == "markdown":
-            text = re.sub(r"^```.*?^```", "", cell["source"], flags=re.M | re.S)  # a '# comment' in code is no heading
+            text = re.sub(r"^```.*?^```", "", source, flags=re.M | re.S)  # a '# comment' in code is no heading
             titles = re.findall(r"^#+\s+(.+?)\s*#*\s*$", text, flags=re.M)
             heading = titles[-1] if titles else heading
-        elif cell["cell_type"] == "code" and (tree := _parse(cell["source"])) is not None:
+        elif cell["cell_type"] == "code" and (tree := _parse(source)) is not None:
             for name in _bound_names(tree.body):
                 sections.setdefault(name, heading)
     return sections
@@ -224,8 +252,9 @@ def cell_order_hints(notebook: str | Path) -> bool:
     if shell is None:
         return False
     try:
-        sections = defining_sections(nbformat.read(Path(notebook), as_version=4))
-    except (OSError, ValueError):  # an unreadable notebook only costs the hints (errors stay one line), never the lesson
+        # Read as JSON, not with nbformat, whose import takes seconds (its schema validation).
+        sections = defining_sections(json.loads(Path(notebook).read_text(encoding="utf-8")))
+    except (OSError, ValueError, KeyError, TypeError):  # an unreadable notebook only costs the hints, never the lesson
         sections = {}
 
     def handler(shell, etype, value, tb, tb_offset=None):

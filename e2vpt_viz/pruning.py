@@ -71,6 +71,9 @@ class ImportanceScores:
         return cls(torch.tensor(data["token"]), torch.tensor(data["segment"]), data.get("score", "signed"))
 
 
+SCORE_KINDS = ("signed", "abs")
+
+
 def importance_scores(model: PromptedViT, loader: DataLoader, score: Literal["signed", "abs"] = "signed",
                       device: Union[str, torch.device, None] = None, progress: bool = False,
                       seed: int = 0) -> ImportanceScores:
@@ -88,16 +91,25 @@ def importance_scores(model: PromptedViT, loader: DataLoader, score: Literal["si
     The pass is seeded (data order and augmentation, as one training epoch with ``seed``), so the scores do not depend
     on what ran before: a resumed protocol or a re-run notebook cell gets the same scores.
     """
+    return importance_score_kinds(model, loader, (score,), device, progress, seed)[score]
+
+
+def importance_score_kinds(model: PromptedViT, loader: DataLoader, kinds: Sequence[str] = SCORE_KINDS,
+                           device: Union[str, torch.device, None] = None, progress: bool = False,
+                           seed: int = 0) -> dict[str, ImportanceScores]:
+    """:func:`importance_scores` of several kinds (``"signed"``, ``"abs"``) from one pass over ``loader``: the same
+    per-batch gradients, summed signed and summed absolute. ``{kind: ImportanceScores}``."""
     _check_prunable(model)
-    if score not in ("signed", "abs"):
-        raise PruningError(f"score must be 'signed' (official code) or 'abs' (paper formula), got {score!r}.")
+    unknown = [k for k in kinds if k not in SCORE_KINDS]
+    if unknown or not kinds:
+        raise PruningError(f"score must be 'signed' (official code) or 'abs' (paper formula), got "
+                           f"{(unknown[0] if unknown else tuple(kinds))!r}.")
     device = torch.device(device) if device is not None else next(model.parameters()).device
     masks = (model.token_mask, model.segment_mask)
     needs_grad = [m.requires_grad for m in masks]
     for m in masks:
         m.requires_grad_(True)
-    token_sum = torch.zeros_like(model.token_mask)
-    segment_sum = torch.zeros_like(model.segment_mask)
+    sums = {k: (torch.zeros_like(model.token_mask), torch.zeros_like(model.segment_mask)) for k in kinds}
     batches = 0
     seed_epoch(loader, seed, 0)
     try:
@@ -105,18 +117,18 @@ def importance_scores(model: PromptedViT, loader: DataLoader, score: Literal["si
             for images, labels in tqdm(loader, disable=not progress, desc="importance"):
                 images, labels = images.to(device), labels.to(device)
                 loss = F.cross_entropy(model(images), labels)
-                token_grad, segment_grad = torch.autograd.grad(loss, masks)
-                if score == "abs":
-                    token_grad, segment_grad = token_grad.abs(), segment_grad.abs()
-                token_sum += token_grad
-                segment_sum += segment_grad
+                grads = torch.autograd.grad(loss, masks)
+                for kind, (token_sum, segment_sum) in sums.items():
+                    token_grad, segment_grad = (g.abs() for g in grads) if kind == "abs" else grads
+                    token_sum += token_grad
+                    segment_sum += segment_grad
                 batches += 1
     finally:
         for m, flag in zip(masks, needs_grad):
             m.requires_grad_(flag)
     if batches == 0:
         raise PruningError("importance_scores() got an empty loader; pass the training loader.")
-    return ImportanceScores((token_sum / batches).cpu(), (segment_sum / batches).cpu(), score)
+    return {k: ImportanceScores((t / batches).cpu(), (s / batches).cpu(), k) for k, (t, s) in sums.items()}
 
 
 def _budgets(total: int, percents: Sequence[int], min_kept: int) -> list[int]:
@@ -226,10 +238,12 @@ class PruningSweep:
 def pruning_sweep(model: PromptedViT, loader: DataLoader,
                   ratios: Sequence[float] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9), *,
                   scores: ImportanceScores, device: Union[str, torch.device, None] = None,
-                  progress: bool = False) -> PruningSweep:
+                  progress: bool = False, unpruned: Optional[dict] = None) -> PruningSweep:
     """Evaluate instant pruning (no retraining) at every ratio: one batched evaluation pass per ratio.
 
     Ratio r prunes :func:`ratio_budgets` (r, P) with :func:`pruning_masks`; ratio 0 is the unpruned model.
+    ``unpruned``: :func:`~e2vpt_viz.training.evaluate`'s result for this model on ``loader`` when it was just computed
+    (a lesson evaluates the run first); ratio 0 then reuses it instead of a second identical pass.
     """
     _check_prunable(model)
     ratios = [check_ratio(r) for r in ratios]
@@ -238,7 +252,8 @@ def pruning_sweep(model: PromptedViT, loader: DataLoader,
         num_tokens, num_segments = ratio_budgets(ratio, model.num_prompts)
         token_mask, segment_mask = pruning_masks(scores, num_tokens, num_segments)
         with instantly_pruned(model, token_mask, segment_mask):
-            metrics = evaluate(model, loader, device)
+            reuse = ratio == 0 and unpruned is not None
+            metrics = unpruned if reuse else evaluate(model, loader, device)
             params = count_parameters(model)
         sweep.results[ratio] = {
             "ratio": ratio, "pruned_token_count": num_tokens, "pruned_segment_count": num_segments,

@@ -295,3 +295,45 @@ def test_exercise_accepts_the_right_answer_and_hints_at_a_wrong_one(lesson):
     truth = lesson.value(solution)  # the number (or list) the solution stands for
     shown = {str(truth)} | ({f"{truth:,}", f"{truth:.1f}"} if isinstance(truth, (int, float)) else set())
     assert not [s for s in shown if s in out], f"the hint gives the answer away: {out!r}"
+
+
+# ------------------------------------------------------------------------------------------ torch threads
+
+def test_free_cores_counts_the_cores_other_work_uses_now(monkeypatch):
+    """Two cores, one of them 90 % busy over the sample: one free core. The busy share is a sample of /proc/stat,
+    not the load average (which still counts a lesson that finished a minute ago)."""
+    from e2vpt_viz import notebook
+
+    samples = iter([{0: (100, 1000), 1: (500, 1000)}, {0: (110, 1100), 1: (590, 1100)}])  # (busy, total) ticks
+    monkeypatch.setattr(notebook.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(notebook, "_cpu_times", lambda cpus: next(samples))
+    assert notebook.free_cores(sample_s=0) == 1
+    samples = iter([{0: (0, 0), 1: (0, 0)}, {0: (5, 100), 1: (20, 100)}])  # 25 % of one core in all
+    assert notebook.free_cores(sample_s=0) == 2
+
+
+def test_free_cores_sees_a_busy_process_at_once():
+    import multiprocessing
+    import os
+    import time
+
+    from e2vpt_viz.notebook import free_cores
+
+    cores = len(os.sched_getaffinity(0))
+    if cores < 2:
+        pytest.skip("needs 2 cores")
+    busy = multiprocessing.get_context("spawn").Process(target=_spin, args=(time.time() + 20,), daemon=True)
+    busy.start()
+    try:
+        time.sleep(1.0)
+        assert free_cores() <= cores - 1  # other load on the machine can only lower it
+    finally:
+        busy.kill()
+        busy.join()
+
+
+def _spin(until: float) -> None:
+    import time
+
+    while time.time() < until:
+        pass

@@ -80,6 +80,20 @@ def test_abs_score_is_the_mean_of_absolute_batch_gradients_and_ranks_differently
     assert pruning_masks(crafted_abs, 1, 0)[0].tolist() == [1, 0, 1, 1]
 
 
+def test_both_score_kinds_from_one_pass_equal_two_passes():
+    from e2vpt_viz.pruning import importance_score_kinds
+
+    model, data = e2vpt_model(), loader()
+    both = importance_score_kinds(model, data)
+    for kind in ("signed", "abs"):
+        alone = importance_scores(model, data, score=kind)
+        assert both[kind].score == alone.score == kind
+        assert torch.equal(both[kind].token, alone.token) and torch.equal(both[kind].segment, alone.segment)
+    assert not torch.equal(both["signed"].token, both["abs"].token)
+    with pytest.raises(PruningError, match="'magnitude'"):
+        importance_score_kinds(model, data, ("signed", "magnitude"))
+
+
 def test_budget_lists_match_the_official_rule():
     assert token_budgets(5) == [0, 1, 2, 3, 4]
     assert token_budgets(10) == list(range(1, 10))
@@ -149,6 +163,19 @@ def test_sweep_ratio_zero_equals_plain_evaluation_and_is_cached(tmp_path):
         assert evaluate(model, data)["acc"] == half["acc"]
     loaded = PruningSweep.load(sweep.save(tmp_path / "sweep.json"))
     assert loaded.at(0.5) == json.loads(json.dumps(half))
+
+
+def test_sweep_reuses_a_given_unpruned_evaluation_for_ratio_zero(monkeypatch):
+    import e2vpt_viz.pruning as pruning_module
+
+    model, data = e2vpt_model(), loader()
+    scores = importance_scores(model, data)
+    plain = evaluate(model, data)
+    expected = pruning_sweep(model, data, (0.0, 0.5), scores=scores)
+    passes = []
+    monkeypatch.setattr(pruning_module, "evaluate", lambda *a, **k: passes.append(1) or evaluate(*a, **k))
+    reused = pruning_sweep(model, data, (0.0, 0.5), scores=scores, unpruned=plain)
+    assert len(passes) == 1 and json.dumps(reused.results) == json.dumps(expected.results)
 
 
 def test_ratio_budgets_and_bad_ratios():

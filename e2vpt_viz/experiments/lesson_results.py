@@ -270,11 +270,11 @@ def choose_train_mode(cfg: RunConfig, train: str = "auto", root: Union[str, Path
     seeds = shipped_seeds(QUICK_METHOD, root)
     epochs = json.loads((Path(root) / "runs" / f"{run_name(QUICK_METHOD, SEEDS[0])}.json").read_text())["epochs"]
     notes = {
-        "shipped": f"TRAIN='shipped': the runs shipped with the package ({epochs} epochs, training seeds "
-                   f"{', '.join(map(str, seeds))}), evaluated now on the test split; the curves are their recorded "
-                   "training histories.",
+        "shipped": f"TRAIN='shipped': the runs shipped with the package ({epochs} epochs): seed {seeds[0]}'s prompts "
+                   "evaluated now on the test split, the mean ± sd of seeds "
+                   f"{', '.join(map(str, seeds))} from their records; the curves are their recorded training histories.",
         "quick": f"TRAIN='quick': {QUICK_METHOD} trains now for {QUICK_SCHEDULE['epochs']} epochs; the other methods "
-                 f"are the shipped {epochs}-epoch runs, evaluated now.",
+                 f"are the shipped {epochs}-epoch runs (seed {seeds[0]} evaluated now).",
         "full": "TRAIN='full': every method trains now with these settings (finished runs are read back).",
     }
     return train, notes[train]
@@ -307,8 +307,9 @@ def _replay(callback: Optional[Callable], history: Sequence[dict]) -> None:
 
 def _shipped_run(cfg: RunConfig, method: str, loaders: dict, root: Path, device: torch.device,
                  bar: Optional["tqdm"] = None) -> dict:
-    """One method's shipped runs, evaluated now: the seed-42 result (with its model) plus every shipped seed's
-    accuracy, mean and sd."""
+    """One method's shipped runs: the first shipped seed's prompts evaluated now on the test split (with its model),
+    plus every shipped seed's recorded test accuracy and their mean and sd (``seed_test_acc`` / ``mean_test_acc`` /
+    ``sd_test_acc``: read from the records, which a slow test checks against evaluating every shipped file)."""
     from ..tables import mean_std
     from ..training import evaluate
 
@@ -316,24 +317,23 @@ def _shipped_run(cfg: RunConfig, method: str, loaders: dict, root: Path, device:
     if not seeds:
         raise FileNotFoundError(f"no shipped run of {method!r} in {root}; shipped methods: "
                                 f"{[m for m in LESSON_METHODS if shipped_seeds(m, root)]}.")
-    per_seed, first = {}, None
-    for seed in seeds:
-        record = json.loads((root / "runs" / f"{run_name(method, seed)}.json").read_text())
-        tensors = root / "runs" / f"{run_name(method, seed)}.safetensors"
-        model, acc, evaluated = None, record["test_acc"], tensors.is_file()
-        if evaluated:
-            model = load_prompts(build_model(method_config_for(cfg, method, seed, "."), len(record["per_class_acc"])),
-                                 tensors).to(device)
-            test = evaluate(model, loaders["test"])
-            acc, record = test["acc"], {**record, "per_class_acc": test["per_class_acc"]}
-        if bar is not None:
-            bar.update()
-        per_seed[seed] = acc
-        if first is None:
-            first = {**record, "model": model, "test_acc": acc, "recorded_test_acc": record["test_acc"],
-                     "evaluated": evaluated, "source": "shipped", "seed": seed}
+    records = {s: json.loads((root / "runs" / f"{run_name(method, s)}.json").read_text()) for s in seeds}
+    seed, record = seeds[0], records[seeds[0]]
+    tensors = root / "runs" / f"{run_name(method, seed)}.safetensors"
+    model, acc, evaluated = None, record["test_acc"], tensors.is_file()
+    record = {**record, "test_metrics": None}
+    if evaluated:
+        model = load_prompts(build_model(method_config_for(cfg, method, seed, "."), len(record["per_class_acc"])),
+                             tensors).to(device)
+        test = evaluate(model, loaders["test"])
+        acc, record = test["acc"], {**record, "per_class_acc": test["per_class_acc"], "test_metrics": test}
+    if bar is not None:
+        bar.update()
+    per_seed = {s: r["test_acc"] for s, r in records.items()}
     mean, sd = mean_std(list(per_seed.values()))
-    return {**first, "seed_test_acc": per_seed, "mean_test_acc": mean, "sd_test_acc": sd}
+    return {**record, "model": model, "test_acc": acc, "recorded_test_acc": records[seed]["test_acc"],
+            "evaluated": evaluated, "source": "shipped", "seed": seed, "seed_test_acc": per_seed,
+            "mean_test_acc": mean, "sd_test_acc": sd}
 
 
 def lesson_runs(cfg: RunConfig, methods: Sequence[str], train: str = "auto", out_dir: Union[str, Path] = "results",
@@ -342,8 +342,9 @@ def lesson_runs(cfg: RunConfig, methods: Sequence[str], train: str = "auto", out
     """The runs a lesson shows, one dict per method in the form of :func:`~.run.train_run`'s result (``method``,
     ``model``, ``test_acc``, ``history``, ``parameters``, ``per_class_acc``, ``config``) plus ``source`` ("shipped"
     or "trained"), ``evaluated`` (False: a shipped record read, not computed: ``full`` and ``partial``, whose tuned
-    weights do not ship, and then ``model`` is None) and, for shipped runs, ``seed_test_acc`` / ``mean_test_acc`` /
-    ``sd_test_acc`` over the shipped seeds.
+    weights do not ship, and then ``model`` is None), ``test_metrics`` (:func:`~e2vpt_viz.training.evaluate`'s result on
+    the test split, when this call computed it, else None) and, for shipped runs, ``seed_test_acc`` / ``mean_test_acc`` /
+    ``sd_test_acc``: the shipped seeds' recorded accuracies (the first seed's is also computed now: ``test_acc``).
 
     ``train`` as in :func:`choose_train_mode`; a method with no shipped run is left out, with one printed line
     naming it. Trained runs go to ``out_dir/<method>-<settings digest>``: other
@@ -360,7 +361,7 @@ def lesson_runs(cfg: RunConfig, methods: Sequence[str], train: str = "auto", out
     shipped_methods = [m for m in methods if mode == "shipped" or (mode == "quick" and m != QUICK_METHOD)]
     missing = [m for m in shipped_methods if not shipped_seeds(m, root)]
     shipped_methods = [m for m in shipped_methods if m not in missing]
-    bar = tqdm(total=sum(len(shipped_seeds(m, root)) for m in shipped_methods), desc="shipped runs evaluated",
+    bar = tqdm(total=len(shipped_methods), desc="shipped runs evaluated",
                disable=not (progress and shipped_methods))
     results = []
     for method in (m for m in methods if m not in missing):
@@ -380,9 +381,10 @@ def lesson_runs(cfg: RunConfig, methods: Sequence[str], train: str = "auto", out
                                  Path(run_cfg.output_dir) / PROMPTS_FILE).to(device)
             test = evaluate(model, loaders["test"])
             _replay(callback, done["history"])
-            result = {**done, "model": model, "test_acc": test["acc"], "per_class_acc": test["per_class_acc"]}
+            result = {**done, "model": model, "test_acc": test["acc"], "per_class_acc": test["per_class_acc"],
+                      "test_metrics": test}
         else:
-            result = train_run(run_cfg, [callback] if callback else [], progress=False)
+            result = {**train_run(run_cfg, [callback] if callback else [], progress=False), "test_metrics": None}
         results.append({**result, "source": "trained", "evaluated": True})
     bar.close()
     if missing:
@@ -391,13 +393,13 @@ def lesson_runs(cfg: RunConfig, methods: Sequence[str], train: str = "auto", out
     return results
 
 
-RUNS_COLUMNS = ("method", "test acc (%), computed now", "mean ± sd over seeds (%)", "tunable params", "tunable (%)",
-                "where it comes from")
+RUNS_COLUMNS = ("method", "test acc (%), computed now", "mean ± sd over seeds (%), recorded", "tunable params",
+                "tunable (%)", "where it comes from")
 
 
 def runs_markdown(results: Sequence[dict]) -> str:
     """:func:`lesson_runs`' results as a Markdown table: the accuracy computed now (or read, for the records that ship
-    without tensors, marked so), the mean ± sd over the shipped seeds, parameter counts and the source of each row."""
+    without tensors, marked so), the mean ± sd of the shipped seeds' records, parameter counts and the source of each row."""
     from ..tables import markdown_table
 
     rows = []
@@ -456,22 +458,31 @@ def lesson_rewinding(cfg: RunConfig, mode: str, scores: pruning.ImportanceScores
 def lesson_few_shot(cfg: RunConfig, prompts: Union[str, Path], mode: str, shots: Sequence[int] = FEW_SHOTS,
                     seeds: Sequence[int] = FEW_SHOT_SEEDS, epochs: int = FEW_SHOT_EPOCHS,
                     root: Union[str, Path] = SHIPPED_DIR) -> dict:
-    """Notebook 05's few-shot comparison: ``{"rows", "live", "source"}``.
+    """Notebook 05's few-shot comparison: ``{"rows", "source", "prompts", "epochs"}``.
 
-    ``"full"``: every (shots, seed, initialisation) run trains now (:func:`~.fewshot.few_shot_comparison`).
-    ``"shipped"`` / ``"quick"``: the shipped rows, plus the smallest shot count's first seed trained now with both
-    initialisations (``live``: that row computed here, to set beside the shipped one: the same runs, so the same
-    numbers up to CPU arithmetic).
+    ``"full"``: every (shots, seed, initialisation) run trains now (:func:`~.fewshot.few_shot_comparison`, with a
+    progress bar per run). ``"shipped"`` / ``"quick"``: the shipped rows, read (instant);
+    :func:`few_shot_row_now` then trains one of them again.
     """
     from ..notebook import LessonSettingsError
 
     if mode == "full":
-        rows = few_shot_comparison(cfg, prompts, shots, seeds, epochs)
-        return {"rows": rows, "live": rows[0], "source": "trained"}
+        rows = few_shot_comparison(cfg, prompts, shots, seeds, epochs, progress=True)
+        return {"rows": rows, "source": "trained", "prompts": str(prompts), "epochs": epochs}
     shipped = json.loads((Path(root) / "fewshot.json").read_text())
     if Path(prompts).name != shipped["prompts"] or epochs != shipped["epochs"]:
         raise LessonSettingsError(f"the shipped few-shot runs used {shipped['prompts']} for {shipped['epochs']} "
                                   "epochs; set PROMPTS='auto' and EPOCHS to that, or TRAIN='full' to train yours.")
     rows = [r for r in shipped["rows"] if r["shots"] in shots]
-    live = few_shot_comparison(cfg, prompts, shots=[rows[0]["shots"]], seeds=[FEW_SHOT_SEEDS[0]], epochs=epochs)[0]
-    return {"rows": rows, "live": live, "source": "shipped"}
+    return {"rows": rows, "source": "shipped", "prompts": str(prompts), "epochs": epochs}
+
+
+def few_shot_row_now(cfg: RunConfig, few_shot: dict, seed: int = FEW_SHOT_SEEDS[0]) -> dict:
+    """The first row's shot count and ``seed``, both initialisations, trained now (a progress bar per run) to set
+    beside :func:`lesson_few_shot`'s row: the same runs, so the same accuracies up to CPU arithmetic. Rows that were
+    trained now (``"full"``) are returned as they are. ``{"shots", "random": [acc], "pvp": [acc], ...}``."""
+    first = few_shot["rows"][0]
+    if few_shot["source"] == "trained":
+        return first
+    return few_shot_comparison(cfg, few_shot["prompts"], shots=[first["shots"]], seeds=[seed],
+                               epochs=few_shot["epochs"], progress=True)[0]

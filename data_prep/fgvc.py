@@ -390,17 +390,20 @@ def _report(spec: DatasetSpec, root: Path, marker: dict) -> None:
                 json.dumps(spec.name), json.dumps(found))
 
 
-def write_subset(root: Path, classes: Optional[int], shots: Optional[int], seed: int) -> Path:
-    """Writes the teaching subset of a prepared ``root`` to ``root/subsets/<name>`` and returns that folder.
+def write_subset(root: Path, classes: Optional[int], shots: Optional[int], seed: int,
+                 into: Optional[Path] = None) -> Path:
+    """Writes the teaching subset of a prepared ``root`` to ``root/subsets/<name>`` (or ``into/<name>``, e.g. when
+    the root is read-only) and returns that folder.
 
     The folder holds train/val/test.json, split_fingerprints.json and subset.json, whose ``source`` points
-    back at the root, so FGVCDataset finds the root's images and annotations.
+    back at the root (relative inside it, absolute elsewhere), so FGVCDataset finds the root's images and annotations.
     """
     parts = ([f"classes{classes}"] if classes is not None else []) + (
         [f"shots{shots}", f"seed{seed}"] if shots is not None else [])
-    folder = root / SUBSETS / "_".join(parts)
+    folder = (root / SUBSETS if into is None else Path(into)) / "_".join(parts)
     chosen = subset({name: read_split(root, name) for name in SPLITS}, classes, shots, seed)
-    pointer = {"source": "../..", "classes": classes, "shots": shots, "seed": seed}
+    source = "../.." if into is None else str(Path(root).resolve())
+    pointer = {"source": source, "classes": classes, "shots": shots, "seed": seed}
     documents = {**{f"{name}.json": chosen[name] for name in SPLITS}, SUBSET_FILE: pointer,
                  FINGERPRINTS: {name: fingerprint(chosen[name]) for name in SPLITS}}
     if folder.is_dir() and all(_read_json(folder / n) == d for n, d in documents.items()):

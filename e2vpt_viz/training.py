@@ -30,8 +30,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .checkpoint import (atomic_write, check_signature, load_torch_state, model_signature, restore_trained_state,
-                         save_prompts, trained_state)
+from .checkpoint import (CheckpointMismatchError, CheckpointReadError, atomic_write, check_signature, load_torch_state,
+                         model_signature, restore_trained_state, save_prompts, trained_state)
 from .data import MAX_UNREADABLE, DatasetLayoutError
 from .model import PromptedViT
 from .run_folder import owning
@@ -296,14 +296,39 @@ def result_settings(settings: dict) -> dict:
     return {k: v for k, v in settings.items() if k not in NON_RESULT_SETTINGS}
 
 
+STATE_FIELDS = {"signature": dict, "train_config": dict, "epoch": int, "history": list, "trained": dict,
+                "optimizer": dict}  # what _save_state writes: a training state has exactly these
+
+
+def _check_state_fields(state, path: Path) -> None:
+    """A training state is a dict of exactly :data:`STATE_FIELDS` with those types, else one line that says so."""
+    fix = "Move it away (or give a new output_dir) to train this run from the start."
+    if not isinstance(state, dict):
+        raise CheckpointReadError(f"Training state {path} holds a {type(state).__name__}, not a training state; it was "
+                                  f"not loaded. {fix}")
+    unknown, missing = sorted(set(state) - set(STATE_FIELDS)), sorted(set(STATE_FIELDS) - set(state))
+    wrong = sorted(k for k, kind in STATE_FIELDS.items() if k in state and not isinstance(state[k], kind))
+    if unknown or missing or wrong:
+        parts = ([f"unknown fields {unknown}"] if unknown else []) + ([f"missing fields {missing}"] if missing else []) \
+            + ([f"fields of the wrong type {wrong}"] if wrong else [])
+        raise CheckpointReadError(f"Training state {path} was not written by this version of e2vpt-viz "
+                                  f"({'; '.join(parts)}); it was not loaded. {fix}")
+
+
 def _load_state(path: Path, model: PromptedViT, optimizer: torch.optim.Optimizer, config: TrainConfig) -> tuple:
     state = load_torch_state(path, "Training state", "Move it away to train this run from the start.")
+    _check_state_fields(state, path)
     expected = {"model": model_signature(model), "train": result_settings(asdict(config))}
     found = {"model": state.get("signature"), "train": result_settings(state.get("train_config") or {})}
     check_signature(found, expected, f"Training state {path}",
                     "Resume with the settings the run was started with, or give a new output_dir to start another run.")
     restore_trained_state(model, state["trained"], f"Training state {path}")
-    optimizer.load_state_dict(state["optimizer"])
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise CheckpointMismatchError(f"Training state {path}: its optimizer state does not fit this run "
+                                      f"({type(error).__name__}: {error}); it was not loaded. Give a new output_dir "
+                                      "to start another run.") from None
     return state["epoch"], state["history"]
 
 

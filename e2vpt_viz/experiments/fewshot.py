@@ -12,6 +12,8 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import logging
+import os
 import sys
 import time
 from dataclasses import asdict, replace
@@ -31,6 +33,8 @@ from ..training import evaluate, fit, result_settings
 
 if TYPE_CHECKING:
     from .config import RunConfig
+
+logger = logging.getLogger(__name__)
 
 
 class _RGBImageFolder(ImageFolder):
@@ -112,6 +116,28 @@ def pretrain_prompts(cfg: "RunConfig", source_root: Union[str, Path], out: Union
                                seconds=round(time.perf_counter() - started, 1), torch=torch.__version__)
 
 
+def subset_cache(root: Path) -> Path:
+    """Where the K-shot split files of a read-only data ``root`` go: ``$XDG_CACHE_HOME`` (else ``~/.cache``)
+    ``/e2vpt-viz/subsets/<root's name>-<digest of its absolute path>``."""
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    resolved = str(Path(root).resolve())
+    return base / "e2vpt-viz" / "subsets" / f"{Path(resolved).name}-{hashlib.sha256(resolved.encode()).hexdigest()[:12]}"
+
+
+def _subset_folder(root: Path, shots: int, seed: int) -> Path:
+    """The K-shot subset's split files, in ``root/subsets`` when the root is writable, else in :func:`subset_cache`
+    (a course's shared, read-only dataset): the same files either way, so the same results."""
+    from data_prep.fgvc import write_subset
+
+    try:
+        return write_subset(root, None, shots, seed)
+    except OSError as error:
+        cache = subset_cache(root)
+        logger.info("%s is not writable (%s); the %d-shot split files go to %s", root, type(error).__name__, shots,
+                    cache)
+        return write_subset(root, None, shots, seed, into=cache)
+
+
 def few_shot_comparison(cfg: "RunConfig", prompts: Union[str, Path], shots: Sequence[int] = (1, 2, 4, 8, 16),
                         seeds: Sequence[int] = (0, 1, 2), epochs: int = 50, progress: bool = False,
                         record: Union[str, Path, None] = None) -> list[dict]:
@@ -128,8 +154,6 @@ def few_shot_comparison(cfg: "RunConfig", prompts: Union[str, Path], shots: Sequ
     Returns one row per K: ``{"shots", "random_mean", "random_std", "pvp_mean", "pvp_std", "random", "pvp"}``
     (accuracies in [0, 1]; std over seeds, 0 for one seed).
     """
-    from data_prep.fgvc import write_subset
-
     from .run import build_model, prepare_data
 
     full = prepare_data(cfg, 1, 0)  # make sure the (starter) dataset exists
@@ -157,9 +181,10 @@ def few_shot_comparison(cfg: "RunConfig", prompts: Union[str, Path], shots: Sequ
                 for init in accs:
                     accs[init].append(done[f"{k}/{seed}/{init}"])
                 continue
-            subset = write_subset(root, None, k, seed)
+            subset = _subset_folder(root, k, seed)
+            warmup = min(max(1, epochs // 10), epochs - 1)  # 10 %, at least one epoch, none for a 1-epoch run
             run_cfg = cfg.replace(data={"root": str(subset)},
-                                  train={"seed": seed, "epochs": epochs, "warmup_epochs": max(1, epochs // 10)})
+                                  train={"seed": seed, "epochs": epochs, "warmup_epochs": warmup})
             train_config = replace(run_cfg.train, progress=progress)
             loaders = prepare_data(run_cfg, train_config.batch_size, seed)
             for init in ("random", "pvp"):

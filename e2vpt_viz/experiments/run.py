@@ -19,7 +19,7 @@ import torch
 from . import distributed as dist
 from .config import RunConfig, load_run_config, packaged_configs  # noqa: F401 (load_run_config is read from here too)
 from ..checkpoint import load_prompts, write_json
-from ..data import SPLITS, FGVCDataset, check_readable, make_loaders
+from ..data import SPLITS, DatasetLayoutError, FGVCDataset, check_readable, make_loaders
 from ..methods import apply_prompts, count_parameters
 from ..model import PromptedViT
 from ..run_folder import owning
@@ -41,7 +41,13 @@ def prepare_data(cfg: RunConfig, batch_size: int, seed: int) -> dict:
         from data_prep.synthetic import ensure_synthetic
 
         if dist.is_main():
-            ensure_synthetic(root, task="target", workers=1)  # in-process: safe from scripts and notebooks
+            try:
+                ensure_synthetic(root, task="target", workers=1)  # in-process: safe from scripts and notebooks
+            except OSError as error:  # a read-only or full location: say where and what to do, before any work
+                raise DatasetLayoutError(
+                    f"The offline starter dataset is generated at data.root={root} when missing, but it cannot be "
+                    f"written there ({type(error).__name__}: {error.strerror or error}); set data.root to a folder "
+                    "you can write, or generate it once with: python -m data_prep synthetic --root <folder>") from None
         dist.barrier()
     check_readable({split: FGVCDataset(root, split) for split in SPLITS}, data.max_unreadable)
     device = dist.processes().device(cfg.train)

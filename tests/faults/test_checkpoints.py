@@ -182,6 +182,29 @@ def test_a_training_state_swapped_in_from_another_task_is_refused_and_kept(four_
     outcome("model.num_classes: checkpoint 3 vs model 4; the file is left as it was and nothing else is written")
 
 
+@pytest.mark.parametrize("change, expected", [
+    (lambda state: {**state, "ema": {}}, "unknown fields ['ema']"),
+    (lambda state: {k: v for k, v in state.items() if k != "optimizer"}, "missing fields ['optimizer']"),
+    (lambda state: {**state, "epoch": "3"}, "fields of the wrong type ['epoch']"),
+    (lambda state: [state["trained"]], "holds a list, not a training state"),
+], ids=["unknown-field", "missing-field", "wrong-type", "not-a-dict"])
+def test_a_training_state_with_unknown_or_missing_fields_is_refused_and_kept(change, expected, four_classes,
+                                                                             reference, tmp_path, capsys, outcome):
+    """4d · a train_state.pt of another version (a field more, a field less, a field of another type, not a dict) →
+    refused in one line naming the fields, before any training; the file is kept"""
+    out = tmp_path / "mine"
+    out.mkdir()
+    state = torch.load(reference / STATE_FILE, map_location="cpu", weights_only=True)
+    torch.save(change(state), out / STATE_FILE)
+    before = digest(out / STATE_FILE)
+    assert main([*TRAIN, *run_args(four_classes, out)]) == 2
+    message = capsys.readouterr().err.strip()
+    assert message.startswith(f"error: Training state {out / STATE_FILE} ") and expected in message, message
+    assert "\n" not in message and message.endswith("to train this run from the start.")
+    assert digest(out / STATE_FILE) == before and sorted(p.name for p in out.iterdir()) == [STATE_FILE]
+    outcome(expected)
+
+
 def test_prompts_of_another_width_name_both_sides(tmp_path, outcome):
     """4c · prompts / PVP prompts of a backbone of another width → refused naming both widths"""
     torch.manual_seed(0)

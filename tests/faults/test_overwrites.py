@@ -296,3 +296,36 @@ def test_figures_and_widgets_given_nothing_say_so_in_one_line(outcome):
         said[name] = str(refused.value)
         assert said[name].count("\n") == 0 and ("to draw" in said[name] or "at least one" in said[name]), said[name]
     outcome(f"{len(said)} figures and widgets, e.g. {said['PruningSlider'][:90]}")
+
+
+@pytest.mark.skipif(not Path("/sys").is_dir(), reason="needs Linux's read-only /sys")
+def test_read_only_data_roots_train_and_run_few_shot_or_say_where_to_write(fault_root, tmp_path, monkeypatch,
+                                                                            capsys, outcome):
+    """11n · a data root that cannot be written: the starter to be generated on a read-only file system (/sys refuses
+    even root) → one line naming data.root and the fix, nothing written; few-shot subsets of a root whose subsets
+    folder cannot be made → written to the user's cache instead, with the same split files (was: a traceback)"""
+    from data_prep.fgvc import write_subset
+    from e2vpt_viz.experiments.fewshot import few_shot_comparison, subset_cache
+    from e2vpt_viz.experiments.run import load_run_config
+    from e2vpt_viz.pvp import save_prompt_modules
+    from e2vpt_viz.experiments.run import build_model
+
+    out = tmp_path / "run"
+    assert main([*TRAIN, *run_args(Path("/sys/e2vpt-viz-starter"), out), "data.synthetic=true"]) == 2
+    said = capsys.readouterr().err
+    assert said.startswith("error: The offline starter dataset is generated at data.root=/sys/e2vpt-viz-starter")
+    assert said.count("\n") == 1 and "set data.root to a folder you can write" in said and not out.exists()
+
+    root = tmp_path / "shared"  # a course's dataset: its subsets/ cannot be created (a file is in the way)
+    shutil.copytree(fault_root, root)
+    (root / "subsets").write_text("not a folder")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    cfg = load_run_config("starter", run_args(root, tmp_path / "unused", epochs=1)[:1] + ["train.batch_size=4"])
+    prompts = save_prompt_modules(build_model(cfg, 3), tmp_path / "pvp.safetensors")
+    rows = few_shot_comparison(cfg, prompts, shots=[1], seeds=[0], epochs=1)
+    cached = subset_cache(root) / "shots1_seed0"
+    writable = write_subset(fault_root, None, 1, 0)  # the same subset where the root is writable
+    for name in ("train.json", "val.json", "test.json"):
+        assert read_json(cached / name) == read_json(writable / name), name
+    assert (root / "subsets").read_text() == "not a folder" and len(rows) == 1
+    outcome(f"read-only starter location: {said.strip()[:80]}…; few-shot subsets went to the cache, same splits")

@@ -100,10 +100,7 @@ def record_attention(model: nn.Module) -> Iterator[AttentionRecorder]:
 
     The model returns to its own path when the block exits, also after an exception.
     """
-    if not hasattr(model, "recording_attention"):
-        raise TypeError(
-            f"record_attention needs a model made by e2vpt_viz.apply_prompts, got {type(model).__name__}. "
-            "Wrap a timm ViT first: model = apply_prompts(backbone, config, num_classes)."
-        )
-    with model.recording_attention() as recorder:
+    from .model import require_prompted  # the model module imports this one
+
+    with require_prompted(model, "record_attention").recording_attention() as recorder:
         yield recorder

@@ -22,6 +22,7 @@ from data_prep.layout import (CLASS_NAMES_FILE, IMAGE_DIRS, SPLITS, SUBSET_FILE,
                               read_cub_table, read_split, source_root)
 
 from .backbones import IMAGENET_MEAN, IMAGENET_STD
+from .checks import non_negative_int, positive_int
 
 __all__ = ["CLASS_NAMES_FILE", "IMAGE_DIRS", "SPLITS", "SUBSET_FILE", "UNREADABLE_IMAGE_ERRORS", "CUBAnnotations",
            "DatasetLayoutError", "FGVCDataset", "build_transforms", "check_readable", "collate_readable",
@@ -32,7 +33,7 @@ __all__ = ["CLASS_NAMES_FILE", "IMAGE_DIRS", "SPLITS", "SUBSET_FILE", "UNREADABL
 
 def resize_size(crop_size: int) -> int:
     """Short side before cropping, VPT's 256 for a 224 crop, scaled: round(crop · 256 / 224)."""
-    return round(crop_size * 256 / 224)
+    return round(positive_int("crop_size", crop_size) * 256 / 224)
 
 
 def build_transforms(crop_size: int, train: bool) -> v2.Compose:
@@ -219,6 +220,7 @@ def make_loaders(root: Union[str, Path], crop_size: int, batch_size: int, num_wo
 def split_loader(dataset: Dataset, train: bool, batch_size: int, num_workers: int = 0, seed: int = 0,
                  pin_memory: bool = False) -> DataLoader:
     """A DataLoader as every split gets it: the training split is shuffled by a generator seeded with ``seed``."""
+    batch_size, num_workers = positive_int("batch_size", batch_size), non_negative_int("num_workers", num_workers)
     generator = torch.Generator().manual_seed(seed) if train else None
     return DataLoader(dataset, batch_size=batch_size, shuffle=train, generator=generator, num_workers=num_workers,
                       drop_last=False, persistent_workers=num_workers > 0, pin_memory=pin_memory,

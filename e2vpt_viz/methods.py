@@ -15,21 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .model import ModelOptions, PromptedViT, PromptLayout, check_supported_backbone
-
-
-def plain_scalar(value: Any) -> Any:
-    """A numpy or one-element torch scalar as the Python number it holds; anything else unchanged."""
-    if isinstance(value, np.generic) or (isinstance(value, torch.Tensor) and value.numel() == 1):
-        return value.item()
-    return value
-
-
-def _check_positive_int(name: str, value: Any) -> int:
-    value = plain_scalar(value)
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-    return value
+from .checks import plain_scalar, positive_int
+from .model import ModelOptions, PromptedViT, PromptLayout, check_supported_backbone, require_prompted
 
 
 def _check_dropout(value: Any) -> float:
@@ -100,7 +87,7 @@ class PartialConfig(MethodConfig):
     num_blocks: int = 1
 
     def __post_init__(self) -> None:
-        self.num_blocks = _check_positive_int("num_blocks", self.num_blocks)
+        self.num_blocks = positive_int("num_blocks", self.num_blocks)
 
     def trains_backbone_param(self, param_name: str, depth: int) -> bool:
         if self.num_blocks > depth:
@@ -121,8 +108,8 @@ class LoRAConfig(MethodConfig):
     target_modules: tuple[str, ...] = ("qkv",)
 
     def __post_init__(self) -> None:
-        self.rank = _check_positive_int("rank", self.rank)
-        self.alpha = _check_positive_int("alpha", self.alpha)
+        self.rank = positive_int("rank", self.rank)
+        self.alpha = positive_int("alpha", self.alpha)
         self.dropout = _check_dropout(self.dropout)
         self.target_modules = tuple(self.target_modules)
 
@@ -151,7 +138,7 @@ class VPTConfig(MethodConfig):
     dropout: Optional[float] = None
 
     def __post_init__(self) -> None:
-        self.num_prompts = _check_positive_int("num_prompts", self.num_prompts)
+        self.num_prompts = positive_int("num_prompts", self.num_prompts)
         if self.dropout is None:
             self.dropout = 0.1 if self.deep else 0.0
         self.dropout = _check_dropout(self.dropout)
@@ -186,8 +173,8 @@ class E2VPTConfig(MethodConfig):
     masks: bool = True
 
     def __post_init__(self) -> None:
-        self.num_prompts = _check_positive_int("num_prompts", self.num_prompts)
-        self.num_kv_prompts = _check_positive_int("num_kv_prompts", self.num_kv_prompts)
+        self.num_prompts = positive_int("num_prompts", self.num_prompts)
+        self.num_kv_prompts = positive_int("num_kv_prompts", self.num_kv_prompts)
         self.dropout = _check_dropout(self.dropout)
         if self.kv_layers not in ("all", "first"):
             raise ValueError(f"kv_layers must be 'all' or 'first', got {self.kv_layers!r}.")
@@ -249,7 +236,7 @@ def apply_prompts(backbone: nn.Module, config: MethodConfig, num_classes: int,
     """
     if not isinstance(config, MethodConfig):
         raise TypeError(f"config must be a method config such as E2VPTConfig(...), got {type(config).__name__}.")
-    num_classes = _check_positive_int("num_classes", num_classes)
+    num_classes = positive_int("num_classes", num_classes)
     check_supported_backbone(backbone)
     if getattr(backbone, WRAPPED, False):
         raise ValueError("this backbone already belongs to a model made by apply_prompts; two models on one backbone "
@@ -273,6 +260,7 @@ def count_parameters(model: PromptedViT) -> dict[str, Any]:
     (adapter weights excluded), ``backbone_tuned`` its trainable part (full, bias, partial, LoRA),
     ``tunable_pct`` = 100 · tunable / backbone.
     """
+    require_prompted(model, "count_parameters")
     visual = 0
     if model.visual_prompts is not None:
         depth = model.visual_prompts.shape[0]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional
 
 import torch
 from torch import nn
@@ -60,6 +60,14 @@ class ModelOptions:
     fused_attn: bool = True
     skip_unread_tokens: bool = True
     grad_checkpointing: bool = False
+
+
+def require_prompted(model: Any, caller: str) -> "PromptedViT":
+    """``model`` when it is a :class:`PromptedViT`, else one-line ``TypeError`` naming ``caller`` and the fix."""
+    if not isinstance(model, PromptedViT):
+        raise TypeError(f"{caller} needs a model made by e2vpt_viz.apply_prompts, got {type(model).__name__}. Wrap a "
+                        "timm ViT first: model = apply_prompts(backbone, config, num_classes).")
+    return model
 
 
 def check_supported_backbone(backbone: nn.Module) -> None:

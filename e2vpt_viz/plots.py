@@ -35,6 +35,19 @@ def nothing_to_draw(what: str, items, fix: str) -> None:
         raise ValueError(f"no {what} to draw: {fix}")
 
 
+def check_rows(what: str, rows, keys: Sequence[str], fix: str) -> None:
+    """:func:`nothing_to_draw`, then one-line ``TypeError`` unless ``rows`` is a list of mappings that each hold
+    ``keys`` (the rows a figure draws: method results, sweep results, few-shot rows)."""
+    if isinstance(rows, (str, bytes, Mapping)) or not isinstance(rows, Sequence):
+        raise TypeError(f"{what} must be a list of rows (dicts), got {type(rows).__name__}: {fix}")
+    nothing_to_draw(what, rows, fix)
+    for row in rows:
+        missing = [k for k in keys if not isinstance(row, Mapping) or k not in row]
+        if missing:
+            raise TypeError(f"each of the {what} must be a dict with {', '.join(keys)}; got "
+                            f"{type(row).__name__ if not isinstance(row, Mapping) else 'one without ' + ', '.join(missing)}: {fix}")
+
+
 def _method_key(name: str) -> str:
     return name.strip().lower().replace("²", "2").replace("_", "-").replace(" ", "-")
 
@@ -207,7 +220,8 @@ def pruning_tradeoff(sweep_results: Sequence[Mapping], rewound: Sequence[Mapping
 
     Trace order: curve, rewound candidates, chosen, highlighted ratio (each only when given).
     """
-    nothing_to_draw("sweep results", sweep_results, "run pruning_sweep() first (its .results, one per ratio).")
+    check_rows("sweep results", sweep_results, ("ratio", "acc", "parameters"),
+               "run pruning_sweep() first (its .results, one per ratio).")
     color = method_color("e2vpt")
     fig = go.Figure()
     fig.add_trace(go.Scatter(x=[r["parameters"]["tunable"] for r in sweep_results],
@@ -255,7 +269,8 @@ def pruning_dashboard(sweep_results: Sequence[Mapping], rewound: Sequence[Mappin
     Trace order: the :func:`pruning_tradeoff` traces, then the per-class bars (``data[-2]``), then the highlighted
     point (``data[-1]``), which :class:`~e2vpt_viz.widgets.PruningSlider` updates.
     """
-    nothing_to_draw("sweep results", sweep_results, "run pruning_sweep() first (its .results, one per ratio).")
+    check_rows("sweep results", sweep_results, ("ratio", "acc", "parameters"),
+               "run pruning_sweep() first (its .results, one per ratio).")
     reference = min(sweep_results, key=lambda r: r["ratio"])
     point = min(sweep_results, key=lambda r: abs(r["ratio"] - highlight))
     count = len(point["per_class_acc"])
@@ -391,7 +406,7 @@ def accuracy_vs_parameters(results: Sequence[Mapping]) -> go.Figure:
     """Test accuracy against tunable parameters (log scale), one marker per run of
     :func:`~e2vpt_viz.experiments.run.compare_methods` (rows with ``method``, ``test_acc`` and
     ``parameters["tunable"]``) in the method's colour (:func:`method_color`)."""
-    nothing_to_draw("method results", results, "train at least one method first.")
+    check_rows("method results", results, ("method", "test_acc", "parameters"), "train at least one method first.")
     fig = go.Figure()
     for r in results:
         fig.add_trace(go.Scatter(x=[r["parameters"]["tunable"]], y=[100 * r["test_acc"]], mode="markers+text",
@@ -451,7 +466,7 @@ def few_shot_curves(rows: Sequence[Mapping]) -> go.Figure:
     """Few-shot test accuracy against shots per class, random vs PVP initialisation, mean ± std over seeds (rows from
     :func:`~e2vpt_viz.experiments.fewshot.few_shot_comparison`). The random start (E²VPT's prompts trained from
     scratch) is drawn in E²VPT's colour, the PVP start in PVP's (:data:`METHOD_COLORS`)."""
-    nothing_to_draw("few-shot rows", rows, "run few_shot_comparison() first.")
+    check_rows("few-shot rows", rows, ("shots", "random_mean", "pvp_mean"), "run few_shot_comparison() first.")
     fig = go.Figure()
     shots = [r["shots"] for r in rows]
     for init, label, method in (("random", "random init", "e2vpt"), ("pvp", "PVP init", "pvp")):

@@ -27,7 +27,8 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .checkpoint import write_json
-from .methods import count_parameters, plain_scalar
+from .checks import plain_scalar, positive_int
+from .methods import count_parameters
 from .model import NUM_SEGMENTS, PromptedViT
 from .training import TrainConfig, evaluate, fit, seed_epoch
 
@@ -146,13 +147,13 @@ def _budgets(total: int, percents: Sequence[int], min_kept: int) -> list[int]:
 
 def token_budgets(num_prompts: int, percents: Sequence[int] = PERCENTS, min_kept: int = MIN_KEPT_TOKENS) -> list[int]:
     """Candidate numbers of pruned tokens: P=5 → [0, 1, 2, 3, 4]; P=10 → [1, …, 9]."""
-    return _budgets(num_prompts, percents, min_kept)
+    return _budgets(positive_int("num_prompts", num_prompts), percents, min_kept)
 
 
 def segment_budgets(num_segments: int = NUM_SEGMENTS, percents: Sequence[int] = PERCENTS,
                     min_kept: int = MIN_KEPT_SEGMENTS) -> list[int]:
     """Candidate numbers of pruned segments per kept token: 16 segments → [1, 3, 4, 6, 8, 9, 11, 12]."""
-    return _budgets(num_segments, percents, min_kept)
+    return _budgets(positive_int("num_segments", num_segments), percents, min_kept)
 
 
 def pruning_masks(scores: ImportanceScores, num_tokens: int, num_segments: int) -> tuple[torch.Tensor, torch.Tensor]:

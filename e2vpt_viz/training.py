@@ -23,7 +23,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Literal, Optional, Sequence, Union
+from typing import Any, Callable, Literal, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from .checkpoint import (CheckpointMismatchError, CheckpointReadError, atomic_write, check_signature, load_torch_state,
                          model_signature, restore_trained_state, save_prompts, trained_state)
 from .data import MAX_UNREADABLE, DatasetLayoutError
-from .model import PromptedViT
+from .model import PromptedViT, require_prompted
 from .run_folder import owning
 
 STATE_FILE = "train_state.pt"
@@ -196,6 +196,16 @@ def _autocast(device: torch.device, enabled: bool):
     return torch.autocast("cuda", dtype=torch.bfloat16) if enabled and device.type == "cuda" else nullcontext()
 
 
+def check_loader(loader: Any, caller: str, role: str, batched: bool = False) -> None:
+    """One-line ``TypeError`` unless ``loader`` yields ``(images, labels)`` batches (a DataLoader, e.g. from
+    :func:`~e2vpt_viz.data.make_loaders`; ``batched``: one that also knows its ``batch_size`` and length, as training
+    needs)."""
+    iterable = loader is not None and not isinstance(loader, (str, bytes, dict)) and hasattr(loader, "__iter__")
+    if not iterable or (batched and not (hasattr(loader, "batch_size") and hasattr(loader, "__len__"))):
+        raise TypeError(f"{caller} needs {role} as a DataLoader of (images, labels) batches, e.g. "
+                        f"make_loaders(root, crop_size, batch_size)['train'], got {type(loader).__name__}.")
+
+
 @torch.no_grad()
 def evaluate(model: PromptedViT, loader: DataLoader, device: Union[str, torch.device, None] = None,
              amp: bool = True, forward: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
@@ -209,6 +219,8 @@ def evaluate(model: PromptedViT, loader: DataLoader, device: Union[str, torch.de
     the split's listed images were left out, and more than the dataset's ``max_unreadable`` share (5% by default)
     raises :class:`~e2vpt_viz.data.DatasetLayoutError`.
     """
+    require_prompted(model, "evaluate()")
+    check_loader(loader, "evaluate()", "the split to evaluate")
     device = torch.device(device) if device is not None else next(model.parameters()).device
     forward = forward if forward is not None else model
     num_classes = model.num_classes
@@ -384,6 +396,12 @@ def fit(model: PromptedViT, train_loader: DataLoader, val_loader: Optional[DataL
     history. ``checkpoint_dir`` belongs to this process while it trains (:func:`~e2vpt_viz.run_folder.owning`): a
     second process training there gets :class:`~e2vpt_viz.run_folder.RunFolderBusyError`.
     """
+    require_prompted(model, "fit()")
+    check_loader(train_loader, "fit()", "the training split", batched=True)
+    if val_loader is not None:
+        check_loader(val_loader, "fit()", "the validation split (or None)")
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"fit() needs a TrainConfig(...) as config, got {type(config).__name__}.")
     held = owning(checkpoint_dir) if checkpoint_dir is not None and processes.is_main else nullcontext()
     with held:
         return _fit(model, train_loader, val_loader, config, checkpoint_dir, callbacks, processes)

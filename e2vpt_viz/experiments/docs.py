@@ -240,11 +240,11 @@ def performance_text(r: dict[str, dict]) -> str:
     t = gpu["targets"]
     trained = ", ".join(f"`{name}` {count}" for name, count in nb["methods_trained"].items())
     return "\n".join([
-        f"- **Lessons** (commit {_commit(nb)}): at the full 100-epoch schedule on the offline starter each method "
-        f"takes about {nb['minutes_per_method'][0]} to {nb['minutes_per_method'][1]} minutes on 2 CPU cores; methods "
-        f"trained per notebook: {trained} (03 also rewinds {nb['rewound_candidates_03']} candidates); notebook 01 "
-        f"takes about {nb['notebook_01_minutes']} minutes. `EPOCHS = {nb['short_epochs']}` in the parameters cell "
-        "is the quick setting.",
+        f"- **Lessons**: in their default mode (the shipped runs evaluated now) see [how long a lesson "
+        "takes](lessons.md#how-long-a-lesson-takes) on 2 CPU cores. Training every method "
+        f"now (`TRAIN = \"full\"`, commit {_commit(nb)}): at the full 100-epoch schedule on the offline starter each "
+        f"method takes about {nb['minutes_per_method'][0]} to {nb['minutes_per_method'][1]} minutes on 2 CPU cores; "
+        f"methods trained per notebook: {trained} (03 also rewinds {nb['rewound_candidates_03']} candidates).",
         f"- **Unread tokens** (commit {_commit(skip)}, torch {skip['torch']}): not computing them saves "
         f"{skip['starter_epoch_saving_pct']}% of a starter epoch (E²VPT).",
         f"- **GPU**: unmeasured. The targets ({t['device']}): ≥ {t['train_images_per_second']:,} training images/s, "
@@ -265,6 +265,24 @@ def benchmarks_text(root: Path) -> str:
                      f"{r['device']}; torch {r['torch']}; {r['date']}\n\n```\n" + "\n".join(r["output"])
                      + f"\n```\n{notes}".rstrip())
     return "\n\n".join(parts)
+
+
+def lesson_timings_text(root: Path) -> str:
+    """The lessons' timings from Run All in a kernel (``benchmarks/results/lessons_cpu.json``, written by
+    ``python benchmarks/lessons.py --write ...``): first figure, central element, whole notebook, against the budgets."""
+    path = root / "benchmarks" / "results" / "lessons_cpu.json"
+    if not path.is_file():
+        return "The lessons' timings are not in this checkout."
+    r = json.loads(path.read_text())
+    b = r["budgets"]
+    rows = [[row["notebook"], f"{row['first_figure_s']:.0f} s", f"{row['central_s']:.0f} s", f"{row['total_s']:.0f} s",
+             "yes" if row["within_budget"] else "**no**"] for row in r["rows"]]
+    return (f"Run All in a fresh kernel with the default parameters, {r['device']}, torch {r['torch']}, {r['date']} "
+            f"(`{r['command']}`). Budgets: first figure ≤ {b['first_figure_s']} s, the lesson's central element "
+            f"(01 pruning slider, 02 attention explorer, 03 slider, 04 accuracy vs parameters, 05 few-shot curves) ≤ "
+            f"{b['central_s']} s, whole notebook ≤ {b['total_s']} s. Every cell that runs over 10 s shows a progress "
+            "bar or a figure that fills as it runs.\n\n"
+            + markdown_table(["lesson", "first figure", "central element", "whole notebook", "within budget"], rows))
 
 
 def lesson_results_text(root: Path) -> str:
@@ -366,7 +384,7 @@ def render(root: Union[str, Path] = ROOT) -> dict[Path, str]:
         raise FileNotFoundError(f"no result files in {root / RESULTS_DIR}: run `python -m e2vpt_viz docs` from a "
                                 "source checkout of the repository (pip install -e .).")
     blocks = {**{name: fn(results) for name, fn in BLOCKS.items()}, "benchmarks": benchmarks_text(root),
-              "lesson-results": lesson_results_text(root)}
+              "lesson-results": lesson_results_text(root), "lesson-timings": lesson_timings_text(root)}
     pages = {root / "docs" / "results.md": results_index(results)}
     for path in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
         if path in pages:

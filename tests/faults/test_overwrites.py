@@ -329,3 +329,93 @@ def test_read_only_data_roots_train_and_run_few_shot_or_say_where_to_write(fault
         assert read_json(cached / name) == read_json(writable / name), name
     assert (root / "subsets").read_text() == "not a folder" and len(rows) == 1
     outcome(f"read-only starter location: {said.strip()[:80]}…; few-shot subsets went to the cache, same splits")
+
+
+def _public_argument_cases(root):
+    """(call, exception type, fragment of its one-line message) for wrong arguments to every public function a lesson
+    or a script calls: the package root, pruning, plots (one row per argument kind: wrong type, out of range, missing)."""
+    import torch
+
+    from conftest import tiny_vit
+    from e2vpt_viz import (E2VPTConfig, LoRAConfig, TrainConfig, VPTConfig, apply_prompts, build_transforms,
+                           count_parameters, evaluate, fit, load_backbone, load_prompts, make_loaders, method_config,
+                           record_attention, save_prompts)
+    from e2vpt_viz import plots, pruning
+    from e2vpt_viz.data import FGVCDataset, split_loader
+
+    def model():
+        return apply_prompts(tiny_vit(), E2VPTConfig(num_prompts=3, num_kv_prompts=2), 4)
+
+    scores = pruning.ImportanceScores(torch.zeros(3), torch.zeros(3, 16))
+    batches = [(torch.zeros(2, 3, 32, 32), torch.zeros(2, dtype=torch.long))]
+    return {
+        "load_backbone(name=123)": (lambda: load_backbone(123), ValueError, "Unknown backbone 123"),
+        "apply_prompts(backbone=None)": (lambda: apply_prompts(None, E2VPTConfig(), 4), TypeError, "timm VisionTransformer"),
+        "apply_prompts(config='e2vpt')": (lambda: apply_prompts(tiny_vit(), "e2vpt", 4), TypeError, "method config"),
+        "apply_prompts(num_classes='4')": (lambda: apply_prompts(tiny_vit(), E2VPTConfig(), "4"), ValueError,
+                                           "num_classes must be a positive integer, got '4'"),
+        "method_config(name='vpt')": (lambda: method_config("vpt"), ValueError, "Unknown method 'vpt'"),
+        "method_config(num_prompt=5)": (lambda: method_config("e2vpt", num_prompt=5), ValueError, "num_prompt"),
+        "E2VPTConfig(num_prompts=-1)": (lambda: E2VPTConfig(num_prompts=-1), ValueError, "num_prompts must be"),
+        "VPTConfig(dropout=2.0)": (lambda: VPTConfig(dropout=2.0), ValueError, "dropout must be a number in [0, 1)"),
+        "LoRAConfig(rank=0)": (lambda: LoRAConfig(rank=0), ValueError, "rank must be a positive integer"),
+        "count_parameters(model=Linear)": (lambda: count_parameters(torch.nn.Linear(2, 2)), TypeError,
+                                           "count_parameters needs a model made by e2vpt_viz.apply_prompts"),
+        "record_attention(model=Linear)": (lambda: record_attention(torch.nn.Linear(2, 2)).__enter__(), TypeError,
+                                           "record_attention needs a model made by e2vpt_viz.apply_prompts"),
+        "FGVCDataset(split='tran')": (lambda: FGVCDataset(root, "tran"), ValueError, "split must be one of"),
+        "build_transforms(crop_size=0)": (lambda: build_transforms(0, train=True), ValueError,
+                                          "crop_size must be a positive integer, got 0"),
+        "build_transforms(crop_size='a')": (lambda: build_transforms("a", train=True), ValueError,
+                                            "crop_size must be a positive integer, got 'a'"),
+        "make_loaders(batch_size=0)": (lambda: make_loaders(root, 32, 0), ValueError,
+                                       "batch_size must be a positive integer, got 0"),
+        "split_loader(num_workers=-1)": (lambda: split_loader([], False, 4, num_workers=-1), ValueError,
+                                         "num_workers must be an integer >= 0, got -1"),
+        "load_prompts(path missing)": (lambda: load_prompts(model(), "/nonexistent/p.safetensors"), FileNotFoundError,
+                                       "does not exist"),
+        "save_prompts(path=a folder)": (lambda: save_prompts(model(), "/tmp"), OSError, "it is a folder"),
+        "evaluate(loader=None)": (lambda: evaluate(model(), None), TypeError, "evaluate() needs the split to evaluate"),
+        "evaluate(model=Linear)": (lambda: evaluate(torch.nn.Linear(2, 2), batches), TypeError,
+                                   "evaluate() needs a model made by e2vpt_viz.apply_prompts"),
+        "evaluate(loader=[])": (lambda: evaluate(model(), []), ValueError, "empty loader"),
+        "fit(train_loader=list)": (lambda: fit(model(), batches, None, TrainConfig(epochs=1, warmup_epochs=0)),
+                                   TypeError, "fit() needs the training split as a DataLoader"),
+        "fit(config=dict)": (lambda: fit(model(), split_loader([0, 1], False, 2), None, {"epochs": 1}), TypeError,
+                             "fit() needs a TrainConfig"),
+        "TrainConfig(epochs=0)": (lambda: TrainConfig(epochs=0), ValueError, "epochs must be a positive integer"),
+        "TrainConfig(batch_size='32')": (lambda: TrainConfig(batch_size="32"), ValueError, "batch_size must be"),
+        "token_budgets(num_prompts=0)": (lambda: pruning.token_budgets(0), ValueError,
+                                         "num_prompts must be a positive integer, got 0"),
+        "pruning_masks(num_tokens=5 of 3)": (lambda: pruning.pruning_masks(scores, 5, 0), ValueError,
+                                             "num_tokens must be in [0, 2]"),
+        "pruning_sweep(ratios=[1.5])": (lambda: pruning.pruning_sweep(model(), batches, [1.5], scores=scores),
+                                        ValueError, "1.5"),
+        "importance_scores(score='magnitude')": (lambda: pruning.importance_scores(model(), batches, "magnitude"),
+                                                 ValueError, "'magnitude'"),
+        "accuracy_vs_parameters(results='x')": (lambda: plots.accuracy_vs_parameters("x"), TypeError,
+                                                "method results must be a list of rows"),
+        "accuracy_vs_parameters(rows without test_acc)": (
+            lambda: plots.accuracy_vs_parameters([{"method": "e2vpt", "parameters": {}}]), TypeError,
+            "one without test_acc"),
+        "few_shot_curves(rows=dict)": (lambda: plots.few_shot_curves({"shots": 1}), TypeError,
+                                       "few-shot rows must be a list of rows"),
+        "pruning_tradeoff(rows of numbers)": (lambda: plots.pruning_tradeoff([0.1, 0.2]), TypeError,
+                                              "must be a dict with ratio, acc, parameters"),
+    }
+
+
+def test_wrong_arguments_to_public_functions_end_in_one_line_naming_the_argument(fault_root, outcome):
+    """11o · every public function a lesson or a script calls, given a wrong type, an out-of-range value or a missing
+    piece → the library's own one-line error naming the argument (was, among others: AttributeError 'Linear' object
+    has no attribute 'visual_prompts', 'NoneType' object is not iterable, string indices must be integers,
+    torch's batch_size message, a silently accepted crop size 0)"""
+    cases = _public_argument_cases(fault_root)
+    for name, (call, kind, fragment) in cases.items():
+        with pytest.raises(kind) as raised:
+            call()
+        message = str(raised.value)
+        assert fragment in message and "\n" not in message.strip(), (name, message)
+        assert raised.traceback[-1].path.parts[-2] in ("e2vpt_viz", "data_prep"), (name, str(raised.traceback[-1].path))
+    outcome(f"{len(cases)} wrong arguments, each one line from the library (e.g. "
+            f"{cases['evaluate(loader=None)'][2]!r})")

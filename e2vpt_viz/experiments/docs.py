@@ -95,9 +95,10 @@ def main_job_text(r: dict[str, dict]) -> str:
     seeds = " / ".join(map(str, job["seeds"]))
     return (f"**1. The main job**: install, then train E²VPT on the offline starter for {job['schedule']['epochs']} "
             f"epochs ({job['schedule']['warmup_epochs']} of them warm-up) and write `results/starter/report.md` and "
-            f"`report.html`. Measured on a fresh clone without a pip cache, 2 CPU cores: the install took {install['seconds']} s ({install['package_seconds']} s "
+            f"`report.html`. Measured on 2 CPU cores: the install (a fresh clone, no pip cache) took {install['seconds']} s ({install['package_seconds']} s "
             f"the package, {install['extras_seconds']} s its extras; most of it is pip fetching torch's CUDA build), "
-            f"the report {_seconds(run['seconds'])} in two runs ({_seconds(run['train_seconds'])} of it training). "
+            f"the report {_seconds(run['seconds'])}{' in ' + str(len(run['seconds'])) + ' runs' if len(run['seconds']) > 1 else ''} "
+            f"({_seconds(run['train_seconds'])} of it training). "
             f"Test accuracy: {_f(e2vpt['test_acc_mean'])} ± {_f(e2vpt['test_acc_sd'])}% over training seeds {seeds} "
             f"({' / '.join(_f(a) for a in e2vpt['test_acc'])}), "
             f"{_f(e2vpt['test_acc_mean'] - linear['test_acc_mean'])} points above the linear probe's "

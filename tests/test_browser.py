@@ -511,7 +511,7 @@ def test_notebook_03_slider_keeps_the_ratio_the_code_set_and_rewinding_marks_the
     readout = notebook.page.locator("[data-e2vpt-ratio] .widget-readout").inner_text().strip()
     assert float(readout) == pytest.approx(wanted), f"the code set {wanted}, the page shows {readout}"
     assert parse_label(notebook.label_text("ratio"))["ratio"] == pytest.approx(wanted)
-    notebook.screenshot("scores", notebook.cell("signed = importance_scores("))
+    notebook.screenshot("scores", notebook.cell("scores = importance_score_kinds("))
     notebook.screenshot("slider", notebook.page.locator("[data-e2vpt-ratio]"))
     notebook.screenshot("rewinding", notebook.cell("rewind = lesson_rewinding("))
 

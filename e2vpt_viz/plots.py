@@ -42,10 +42,13 @@ def check_rows(what: str, rows, keys: Sequence[str], fix: str) -> None:
         raise TypeError(f"{what} must be a list of rows (dicts), got {type(rows).__name__}: {fix}")
     nothing_to_draw(what, rows, fix)
     for row in rows:
-        missing = [k for k in keys if not isinstance(row, Mapping) or k not in row]
-        if missing:
-            raise TypeError(f"each of the {what} must be a dict with {', '.join(keys)}; got "
-                            f"{type(row).__name__ if not isinstance(row, Mapping) else 'one without ' + ', '.join(missing)}: {fix}")
+        if not isinstance(row, Mapping):
+            found = type(row).__name__
+        elif missing := [k for k in keys if k not in row]:
+            found = "one without " + ", ".join(missing)
+        else:
+            continue
+        raise TypeError(f"each of the {what} must be a dict with {', '.join(keys)}; got {found}: {fix}")
 
 
 def _method_key(name: str) -> str:

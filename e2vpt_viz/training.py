@@ -320,11 +320,11 @@ def _check_state_fields(state, path: Path) -> None:
                                   f"not loaded. {fix}")
     unknown, missing = sorted(set(state) - set(STATE_FIELDS)), sorted(set(STATE_FIELDS) - set(state))
     wrong = sorted(k for k, kind in STATE_FIELDS.items() if k in state and not isinstance(state[k], kind))
-    if unknown or missing or wrong:
-        parts = ([f"unknown fields {unknown}"] if unknown else []) + ([f"missing fields {missing}"] if missing else []) \
-            + ([f"fields of the wrong type {wrong}"] if wrong else [])
+    problems = [f"{label} {names}" for label, names in
+                (("unknown fields", unknown), ("missing fields", missing), ("fields of the wrong type", wrong)) if names]
+    if problems:
         raise CheckpointReadError(f"Training state {path} was not written by this version of e2vpt-viz "
-                                  f"({'; '.join(parts)}); it was not loaded. {fix}")
+                                  f"({'; '.join(problems)}); it was not loaded. {fix}")
 
 
 def _load_state(path: Path, model: PromptedViT, optimizer: torch.optim.Optimizer, config: TrainConfig) -> tuple:

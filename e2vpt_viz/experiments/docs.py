@@ -93,12 +93,12 @@ def main_job_text(r: dict[str, dict]) -> str:
     install, run = times["install"], times["main_job"]
     e2vpt = _by_method(job)["e2vpt"]
     seeds = " / ".join(map(str, job["seeds"]))
+    runs = f" in {len(run['seconds'])} runs" if len(run["seconds"]) > 1 else ""
     return (f"**1. The main job**: install, then train E²VPT on the offline starter for {job['schedule']['epochs']} "
             f"epochs ({job['schedule']['warmup_epochs']} of them warm-up) and write `results/starter/report.md` and "
             f"`report.html`. Measured on 2 CPU cores: the install (a fresh clone, no pip cache) took {install['seconds']} s ({install['package_seconds']} s "
             f"the package, {install['extras_seconds']} s its extras; most of it is pip fetching torch's CUDA build), "
-            f"the report {_seconds(run['seconds'])}{' in ' + str(len(run['seconds'])) + ' runs' if len(run['seconds']) > 1 else ''} "
-            f"({_seconds(run['train_seconds'])} of it training). "
+            f"the report {_seconds(run['seconds'])}{runs} ({_seconds(run['train_seconds'])} of it training). "
             f"Test accuracy: {_f(e2vpt['test_acc_mean'])} ± {_f(e2vpt['test_acc_sd'])}% over training seeds {seeds} "
             f"({' / '.join(_f(a) for a in e2vpt['test_acc'])}), "
             f"{_f(e2vpt['test_acc_mean'] - linear['test_acc_mean'])} points above the linear probe's "
@@ -110,9 +110,12 @@ def main_job_text(r: dict[str, dict]) -> str:
 
 def tests_text(r: dict[str, dict]) -> str:
     suite = r["setup_time"]["test_suite"]
-    ci = (f"the whole of `.ci/run` (install, this tier and the slow tier below) took {suite['ci_minutes']:.1f} minutes "
-          "there" + (f" ({suite['ci_note']})." if suite.get("ci_note") else ".")
-          if suite.get("ci_minutes") is not None else f"{suite['ci_note']}.")
+    if suite.get("ci_minutes") is None:
+        ci = f"{suite['ci_note']}."
+    else:
+        note = f" ({suite['ci_note']})" if suite.get("ci_note") else ""
+        ci = (f"the whole of `.ci/run` (install, this tier and the slow tier below) took {suite['ci_minutes']:.1f} "
+              f"minutes there{note}.")
     return (f"**2. The tests**: install, then run the contributor's tier (unit and invariant tests, each lesson once in "
             f"smoke mode): {suite['minutes']:.1f} minutes on 2 CPU cores after the install, measured on a fresh clone. "
             + ci[0].upper() + ci[1:])
@@ -278,11 +281,14 @@ def lesson_timings_text(root: Path) -> str:
     b = r["budgets"]
     rows = [[row["notebook"], f"{row['first_figure_s']:.0f} s", f"{row['central_s']:.0f} s", f"{row['total_s']:.0f} s",
              "yes" if row["within_budget"] else "**no**"] for row in r["rows"]]
+    silent = [f"{row['notebook']} cell {c['cell']}" for row in r["rows"] for c in row["slow_cells"]
+              if not c["progress_shown"]]
+    progress = ("Every cell that runs over 10 s shows a progress bar or a figure that fills as it runs." if not silent
+                else f"Cells over 10 s without progress: {', '.join(silent)}.")
     return (f"Run All in a fresh kernel with the default parameters, {r['device']}, torch {r['torch']}, {r['date']} "
             f"(`{r['command']}`). Budgets: first figure ≤ {b['first_figure_s']} s, the lesson's central element "
             f"(01 pruning slider, 02 attention explorer, 03 slider, 04 accuracy vs parameters, 05 few-shot curves) ≤ "
-            f"{b['central_s']} s, whole notebook ≤ {b['total_s']} s. Every cell that runs over 10 s shows a progress "
-            "bar or a figure that fills as it runs.\n\n"
+            f"{b['central_s']} s, whole notebook ≤ {b['total_s']} s. {progress}\n\n"
             + markdown_table(["lesson", "first figure", "central element", "whole notebook", "within budget"], rows))
 
 

@@ -320,19 +320,18 @@ def _shipped_run(cfg: RunConfig, method: str, loaders: dict, root: Path, device:
     records = {s: json.loads((root / "runs" / f"{run_name(method, s)}.json").read_text()) for s in seeds}
     seed, record = seeds[0], records[seeds[0]]
     tensors = root / "runs" / f"{run_name(method, seed)}.safetensors"
-    model, acc, evaluated = None, record["test_acc"], tensors.is_file()
-    record = {**record, "test_metrics": None}
+    model, acc, test, evaluated = None, record["test_acc"], None, tensors.is_file()
     if evaluated:
         model = load_prompts(build_model(method_config_for(cfg, method, seed, "."), len(record["per_class_acc"])),
                              tensors).to(device)
         test = evaluate(model, loaders["test"])
-        acc, record = test["acc"], {**record, "per_class_acc": test["per_class_acc"], "test_metrics": test}
+        acc, record = test["acc"], {**record, "per_class_acc": test["per_class_acc"]}
     if bar is not None:
         bar.update()
     per_seed = {s: r["test_acc"] for s, r in records.items()}
     mean, sd = mean_std(list(per_seed.values()))
-    return {**record, "model": model, "test_acc": acc, "recorded_test_acc": records[seed]["test_acc"],
-            "evaluated": evaluated, "source": "shipped", "seed": seed, "seed_test_acc": per_seed,
+    return {**record, "model": model, "test_acc": acc, "test_metrics": test,
+            "recorded_test_acc": records[seed]["test_acc"], "evaluated": evaluated, "source": "shipped", "seed": seed, "seed_test_acc": per_seed,
             "mean_test_acc": mean, "sd_test_acc": sd}
 
 

@@ -30,7 +30,7 @@ def test_round_trip_moves_prompts_only(tmp_path):
     target = model_with(E2VPTConfig(num_prompts=3, num_kv_prompts=2), seed=1)
     head = target.head.weight.detach().clone()
     load_prompt_modules(target, path)
-    assert torch.equal(target.visual_prompts, source.visual_prompts)
+    assert torch.equal(target.visual_prompts, 0.25 * source.visual_prompts)  # the prompts as they acted: P·γ·Γ
     assert torch.equal(target.kv_prompts, source.kv_prompts)
     assert torch.equal(target.head.weight, head)  # the head stays new
     assert torch.equal(target.token_mask, torch.ones(3))  # masks are not transferred
@@ -40,6 +40,45 @@ def test_round_trip_moves_prompts_only(tmp_path):
     assert info["note"] == "x" and info["method"]["num_prompts"] == 3
     assert info["shapes"] == {"visual_prompts": tuple(source.visual_prompts.shape),
                               "kv_prompts": tuple(source.kv_prompts.shape)}
+
+
+@pytest.mark.parametrize("config", [E2VPTConfig(num_prompts=3, num_kv_prompts=2, dropout=0.1),
+                                    VPTConfig(num_prompts=3, deep=True)], ids=["e2vpt", "vpt-deep"])
+def test_downstream_model_at_step_0_computes_what_the_pretrained_one_did(tmp_path, config):
+    """PVP transfers the function it pre-trained: trained masks (γ, Γ) are folded into the saved prompts, so a new
+    model with masks at one and the source head gives the source model's logits exactly."""
+    source = model_with(config, seed=0)
+    if source.token_mask is not None:
+        with torch.no_grad():
+            source.token_mask.uniform_(0.2, 1.5)
+            source.segment_mask.uniform_(-1.0, 2.0)
+    path = save_prompt_modules(source, tmp_path / "pvp.safetensors")
+    target = model_with(config, seed=0)  # the same frozen backbone (the tiny test ViT is random)
+    with torch.no_grad():
+        for p in (target.visual_prompts, target.kv_prompts):
+            if p is not None:
+                p.uniform_(-1, 1)  # its own initialisation, overwritten by the file
+    load_prompt_modules(target, path)
+    target.head.load_state_dict(source.head.state_dict())  # only to compare the functions; PVP's head is new
+    images = torch.randn(4, 3, 32, 32)
+    source.eval(), target.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(target(images), source(images), rtol=1e-5, atol=1e-5)
+        if source.token_mask is not None:  # and the masks matter: the raw prompts would compute something else
+            with torch.no_grad():
+                target.visual_prompts.copy_(source.visual_prompts)
+            assert (target(images) - source(images)).abs().max() > 1e-3
+
+
+def test_files_saved_without_masks_are_refused(tmp_path):
+    from e2vpt_viz.checkpoint import save_safetensors
+
+    source = model_with(E2VPTConfig(num_prompts=3, num_kv_prompts=2))
+    path = save_safetensors({"visual_prompts": source.visual_prompts.detach(), "kv_prompts": source.kv_prompts.detach()},
+                            tmp_path / "old.safetensors", {"backbone": "{}", "method": "{}"})
+    target = model_with(E2VPTConfig(num_prompts=3, num_kv_prompts=2), seed=1)
+    with pytest.raises(CheckpointMismatchError, match="without their token and segment masks.*pvp-pretrain command again"):
+        load_prompt_modules(target, path)
 
 
 @pytest.mark.parametrize("other, vit, message", [

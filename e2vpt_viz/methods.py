@@ -44,6 +44,12 @@ class MethodConfig:
         """Whether a backbone parameter stays trainable."""
         return False
 
+    def backbone_train_mode(self) -> bool:
+        """Whether the backbone runs in train mode (its dropout on) while the model trains; every method but full
+        fine-tuning keeps it in eval mode, as the official VPT code does (``froze_enc``, and the prompted
+        transformer's ``train()``)."""
+        return False
+
     def method_name(self) -> str:
         return self.name
 
@@ -59,13 +65,36 @@ class LinearConfig(MethodConfig):
     name: ClassVar[str] = "linear"
 
 
+def set_backbone_dropout(backbone: nn.Module, rate: float) -> None:
+    """Dropout ``rate`` where the official ViT-B config puts its ``dropout_rate``: after the position embedding and
+    after both MLP layers of every block (attention dropout stays 0, as its ``attention_dropout_rate``); timm's
+    ``pos_drop`` and ``mlp.drop1`` / ``mlp.drop2``."""
+    for module in [getattr(backbone, "pos_drop", None)] + [getattr(blk.mlp, name, None) for blk in backbone.blocks
+                                                          for name in ("drop1", "drop2")]:
+        if isinstance(module, nn.Dropout):
+            module.p = rate
+
+
 @dataclass
 class FullConfig(MethodConfig):
-    """Full fine-tuning: every backbone weight trains."""
+    """Full fine-tuning: every backbone weight trains, and the backbone trains in train mode with ``dropout`` as
+    the official baseline does (VPT's ``end2end``: the ViT-B config's dropout 0.1 after the position embedding and
+    in the MLPs, attention dropout 0; ``src/configs/vit_configs.py``). ``dropout=0`` turns it off."""
 
     name: ClassVar[str] = "full"
+    dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        self.dropout = _check_dropout(self.dropout)
+
+    def prepare_backbone(self, backbone: nn.Module) -> nn.Module:
+        set_backbone_dropout(backbone, self.dropout)
+        return backbone
 
     def trains_backbone_param(self, param_name: str, depth: int) -> bool:
+        return True
+
+    def backbone_train_mode(self) -> bool:
         return True
 
 
@@ -245,7 +274,8 @@ def apply_prompts(backbone: nn.Module, config: MethodConfig, num_classes: int,
     backbone.reset_classifier(0)
     backbone = config.prepare_backbone(backbone)
     depth = len(backbone.blocks)
-    model = PromptedViT(backbone, num_classes, config.layout(depth), options, method_config=config)
+    model = PromptedViT(backbone, num_classes, config.layout(depth), options, method_config=config,
+                        backbone_train_mode=config.backbone_train_mode())
     for name, param in backbone.named_parameters():
         param.requires_grad_(config.trains_backbone_param(name, depth))
     setattr(backbone, WRAPPED, True)
@@ -258,7 +288,9 @@ def count_parameters(model: PromptedViT) -> dict[str, Any]:
     Visual prompts count ``layers × non-zero entries of (γ_k · Γ_{k,r})`` when masks exist, so pruned entries are
     subtracted; masks count while they are trainable (before pruning). ``backbone`` is the pre-trained backbone
     (adapter weights excluded), ``backbone_tuned`` its trainable part (full, bias, partial, LoRA),
-    ``tunable_pct`` = 100 · tunable / backbone.
+    ``tunable_pct`` = 100 · tunable / backbone (ours). The official VPT / E²VPT code logs "tuned percent" over every
+    parameter the model holds (VPT ``src/models/build_model.py``): ``model_total`` and
+    ``tunable_pct_model`` = 100 · tunable / model_total give that convention beside ours.
     """
     require_prompted(model, "count_parameters")
     visual = 0
@@ -272,6 +304,8 @@ def count_parameters(model: PromptedViT) -> dict[str, Any]:
     backbone = sum(p.numel() for n, p in model.backbone.named_parameters() if "lora_" not in n)
     backbone_tuned = sum(p.numel() for p in model.backbone.parameters() if p.requires_grad)
     tunable = visual + kv + masks + head + backbone_tuned
+    model_total = sum(p.numel() for p in model.parameters())
     return {"visual_prompts": visual, "kv_prompts": kv, "masks": masks, "head": head,
             "backbone_tuned": backbone_tuned, "backbone": backbone, "tunable": tunable,
-            "tunable_pct": 100.0 * tunable / backbone}
+            "tunable_pct": 100.0 * tunable / backbone, "model_total": model_total,
+            "tunable_pct_model": 100.0 * tunable / model_total}

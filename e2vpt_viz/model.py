@@ -102,6 +102,8 @@ class PromptedViT(nn.Module):
         options: how to compute (see :class:`ModelOptions`); :meth:`using` changes them for a ``with`` block.
         method_config: the method config that made this model (:func:`~e2vpt_viz.apply_prompts` passes it; saved in
             checkpoints).
+        backbone_train_mode: the backbone follows the model into train mode (its dropout on; full fine-tuning);
+            by default it stays in eval mode and only the prompt dropout follows.
 
     Temporary modes are context managers that restore the model on exit: :meth:`evaluating` (eval mode),
     :meth:`disable_prompts` (the plain backbone), :meth:`recording_attention` (the explicit path, probabilities
@@ -116,13 +118,15 @@ class PromptedViT(nn.Module):
     """
 
     def __init__(self, backbone: nn.Module, num_classes: int, layout: PromptLayout = PromptLayout(),
-                 options: ModelOptions = ModelOptions(), method_config: Optional[object] = None) -> None:
+                 options: ModelOptions = ModelOptions(), method_config: Optional[object] = None,
+                 backbone_train_mode: bool = False) -> None:
         super().__init__()
         check_supported_backbone(backbone)
         self.backbone = backbone
         self.layout = layout
         self.options = options
         self.method_config = method_config
+        self.backbone_train_mode = backbone_train_mode
         self.num_classes = num_classes
         embed_dim = backbone.embed_dim
         attn = backbone.blocks[0].attn
@@ -157,9 +161,9 @@ class PromptedViT(nn.Module):
         self.backbone.eval()
 
     def train(self, mode: bool = True) -> "PromptedViT":
-        """Train mode for the prompt dropout only: the backbone always stays in eval mode."""
+        """Train mode for the prompt dropout; the backbone stays in eval mode unless ``backbone_train_mode``."""
         super().train(mode)
-        self.backbone.eval()
+        self.backbone.train(mode and self.backbone_train_mode)
         return self
 
     @contextmanager

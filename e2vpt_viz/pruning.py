@@ -344,7 +344,8 @@ def remove_pruned_tokens(model: PromptedViT) -> PromptedViT:
     keep = torch.nonzero(model.token_mask.detach() != 0).flatten()
     layout = replace(model.layout, num_prompts=len(keep), masks=False)
     with torch.random.fork_rng(devices=[]):  # the constructor's random init is overwritten: leave the RNG as it was
-        compact = PromptedViT(model.backbone, model.num_classes, layout, model.options, model.method_config)
+        compact = PromptedViT(model.backbone, model.num_classes, layout, model.options, model.method_config,
+                              model.backbone_train_mode)
     compact.to(model.visual_prompts.device).train(model.training)
     with torch.no_grad():
         compact.visual_prompts.copy_(model.masked_prompts()[:, keep])

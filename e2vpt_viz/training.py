@@ -1,8 +1,8 @@
 """The training loop: plain functions you can read top to bottom.
 
 ``fit`` trains whatever a method left trainable (prompts, masks, head, tuned backbone weights) with SGD-momentum
-(the papers' default) or AdamW, a linear warm-up then cosine decay per step, and the papers' learning-rate scaling
-``lr = base_lr · batch_size / 256``. Every epoch it evaluates, calls the callbacks (live plots) and atomically
+(the papers' default) or AdamW, a linear warm-up then cosine decay (per step by default, or per epoch exactly as the
+official VPT / E²VPT code steps it), and the papers' learning-rate scaling ``lr = base_lr · batch_size / 256``. Every epoch it evaluates, calls the callbacks (live plots) and atomically
 writes a resumable training state; an interrupted run started again with the same arguments continues from the
 last finished epoch and ends with the same prompts as an uninterrupted one.
 
@@ -48,18 +48,34 @@ class TrainingOutOfMemoryError(RuntimeError):
     """The device ran out of memory; the message says what to change, and the last checkpoint is left as it was."""
 
 
+OPTIMIZERS = ("sgd", "adamw", "vpt-adamw")
+VPT_ADAMW = {"eps": 1e-6, "weight_decay": 0.01}  # the official fine-tuning AdamW (VPT src/solver/optimizer.py)
+
+
 @dataclass
 class TrainConfig:
     """Optimisation settings (defaults: the papers' prompt-tuning recipe).
 
     Attributes:
-        epochs / warmup_epochs: schedule length; warm-up is linear, then cosine to zero, updated every step.
+        epochs / warmup_epochs: schedule length; warm-up is linear, then cosine.
+        schedule: "step": the lr changes every step, warm-up from the first step's lr, cosine to zero at the end
+            (our default: no step wasted at lr 0); "epoch": the official VPT / E²VPT ``WarmupCosineSchedule`` stepped
+            once per epoch (VPT ``src/solver/lr_scheduler.py``, ``src/engine/trainer.py``): epoch e trains at
+            lr·e/warmup during warm-up, so epoch 0 trains at lr 0, then at lr·½(1 + cos(π(e − warmup)/(epochs −
+            warmup))), so the last epoch's lr stays above zero. See :func:`get_lr`.
         batch_size: images per step (used to build loaders; the lr is scaled by the loader's real batch size).
         base_lr: learning rate before scaling by batch_size / 256.
-        weight_decay: applied to every trained tensor except the head bias.
-        optimizer: "sgd" (momentum 0.9) or "adamw".
+        weight_decay: applied to every trained tensor except the head bias ("sgd", "adamw").
+        optimizer: "sgd" (momentum 0.9), "adamw" (torch AdamW, its default eps 1e-8), or "vpt-adamw": what the
+            official VPT code runs for its fine-tuning baselines (full, partial, bias; VPT
+            ``src/solver/optimizer.py``): with weight_decay > 0, AdamW with eps 1e-6 and a weight decay of 0.01 on
+            every tensor except biases, whatever weight_decay says; with weight_decay = 0, SGD-momentum without
+            decay (the official code falls through to SGD).
         seed: drives data order, augmentation and prompt dropout, per epoch (so resuming is exact).
-        device: "auto" (CUDA when present), "cpu" or "cuda[:i]". amp: bf16 autocast on CUDA.
+        device: "auto" (CUDA when present), "cpu" or "cuda[:i]".
+        amp: True: bf16 autocast on CUDA, fp32 elsewhere (the default); "bf16": bf16 autocast on every device, the
+            CPU too (to check on a laptop what bf16 does to a result); False: fp32 everywhere, as the official code
+            trains.
         compile: ``torch.compile`` the model for training and evaluation: True (inductor) or a back-end name.
         grad_checkpointing: recompute each block's activations in the backward pass (less memory, ~30% slower).
 
@@ -69,14 +85,15 @@ class TrainConfig:
 
     epochs: int = 100
     warmup_epochs: int = 10
+    schedule: Literal["step", "epoch"] = "step"
     batch_size: int = 128
     base_lr: float = 0.1
     weight_decay: float = 1e-4
-    optimizer: Literal["sgd", "adamw"] = "sgd"
+    optimizer: Literal["sgd", "adamw", "vpt-adamw"] = "sgd"
     momentum: float = 0.9
     seed: int = 42
     device: str = "auto"
-    amp: bool = True
+    amp: Union[bool, str] = True
     progress: bool = True
     compile: Union[bool, str] = False
     grad_checkpointing: bool = False
@@ -90,8 +107,11 @@ class TrainConfig:
             raise ValueError(f"warmup_epochs must be in [0, epochs), got {self.warmup_epochs} for {self.epochs} epochs.")
         if not self.base_lr > 0 or not self.weight_decay >= 0:
             raise ValueError(f"base_lr must be > 0 and weight_decay >= 0, got {self.base_lr} and {self.weight_decay}.")
-        if self.optimizer not in ("sgd", "adamw"):
-            raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {self.optimizer!r}.")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {', '.join(map(repr, OPTIMIZERS))}, got {self.optimizer!r}.")
+        if self.schedule not in ("step", "epoch"):
+            raise ValueError(f"schedule must be 'step' (per-step cosine) or 'epoch' (the official per-epoch schedule), "
+                             f"got {self.schedule!r}.")
         if not 0 <= self.momentum < 1:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}.")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
@@ -106,6 +126,9 @@ class TrainConfig:
                                  f"({', '.join(list_backends())}), got {self.compile!r}.")
         if not isinstance(self.device, str) or not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
             raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}.")
+        if self.amp not in (True, False, "bf16"):
+            raise ValueError(f"amp must be true (bf16 autocast on CUDA), false (fp32) or bf16 (bf16 autocast on every "
+                             f"device, the CPU too), got {self.amp!r}.")
         if not isinstance(self.grad_checkpointing, bool):
             raise ValueError(f"grad_checkpointing must be true or false, got {self.grad_checkpointing!r}.")
 
@@ -172,8 +195,21 @@ class Processes:
 ONE_PROCESS = Processes()
 
 
-def get_lr(step: int, total_steps: int, warmup_steps: int, peak_lr: float) -> float:
-    """Learning rate at a 0-based step: linear warm-up to ``peak_lr``, then half-cosine to 0."""
+def get_lr(step: int, total_steps: int, warmup_steps: int, peak_lr: float, steps_per_epoch: int = 1,
+           schedule: str = "step") -> float:
+    """Learning rate at a 0-based step.
+
+    ``schedule="step"``: linear warm-up to ``peak_lr`` over ``warmup_steps`` (the first step already above zero), then
+    half-cosine to 0 at ``total_steps``. ``"epoch"``: the official per-epoch schedule, constant within an epoch
+    e = step // steps_per_epoch: ``peak_lr · e / W`` for e < W warm-up epochs (epoch 0 at lr 0), then
+    ``peak_lr · ½(1 + cos(π (e − W) / (E − W)))`` over E epochs (above zero in the last epoch).
+    """
+    if schedule == "epoch":
+        epoch, warmup, epochs = (step // steps_per_epoch, warmup_steps // steps_per_epoch,
+                                 total_steps // steps_per_epoch)
+        if epoch < warmup:
+            return peak_lr * epoch / warmup
+        return 0.5 * peak_lr * (1.0 + math.cos(math.pi * (epoch - warmup) / max(1, epochs - warmup)))
     if step < warmup_steps:
         return peak_lr * (step + 1) / warmup_steps
     progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
@@ -181,19 +217,32 @@ def get_lr(step: int, total_steps: int, warmup_steps: int, peak_lr: float) -> fl
 
 
 def make_optimizer(model: PromptedViT, config: TrainConfig) -> torch.optim.Optimizer:
-    """SGD-momentum or AdamW over the trainable tensors; the head bias gets no weight decay (as in VPT)."""
-    decay, no_decay = [], []
-    for name, param in model.named_parameters():
-        if param.requires_grad:
-            (no_decay if name == "head.bias" else decay).append(param)
-    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    """The optimiser over the trainable tensors (see :class:`TrainConfig`'s ``optimizer``).
+
+    "sgd" / "adamw": every tensor decays by ``weight_decay`` except the head bias (as in VPT's SGD path);
+    "vpt-adamw": the official fine-tuning AdamW (eps 1e-6, decay 0.01 on all but biases), or plain SGD-momentum
+    when ``weight_decay`` is 0, as the official code does.
+    """
+    trained = [(name, param) for name, param in model.named_parameters() if param.requires_grad]
+    if config.optimizer == "vpt-adamw":
+        if config.weight_decay == 0:  # the official make_optimizer only builds AdamW when WEIGHT_DECAY > 0
+            return torch.optim.SGD([p for _, p in trained], lr=config.base_lr, momentum=config.momentum)
+        exempt = lambda name: "bias" in name  # the official no-decay filter; its norms are not named LayerNorm
+        groups = [{"params": [p for n, p in trained if not exempt(n)], "weight_decay": VPT_ADAMW["weight_decay"]},
+                  {"params": [p for n, p in trained if exempt(n)], "weight_decay": 0.0}]
+        return torch.optim.AdamW(groups, lr=config.base_lr, eps=VPT_ADAMW["eps"])
+    groups = [{"params": [p for n, p in trained if n != "head.bias"], "weight_decay": config.weight_decay},
+              {"params": [p for n, p in trained if n == "head.bias"], "weight_decay": 0.0}]
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=config.base_lr, momentum=config.momentum)
     return torch.optim.AdamW(groups, lr=config.base_lr)
 
 
-def _autocast(device: torch.device, enabled: bool):
-    return torch.autocast("cuda", dtype=torch.bfloat16) if enabled and device.type == "cuda" else nullcontext()
+def _autocast(device: torch.device, amp: Union[bool, str]):
+    """bf16 autocast on CUDA when ``amp`` is true, on any device when it is "bf16"; else nothing (fp32)."""
+    if amp == "bf16" or (amp is True and device.type == "cuda"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return nullcontext()
 
 
 def check_loader(loader: Any, caller: str, role: str, batched: bool = False) -> None:
@@ -208,7 +257,7 @@ def check_loader(loader: Any, caller: str, role: str, batched: bool = False) -> 
 
 @torch.no_grad()
 def evaluate(model: PromptedViT, loader: DataLoader, device: Union[str, torch.device, None] = None,
-             amp: bool = True, forward: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+             amp: Union[bool, str] = True, forward: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
              processes: Processes = ONE_PROCESS) -> dict:
     """Top-1 accuracy, mean loss and per-class accuracy of ``model`` on ``loader``.
 
@@ -256,7 +305,7 @@ def evaluate(model: PromptedViT, loader: DataLoader, device: Union[str, torch.de
 
 
 def train_one_epoch(model: PromptedViT, loader: DataLoader, optimizer: torch.optim.Optimizer,
-                    lr_at: Callable[[int], float], first_step: int, device: torch.device, amp: bool,
+                    lr_at: Callable[[int], float], first_step: int, device: torch.device, amp: Union[bool, str],
                     progress: bool = False, forward: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
                     processes: Processes = ONE_PROCESS) -> dict:
     """One pass over ``loader``; returns mean loss and accuracy. No host sync inside the loop.
@@ -302,10 +351,15 @@ def seed_epoch(loader: DataLoader, seed: int, epoch: int) -> None:
 NON_RESULT_SETTINGS = ("progress", "device", "compile", "grad_checkpointing")
 
 
+# Result settings added after runs were first recorded, with the value that computes what those runs computed: a
+# state or record without one was made with that value.
+ADDED_RESULT_SETTINGS = {"schedule": "step"}
+
+
 def result_settings(settings: dict) -> dict:
     """The training settings that change the trained prompts (a resume may differ in progress bars, device,
-    compilation and gradient checkpointing)."""
-    return {k: v for k, v in settings.items() if k not in NON_RESULT_SETTINGS}
+    compilation and gradient checkpointing); settings added since a state was written take their earlier value."""
+    return {**ADDED_RESULT_SETTINGS, **{k: v for k, v in settings.items() if k not in NON_RESULT_SETTINGS}}
 
 
 STATE_FIELDS = {"signature": dict, "train_config": dict, "epoch": int, "history": list, "trained": dict,
@@ -419,7 +473,8 @@ def _fit(model: PromptedViT, train_loader: DataLoader, val_loader: Optional[Data
     total_steps = config.epochs * steps_per_epoch
 
     def lr_at(step: int) -> float:
-        return get_lr(step, total_steps, config.warmup_epochs * steps_per_epoch, peak_lr)
+        return get_lr(step, total_steps, config.warmup_epochs * steps_per_epoch, peak_lr, steps_per_epoch,
+                      config.schedule)
 
     main = processes.is_main
     train_forward = processes.prepare(model, (train_loader, val_loader))

@@ -15,6 +15,7 @@ import torch
 
 from e2vpt_viz.checkpoint import read_prompt_metadata
 from e2vpt_viz.experiments import lesson_results as lr
+from e2vpt_viz.experiments.config import RunConfig
 from e2vpt_viz.experiments.run import load_run_config
 from e2vpt_viz.notebook import LessonSettingsError
 
@@ -187,6 +188,22 @@ def test_every_shipped_record_is_the_papers_schedule_with_its_seed():
         method, seed = path.stem.rsplit("-seed", 1)
         assert record["method"] == method and record["config"]["train"]["seed"] == int(seed), path
         assert record["epochs"] == len(record["history"]) == record["config"]["train"]["epochs"] == 100, path
+
+
+@shipped
+def test_every_shipped_record_was_trained_with_todays_settings_of_its_method():
+    """A lesson reads the shipped records as what its methods compute: a change to a method's settings (e.g. full
+    fine-tuning's dropout and the official fine-tuning optimiser) makes them stale until they are re-made."""
+    from e2vpt_viz.experiments.config import result_settings_of
+
+    cfg = load_run_config("starter")
+    for path in sorted((SHIPPED / "runs").glob("*.json")):
+        record = json.loads(path.read_text())
+        method, seed = path.stem.rsplit("-seed", 1)
+        expected = lr.method_config_for(cfg, method, int(seed), ".").to_dict()
+        found = result_settings_of(RunConfig.from_dict(record["config"]).to_dict())
+        for section in ("method", "train", "backbone"):
+            assert found[section] == result_settings_of(expected)[section], f"{path.name}: {section}"
 
 
 REPLAYED_EPOCHS = 12  # of the shipped run's 100: two minutes on one core

@@ -102,7 +102,7 @@ def test_every_section_rejects_unknown_keys_naming_the_closest(override, message
     ("train.epochs=abc", "train.epochs: Value 'abc' of type 'str' could not be converted to Integer"),
     ("data.crop_size=[1]", "data.crop_size"),
     ("backbone.pretrained=maybe", "backbone.pretrained: Value 'maybe'"),
-    ("train.optimizer=adam", "train.optimizer: Invalid value 'adam', expected one of ['sgd', 'adamw']"),
+    ("train.optimizer=adam", "train.optimizer: Invalid value 'adam', expected one of ['sgd', 'adamw', 'vpt-adamw']"),
     ("train.epochs=0", "train.epochs must be a positive integer, got 0"),
     ("method.num_prompts=-2", "method.num_prompts must be a positive integer, got -2"),
     ("method.dropout=1.5", "method.dropout must be a number in [0, 1)"),

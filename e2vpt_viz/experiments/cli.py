@@ -65,7 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce = sub.add_parser("reproduce", help="the papers' protocol: lr x wd grid, pruning + rewinding (E2VPT), "
                                                  "5 final seeds, a table beside the papers' numbers; resumable")
     reproduce.add_argument("--dataset", required=True, choices=("cub", "nabirds", "flowers", "dogs", "cars", "starter"))
-    reproduce.add_argument("--method", required=True, choices=("e2vpt", "vpt-deep", "vpt-shallow", "linear", "full"))
+    reproduce.add_argument("--method", required=True,
+                           choices=("e2vpt", "vpt-deep", "vpt-shallow", "linear", "full", "bias", "partial"))
+    reproduce.add_argument("--backbone", default=None, choices=("in21k", "in21k-ft-in1k"),
+                           help="FGVC: in21k (default; the VPT paper's ImageNet-21k ViT-B/16) or in21k-ft-in1k (the "
+                                "ImageNet-1k fine-tuned checkpoint E2VPT's released commands load)")
     reproduce.add_argument("--config", default=None, help="base config (default: cub_e2vpt for real data, starter)")
     reproduce.add_argument("overrides", nargs="*", help="section.field=value, e.g. data.root=/data/CUB_200_2011")
     reproduce.add_argument("--out", default=None, help="output folder (default results/reproduce/DATASET/METHOD)")
@@ -73,7 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--lrs", nargs="+", type=float, help="replace the paper's base-lr grid")
     reproduce.add_argument("--wds", nargs="+", type=float, help="replace the weight-decay grid {0.01, 0.001, 1e-4, 0}")
     reproduce.add_argument("--seeds", nargs="+", type=int, help="replace the final seeds 42 44 82 100 800")
-    reproduce.add_argument("--prompt-lengths", nargs="+", type=int, help="VPT: search these prompt lengths too")
+    reproduce.add_argument("--prompt-lengths", nargs="+",
+                           help="VPT: search these prompt lengths too, or 'paper' for VPT's 1 5 10 50 100 200")
+    reproduce.add_argument("--plan", action="store_true",
+                           help="print what would train (grid, batch per prompt length, backbone, config) and stop")
     reproduce.add_argument("--quiet", action="store_true")
 
     pvp_pretrain = sub.add_parser("pvp-pretrain", help="PVP: pre-train prompt modules on a source task")
@@ -168,11 +175,20 @@ def run_command(args: argparse.Namespace) -> int:
               f"instant test {100 * result['instant_test_acc']:.2f}%, rewound test {100 * rewound['test_acc']:.2f}% "
               f"with {rewound['parameters']['tunable']:,} tunable parameters")
         print(f"written to {result['config'].get('output_dir')}/prune.json and sweep.json")
+    elif args.command == "reproduce" and args.plan:
+        import json
+
+        from .reproduce import reproduction_plan
+
+        _, plan = reproduction_plan(args.dataset, args.method, args.config, args.overrides, args.tiny, args.lrs,
+                                    args.wds, args.seeds, args.prompt_lengths, args.backbone)
+        print(json.dumps(plan, indent=1))
     elif args.command == "reproduce":
         from .reproduce import markdown, reproduce
 
         results = reproduce(args.dataset, args.method, args.out, args.config, args.overrides, args.tiny, args.lrs,
-                            args.wds, args.seeds, args.prompt_lengths, progress=not args.quiet)
+                            args.wds, args.seeds, args.prompt_lengths, progress=not args.quiet,
+                            backbone=args.backbone)
         print(markdown(results))
         out = args.out or f"results/reproduce/{args.dataset}/{args.method}"
         print(f"written to {out}/results.md and results.json")

@@ -46,7 +46,7 @@ from .. import pruning
 from ..backbones import check_backbone_name, load_backbone
 from ..data import MAX_UNREADABLE
 from ..methods import METHODS, MethodConfig
-from ..training import TrainConfig
+from ..training import ADDED_RESULT_SETTINGS, TrainConfig
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 SECTIONS = ("data", "backbone", "method", "train", "prune", "compare", "output_dir")
@@ -438,10 +438,14 @@ _NOT_RESULT = {("train", "device"), ("train", "progress"), ("train", "compile"),
 
 
 def result_settings_of(config: dict) -> dict:
-    """A run config (plain dict) without the fields that do not change its result (device, folders, progress)."""
-    return {section: ({k: v for k, v in values.items() if (section, k) not in _NOT_RESULT}
+    """A run config (plain dict) without the fields that do not change its result (device, folders, progress); a
+    config recorded before a training setting existed takes that setting's earlier value."""
+    kept = {section: ({k: v for k, v in values.items() if (section, k) not in _NOT_RESULT}
                       if isinstance(values, dict) else values)
             for section, values in config.items() if (section,) not in _NOT_RESULT}
+    if isinstance(kept.get("train"), dict):
+        kept["train"] = {**ADDED_RESULT_SETTINGS, **kept["train"]}
+    return kept
 
 
 def settings_digest(cfg: RunConfig, **extra: Any) -> str:

@@ -360,10 +360,47 @@ def quick_text(root: Path, folder: Path) -> str:
             f"{QUICK_BUDGET_S / 60:.0f}-minute budget ({chosen * epoch:.0f} s, validation passes not included).")
 
 
+def precision_effect(r: dict[str, dict]) -> Optional[str]:
+    """bf16 against fp32 on the starter, from ``docs/results/precision.json`` (None until it is measured)."""
+    result = r.get("precision")
+    if result is None:
+        return None
+    runs = _by_method(result)
+    fp32, bf16 = runs["fp32"], runs["bf16"]
+    low, high = min(fp32["test_acc"]), max(fp32["test_acc"])
+    inside = low <= bf16["test_acc_mean"] <= high
+    return (f"E²VPT on the starter, {result['schedule']['epochs']} epochs, seeds {' / '.join(map(str, result['seeds']))}"
+            f" (CPU bf16 autocast): bf16 {_f(bf16['test_acc_mean'])} ± {_f(bf16['test_acc_sd'])}%, fp32 "
+            f"{_f(fp32['test_acc_mean'])} ± {_f(fp32['test_acc_sd'])}% (seeds {_f(low)} to {_f(high)}); the bf16 mean "
+            f"is {'inside' if inside else 'outside'} the fp32 seed range ([precision.json](results/precision.json))")
+
+
+EFFECTS: dict[str, Callable[[dict[str, dict]], Optional[str]]] = {"precision": precision_effect}
+
+
+def deviations_text(r: dict[str, dict]) -> str:
+    """The remaining differences from the official code (:data:`~e2vpt_viz.experiments.reproduce.DEVIATIONS`), each
+    with its measured effect where a result file holds one."""
+    from .reproduce import DEVIATIONS
+
+    rows = [[d["setting"], d["official"], d["here"], d["why"],
+             (EFFECTS[d["effect"]](r) if d["effect"] else None) or "not measured"] for d in DEVIATIONS]
+    return markdown_table(["setting", "official code", "here", "why", "measured effect"], rows)
+
+
+def paper_numbers_text(r: dict[str, dict]) -> str:
+    """The papers' FGVC numbers that ``reproduce`` shows, each with its citation; — where no row can be cited."""
+    from .reproduce import DATASETS, FGVC, METHODS, PAPER, PAPER_MEAN, PAPER_SOURCE
+
+    rows = [[method, *(_f(PAPER[method].get(d)) for d in FGVC), f"{PAPER_MEAN[method]:.2f}", PAPER_SOURCE[method]]
+            for method in METHODS]
+    return markdown_table(["method", *(DATASETS[d][1] for d in FGVC), "FGVC mean", "source"], rows)
+
+
 BLOCKS: dict[str, Callable[[dict[str, dict]], str]] = {
     "main-job": main_job_text, "tests": tests_text, "calibration": calibration_text, "baselines": baselines_text,
     "settings-sweep": sweep_text, "pruning": pruning_text, "pvp": pvp_text, "starter": starter_text,
-    "performance": performance_text,
+    "performance": performance_text, "deviations": deviations_text, "paper-numbers": paper_numbers_text,
 }
 
 
@@ -422,6 +459,15 @@ def write_docs(root: Union[str, Path] = ROOT) -> list[Path]:
 
 
 # -------------------------------------------------------------------------------------------------- recording
+
+def _last_commit(path: Path) -> str:
+    """The last commit that changed ``path`` (the commit a committed file was made at), or "unknown"."""
+    try:
+        return subprocess.run(["git", "log", "-1", "--format=%H", "--", str(path)], cwd=path.parent, capture_output=True,
+                              text=True, check=True).stdout.strip() or "unknown"
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
 
 def _stamp(result: dict, root: Path) -> dict:
     import torch
@@ -493,8 +539,28 @@ def record_prune(result: dict, run_dir: Union[str, Path]) -> dict:
 
 
 def record_pvp(result: dict, out_dir: Union[str, Path]) -> dict:
-    """The ``kind: pvp_fewshot`` result from the ``pvp_fewshot.json`` that ``pvp-fewshot --out OUT`` wrote."""
-    rows = _read(Path(out_dir) / "pvp_fewshot.json", "pvp-fewshot --out DIR")
+    """The ``kind: pvp_fewshot`` result from the ``pvp_fewshot.json`` that ``pvp-fewshot --out OUT`` wrote, or from a
+    ``lesson-results`` export (its ``fewshot.json``, the same comparison; command and minutes from its manifest); the
+    pre-trained prompts' provenance is read from the prompt file's own metadata."""
+    from ..backbones import WEIGHTS_DIR
+    from ..pvp import prompt_file_info
+
+    out_dir = Path(out_dir)
+    if (out_dir / "fewshot.json").is_file() and (out_dir / "manifest.json").is_file():
+        export = _read(out_dir / "fewshot.json", "lesson-results --out DIR")
+        manifest = _read(out_dir / "manifest.json", "lesson-results --out DIR")
+        rows, prompts = export["rows"], WEIGHTS_DIR / export["prompts"]
+        result = {**result, "command": f"python -m e2vpt_viz lesson-results --out {out_dir} --stages fewshot",
+                  "minutes": round(manifest["stage_seconds"]["fewshot"] / 60), "epochs": export["epochs"]}
+    else:
+        rows = _read(out_dir / "pvp_fewshot.json", "pvp-fewshot --out DIR")
+        prompts = None
+    if prompts is not None:
+        info = prompt_file_info(prompts)
+        result = {**result, "pretrained_prompts": {
+            **result.get("pretrained_prompts", {}), "command": info["command"], "source_val_acc":
+            round(100 * info["source_val_acc"], 1), "minutes": round(info["seconds"] / 60, 1),
+            "measured": {"commit": _last_commit(prompts), "date": info["date"]}}}
     return {**result, "rows": [
         {"shots": r["shots"], "random_mean": 100 * r["random_mean"], "random_sd": 100 * r["random_std"],
          "pvp_mean": 100 * r["pvp_mean"], "pvp_sd": 100 * r["pvp_std"],

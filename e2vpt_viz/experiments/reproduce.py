@@ -7,10 +7,12 @@ github.com/ChengHan111/E2VPT).
 1. **Grid** (VPT's ``tune_fgvc.py``; E²VPT's released FGVC commands): every (base lr, weight decay) pair trains on ``train`` and evaluates
    ``val`` every epoch. Grids: weight decay {0.01, 0.001, 0.0001, 0}; base lr for prompts (VPT, E²VPT)
    {5, 2.5, 1, 50, 25, 10, 0.5, 0.25, 0.1}, linear {50, 25, 10, 5, 2.5, 1, 0.5, 0.25, 0.1, 0.05}, full fine-tuning
-   {0.001, 0.0001, 0.0005, 0.005}; the lr is scaled by batch / 256 (VPT's solver). The pair with the best validation
+   {0.001, 0.0001, 0.0005, 0.005}; VPT-shallow adds the large grid {500, 1000, 250, 100} (VPT ``tune_fgvc.py``,
+   ``prompt_largerlr``, which the paper used for VPT-shallow on some tasks); the lr is scaled by batch / 256
+   (VPT's ``tune_fgvc.py``). The pair with the best validation
    accuracy of **any epoch** wins (E²VPT's FGVC script; VPT's FGVC selection was done on val, VPT Appendix A), ties to
-   the smaller lr. VPT's prompt length can be searched too (``--prompt-lengths``; the paper searched
-   {1, 5, 10, 50, 100, 200}, VPT Appendix A); by default it is fixed (10 visual prompts).
+   the smaller lr. VPT's prompt length can be searched too: ``--prompt-lengths paper`` searches the paper's
+   {1, 5, 10, 50, 100, 200} (VPT Appendix A) jointly with lr and wd on val; by default it is fixed (10 prompts).
 2. **E²VPT only, pruning and rewinding** (E²VPT Sec. 3.3 and its official pruning code, via :func:`~e2vpt_viz.experiments.run.prune_run`): the grid's
    best run is the pre-pruning model (step 2 retrains exactly that run, so its checkpoint is reused); signed
    importance scores on the training split; the official candidate budgets (P = 5: 5 token × 8 segment budgets);
@@ -23,10 +25,19 @@ github.com/ChengHan111/E2VPT).
 4. **Table**: ``results.md`` / ``results.json`` beside the papers' numbers (VPT Table 1, E²VPT Table 1), and
    ``../summary.md`` over every method reproduced on the same dataset.
 
-Settings per method (VPT Appendix A and its configs; E²VPT's released configs): 100 epochs, warm-up 10, SGD momentum 0.9 for prompts and linear, AdamW
-for full fine-tuning; batch 128 (E²VPT, VPT with P < 100), 64 (VPT with P >= 100), 2048 (linear), 128 (full), as in
-VPT's Table 8. Deviations: our AdamW uses the grid's weight decay (the official code hard-codes 0.01 and turns
-wd = 0 into SGD, in VPT's ``src/solver/optimizer.py``); the final E²VPT runs are seeded (the official rewinding uses no seed).
+Settings per method, each with its source (``docs/protocol.md`` lists them and every remaining deviation):
+
+- schedule: 100 epochs, 10 of warm-up (VPT Table 8), the official warm-up-cosine stepped once per epoch, so
+  epoch 0 trains at lr 0 (VPT ``src/solver/lr_scheduler.py``; ``train.schedule=epoch``);
+- optimiser: SGD momentum 0.9 for prompts and linear (VPT ``configs/base-prompt.yaml``, ``base-linear.yaml``); for
+  full, partial-1 and bias the official fine-tuning AdamW (``train.optimizer=vpt-adamw``: eps 1e-6, decay 0.01 on
+  all but biases, SGD when the grid's wd is 0; VPT ``src/solver/optimizer.py``), so the grid's three weight
+  decays above 0 are one setting and train once;
+- batch: 128 for E²VPT, VPT with P < 100, full and bias; 64 for VPT with P >= 100, decided per searched prompt
+  length; 2048 for linear; 1280 for partial-1 (VPT Table 8);
+- full fine-tuning trains the backbone in train mode with the ViT-B config's dropout 0.1 (VPT ``end2end``);
+- backbone (``--backbone``): ``in21k``, the VPT paper's ImageNet-21k ViT-B/16, by default; ``in21k-ft-in1k``, the
+  ImageNet-21k checkpoint fine-tuned on ImageNet-1k that E²VPT's released commands load (``BACKBONES``).
 
 Resuming: every stage writes its result atomically (``grid.json``, ``prune/prune.json``, ``final/seed*/result.json``)
 and every run checkpoints each epoch, so running the same command again continues where it stopped and retrains
@@ -43,6 +54,7 @@ from typing import Optional, Sequence, Union
 from . import run as runs
 from .config import PruneConfig, RunConfig, load_run_config
 from ..checkpoint import atomic_write, write_json, write_text
+from ..checks import positive_int
 from ..tables import markdown_table, mean_std
 from ..methods import method_config
 from ..pruning import ImportanceScores, prune_and_rewind
@@ -51,9 +63,22 @@ from ..training import STATE_FILE
 FINAL_SEEDS = (42, 44, 82, 100, 800)
 WEIGHT_DECAYS = (0.01, 0.001, 0.0001, 0.0)
 PROMPT_LRS = (5.0, 2.5, 1.0, 50.0, 25.0, 10.0, 0.5, 0.25, 0.1)
+LARGE_PROMPT_LRS = (500.0, 1000.0, 250.0, 100.0)  # VPT tune_fgvc.py "prompt_largerlr", for VPT-shallow
 LINEAR_LRS = (50.0, 25.0, 10.0, 5.0, 2.5, 1.0, 0.5, 0.25, 0.1, 0.05)
 FINETUNE_LRS = (0.001, 0.0001, 0.0005, 0.005)
-METHODS = ("e2vpt", "vpt-deep", "vpt-shallow", "linear", "full")
+PAPER_PROMPT_LENGTHS = (1, 5, 10, 50, 100, 200)  # VPT Appendix A: searched on val with lr and wd
+LONG_PROMPTS, LONG_PROMPT_BATCH = 100, 64  # VPT Table 8: batch 64 for VPT with P >= 100
+METHODS = ("e2vpt", "vpt-deep", "vpt-shallow", "linear", "full", "bias", "partial")
+
+# The two ViT-B/16 checkpoints of the official code, by the name ``--backbone`` takes.
+BACKBONES = {
+    "in21k": {"timm": "vit_base_patch16_224.orig_in21k", "official": "sup_vitb16_imagenet21k (imagenet21k_ViT-B_16.npz)",
+              "note": "ImageNet-21k only: the VPT paper's backbone (VPT README and demo), and every paper number here"},
+    "in21k-ft-in1k": {"timm": "vit_base_patch16_224.orig_in21k_ft_in1k", "official": "sup_vitb16_224 (ViT-B_16-224.npz)",
+                      "note": "ImageNet-21k fine-tuned on ImageNet-1k: what E²VPT's released commands and result "
+                              "parser load (its README names the ImageNet-21k file)"},
+}
+DEFAULT_BACKBONE = "in21k"
 
 # Dataset: (default root, name in the tables). The real ones are prepared by `python -m data_prep <name> --root ...`.
 DATASETS = {
@@ -64,34 +89,107 @@ DATASETS = {
     "cars": ("data/cars", "Stanford Cars"),
     "starter": ("data/starter", "offline starter"),
 }
+FGVC = ("cub", "nabirds", "flowers", "dogs", "cars")
 
-# Test top-1 (%) of ViT-B/16 (supervised ImageNet-21k) in the papers: VPT Table 1 and E²VPT Table 1.
+# Test top-1 (%) of ViT-B/16 (supervised ImageNet-21k) on FGVC in the papers, only where a row can be cited: the
+# per-dataset values of VPT's per-task FGVC results (arXiv:2203.12119, Tables 1 and 14) and each method's FGVC mean
+# (VPT Table 1; E²VPT arXiv:2307.13770 Table 1). A method without a citable per-dataset row has only its mean.
 PAPER = {
     "full": {"cub": 87.3, "nabirds": 82.7, "flowers": 98.8, "dogs": 89.4, "cars": 84.5},
-    "linear": {"cub": 85.3, "nabirds": 75.9, "flowers": 97.9, "dogs": 86.2, "cars": 51.3},
-    "vpt-shallow": {"cub": 86.7, "nabirds": 78.8, "flowers": 98.4, "dogs": 90.7, "cars": 68.7},
     "vpt-deep": {"cub": 88.5, "nabirds": 84.2, "flowers": 99.0, "dogs": 90.2, "cars": 83.6},
-    "e2vpt": {"cub": 89.1, "nabirds": 84.6, "flowers": 99.1, "dogs": 90.5, "cars": 82.8},
+    "bias": {"cub": 88.4, "nabirds": 84.2, "flowers": 98.8, "dogs": 91.2, "cars": 79.4},
+    "linear": {}, "vpt-shallow": {}, "partial": {}, "e2vpt": {},
 }
+PAPER_MEAN = {"full": 88.54, "linear": 79.32, "partial": 82.63, "bias": 88.41, "vpt-shallow": 84.62,
+              "vpt-deep": 89.11, "e2vpt": 89.22}
 PAPER_SOURCE = {
-    "full": "VPT Table 1",
-    "linear": "VPT Table 1 (recalled, unverified; reproduces the table's mean)",
-    "vpt-shallow": "VPT Table 1",
-    "vpt-deep": "VPT Table 1",
-    "e2vpt": "E²VPT Table 1 (recalled, unverified; reproduces the table's FGVC mean 89.22)",
+    "full": "VPT (arXiv:2203.12119) Tables 1 and 14, row Full",
+    "linear": "VPT (arXiv:2203.12119) Table 1, row Linear, FGVC mean",
+    "partial": "VPT (arXiv:2203.12119) Table 1, row Partial-1, FGVC mean",
+    "bias": "VPT (arXiv:2203.12119) Tables 1 and 14, row Bias",
+    "vpt-shallow": "VPT (arXiv:2203.12119) Table 1, row VPT-Shallow, FGVC mean",
+    "vpt-deep": "VPT (arXiv:2203.12119) Tables 1 and 14, row VPT-Deep",
+    "e2vpt": "E²VPT (arXiv:2307.13770) Table 1, row E²VPT, FGVC mean",
 }
 
-# Per-method settings on the real datasets (the starter keeps its own batch size and schedule).
+# Per-method settings on the real datasets (the starter keeps its own batch size; every method gets the official
+# per-epoch schedule).
+FINETUNE = {"optimizer": "vpt-adamw", "schedule": "epoch"}
 METHOD_SETTINGS = {
     "e2vpt": {"method": {"name": "e2vpt", "num_prompts": 5, "num_kv_prompts": 5, "dropout": 0.1},
               "train": {"batch_size": 128, "optimizer": "sgd"}, "lrs": PROMPT_LRS},
     "vpt-deep": {"method": {"name": "vpt-deep", "num_prompts": 10}, "train": {"batch_size": 128, "optimizer": "sgd"},
                  "lrs": PROMPT_LRS},
     "vpt-shallow": {"method": {"name": "vpt-shallow", "num_prompts": 10},
-                    "train": {"batch_size": 128, "optimizer": "sgd"}, "lrs": PROMPT_LRS},
+                    "train": {"batch_size": 128, "optimizer": "sgd"}, "lrs": PROMPT_LRS + LARGE_PROMPT_LRS},
     "linear": {"method": {"name": "linear"}, "train": {"batch_size": 2048, "optimizer": "sgd"}, "lrs": LINEAR_LRS},
-    "full": {"method": {"name": "full"}, "train": {"batch_size": 128, "optimizer": "adamw"}, "lrs": FINETUNE_LRS},
+    "full": {"method": {"name": "full", "dropout": 0.1}, "train": {"batch_size": 128, **FINETUNE},
+             "lrs": FINETUNE_LRS},
+    "bias": {"method": {"name": "bias"}, "train": {"batch_size": 128, **FINETUNE}, "lrs": FINETUNE_LRS},
+    "partial": {"method": {"name": "partial", "num_blocks": 1}, "train": {"batch_size": 1280, **FINETUNE},
+                "lrs": FINETUNE_LRS},
 }
+# What still differs from the official code (VPT: github.com/KMnP/vpt; E²VPT: github.com/ChengHan111/E2VPT), why, and
+# which result file measures the effect on the starter (None: not measured). docs/protocol.md renders this table.
+DEVIATIONS = [
+    {"setting": "learning-rate schedule of the lessons, the main job and `train`",
+     "official": "warm-up-cosine stepped once per epoch, epoch 0 at lr 0 (VPT src/solver/lr_scheduler.py)",
+     "here": "per step (`train.schedule=step`), the first step above 0, cosine to 0; `reproduce` uses the official "
+             "one (`train.schedule=epoch`)",
+     "why": "no epoch spent at lr 0 and no jumps on the starter's 15-step epochs; the starter's settings were "
+            "found with it", "effect": None},
+    {"setting": "precision",
+     "official": "fp32 (VPT src/engine/trainer.py has no autocast)",
+     "here": "bf16 autocast on CUDA by default (`train.amp=true`); `train.amp=false` trains in fp32 as the official "
+             "code does",
+     "why": "about twice the throughput on H100/H200", "effect": "precision"},
+    {"setting": "AdamW arithmetic (full, partial, bias)",
+     "official": "an HF-style AdamW: eps added before the bias correction, decay applied after the update "
+                 "(VPT src/solver/optimizer.py)",
+     "here": "torch.optim.AdamW with the official eps 1e-6, decay 0.01 and no-decay filter (`vpt-adamw`); decay "
+             "before the update",
+     "why": "a maintained optimiser; the two differ by terms of order eps and lr·wd per step", "effect": None},
+    {"setting": "seeds of the final E²VPT runs",
+     "official": "the rewinding runs are unseeded (SEED None in E²VPT's tune_fgvc_PruningRewind.py)",
+     "here": "every final run is seeded (42, 44, 82, 100, 800)",
+     "why": "a reproduction that can be repeated", "effect": None},
+    {"setting": "batch size and warm-up of full fine-tuning",
+     "official": "configs/base-finetune.yaml: batch 384, warm-up 5; VPT Table 8: batch 128, warm-up 10",
+     "here": "batch 128, warm-up 10 (VPT Table 8)",
+     "why": "the paper's table states what produced its numbers", "effect": None},
+    {"setting": "batch size of the linear probe",
+     "official": "configs/base-linear.yaml: 1024; VPT Table 8: 2048",
+     "here": "2048 (VPT Table 8)", "why": "as above", "effect": None},
+    {"setting": "VPT-shallow learning rates",
+     "official": "the large grid {500, 1000, 250, 100} was a separate tuning run for some tasks (VPT tune_fgvc.py)",
+     "here": "always searched together with the standard grid, on val",
+     "why": "which tasks used it was not released; selection on val decides", "effect": None},
+    {"setting": "FGVC train / val splits",
+     "official": "JSON splits released on Dropbox / Google Drive, no longer downloadable",
+     "here": "a seeded, stratified 90/10 split of the official train set (Flowers: its official splits), with the "
+             "papers' counts (`python -m data_prep`)",
+     "why": "the released splits cannot be obtained; validation images differ, test images do not", "effect": None},
+    {"setting": "image resizing",
+     "official": "torchvision Resize on PIL images",
+     "here": "torchvision transforms v2 Resize on uint8 tensors (antialiased bilinear), then the same crops, flip "
+             "and normalisation",
+     "why": "one pipeline for the CPU and the on-device data path; pixel values differ by rounding", "effect": None},
+    {"setting": "attention arithmetic",
+     "official": "explicit softmax(QKᵀ/√d)V in a port of the JAX ViT",
+     "here": "timm's ViT, fused scaled-dot-product attention (the explicit path gives the same outputs to float "
+             "rounding, `tests/test_model.py`)",
+     "why": "speed and memory on the GPU; any timm ViT", "effect": None},
+    {"setting": "prompt length of VPT",
+     "official": "searched per task over {1, 5, 10, 50, 100, 200} (VPT Appendix A)",
+     "here": "fixed at 10 unless `--prompt-lengths paper` (or a list) is given",
+     "why": "the search multiplies the grid by six", "effect": None},
+    {"setting": "backbone of E²VPT's commands",
+     "official": "sup_vitb16_224, ImageNet-21k fine-tuned on ImageNet-1k (E²VPT's commands and result parser)",
+     "here": "`--backbone in21k` (the VPT paper's ImageNet-21k checkpoint) by default; `--backbone in21k-ft-in1k` "
+             "loads the one E²VPT's commands load",
+     "why": "the papers' tables and E²VPT's README name the ImageNet-21k checkpoint", "effect": None},
+]
+
 TINY = {"lrs": 2, "wds": (0.0001,), "epochs": 2, "seeds": (42, 44), "num_tokens": [0, 2], "num_segments": [1],
         "sweep_ratios": [0.0, 0.5]}
 
@@ -100,29 +198,68 @@ def _read_json(path: Path) -> Optional[dict]:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def backbone_choice(dataset: str, backbone: Optional[str]) -> Optional[str]:
+    """The ``--backbone`` name a reproduction uses: the default for real datasets, none for the starter."""
+    if dataset == "starter":
+        if backbone is not None:
+            raise ValueError(f"--backbone {backbone} applies to the FGVC datasets; the offline starter has its own "
+                             "backbone (starter-vit). Leave --backbone out.")
+        return None
+    backbone = backbone or DEFAULT_BACKBONE
+    if backbone not in BACKBONES:
+        raise ValueError(f"--backbone {backbone!r} is not one of {list(BACKBONES)} (in21k: the VPT paper's "
+                         "ImageNet-21k ViT-B/16; in21k-ft-in1k: the checkpoint E²VPT's commands load).")
+    return backbone
+
+
+def long_prompt_batch(dataset: str, method: str, num_prompts: Optional[int], batch_size: int) -> int:
+    """The batch size VPT Table 8 gives a VPT run with ``num_prompts`` prompts: 64 from 100 prompts on."""
+    if dataset != "starter" and method.startswith("vpt") and num_prompts is not None and num_prompts >= LONG_PROMPTS:
+        return LONG_PROMPT_BATCH
+    return batch_size
+
+
 def base_config(dataset: str, method: str, config: Union[str, Path, dict, RunConfig, None] = None,
-                overrides: Sequence[str] = (), tiny: bool = False) -> RunConfig:
-    """The run config of one method on one dataset before the grid fills in lr and wd."""
+                overrides: Sequence[str] = (), tiny: bool = False, backbone: Optional[str] = None) -> RunConfig:
+    """The run config of one method on one dataset before the grid fills in lr and wd (and the prompt length)."""
     if dataset not in DATASETS:
         raise ValueError(f"Unknown dataset {dataset!r}; choose one of {sorted(DATASETS)}.")
     if method not in METHODS:
         raise ValueError(f"reproduce supports the methods {list(METHODS)}, got {method!r}.")
+    backbone = backbone_choice(dataset, backbone)
     settings = METHOD_SETTINGS[method]
     if config is None:
         config = "starter" if dataset == "starter" else "cub_e2vpt"
     options = dict(settings["method"])
     changes: dict = {"method": method_config(options.pop("name"), **options), "prune": PruneConfig(), "compare": {}}
-    train: dict = {}
+    train: dict = {"schedule": "epoch"}
     if dataset != "starter":
         changes["data"] = {"root": DATASETS[dataset][0]}
-        train = {**settings["train"], "epochs": 100, "warmup_epochs": 10}
-        if method.startswith("vpt") and settings["method"]["num_prompts"] >= 100:
-            train["batch_size"] = 64
-    elif method == "full":
-        train = {"optimizer": "adamw"}
+        changes["backbone"] = {"name": BACKBONES[backbone]["timm"]}
+        train.update(settings["train"], epochs=100, warmup_epochs=10)
+        train["batch_size"] = long_prompt_batch(dataset, method, options.get("num_prompts"), train["batch_size"])
+    elif settings["train"]["optimizer"] != "sgd":
+        train["optimizer"] = settings["train"]["optimizer"]
     if tiny:
         train.update(epochs=TINY["epochs"], warmup_epochs=1)
     return load_run_config(config).replace(**changes, train=train).with_overrides(overrides)
+
+
+def grid_weight_decays(cfg: RunConfig, wds: Sequence[float]) -> list[float]:
+    """The weight decays that train differently: with the official fine-tuning AdamW every wd above 0 is the fixed
+    0.01, so the grid keeps one of them (0.01) beside 0."""
+    if cfg.train.optimizer != "vpt-adamw":
+        return list(wds)
+    return sorted({0.01 if wd > 0 else 0.0 for wd in wds}, reverse=True)
+
+
+def prompt_length_config(cfg: RunConfig, dataset: str, method: str, length: Optional[int]) -> RunConfig:
+    """``cfg`` with ``length`` prompts and the batch size VPT uses for that length (unchanged for None)."""
+    if length is None:
+        return cfg
+    batch = long_prompt_batch(dataset, method, length, METHOD_SETTINGS[method]["train"]["batch_size"]
+                              if dataset != "starter" else cfg.train.batch_size)
+    return cfg.replace(method={"num_prompts": length}, train={"batch_size": batch})
 
 
 # Settings that do not change the results; a resumed reproduction may differ in them.
@@ -130,24 +267,29 @@ _FREE = {"train": ("device", "compile", "grad_checkpointing", "progress"),
          "data": ("num_workers", "on_device", "device_budget_mb", "cache")}
 
 
-def _plan(dataset: str, method: str, cfg: RunConfig, lrs, wds, seeds, prompt_lengths, tiny: bool) -> dict:
-    """What fixes a reproduction's numbers; a resume must agree with the ``protocol.json`` it finds."""
+def _plan(dataset: str, method: str, cfg: RunConfig, lrs, wds, seeds, prompt_lengths, tiny: bool,
+          backbone: Optional[str]) -> dict:
+    """What fixes a reproduction's numbers; a resume must agree with the ``protocol.json`` it finds.
+
+    ``batch_sizes`` gives the batch of every searched prompt length (the config's own when none is searched)."""
     config = {k: v for k, v in cfg.to_dict().items() if k != "output_dir"}
     for section, keys in _FREE.items():
         config[section] = {k: v for k, v in config[section].items() if k not in keys}
-    return json.loads(json.dumps({"dataset": dataset, "method": method, "lrs": list(lrs), "wds": list(wds),
-                                  "seeds": list(seeds), "prompt_lengths": prompt_lengths, "tiny": tiny,
-                                  "config": config}))
+    batches = {str(length): prompt_length_config(cfg, dataset, method, length).train.batch_size
+               for length in prompt_lengths or [None]}
+    return json.loads(json.dumps({"dataset": dataset, "method": method, "backbone": backbone, "lrs": list(lrs),
+                                  "wds": list(wds), "seeds": list(seeds), "prompt_lengths": prompt_lengths,
+                                  "batch_sizes": batches, "tiny": tiny, "config": config}))
 
 
-def _grid(cfg: RunConfig, out: Path, lrs, wds, prompt_lengths, progress: bool) -> dict:
+def _grid(cfg: RunConfig, out: Path, lrs, wds, prompt_lengths, progress: bool, dataset: str, method: str) -> dict:
     """Stage 1: the lr × wd (× prompt length) grid, selected on the best validation accuracy of any epoch."""
     path = out / "grid.json"
     if path.is_file():
         return json.loads(path.read_text())
     searches = []
     for length in prompt_lengths or [None]:
-        run_cfg = cfg if length is None else cfg.replace(method={"num_prompts": length})
+        run_cfg = prompt_length_config(cfg, dataset, method, length)
         folder = out / "grid" if length is None else out / "grid" / f"p{length}"
         search = runs.grid_search(run_cfg, lrs, wds, folder, progress=progress, select="best")
         for r in search["runs"]:
@@ -160,10 +302,10 @@ def _grid(cfg: RunConfig, out: Path, lrs, wds, prompt_lengths, progress: bool) -
     return grid
 
 
-def _selected_config(cfg: RunConfig, grid: dict) -> RunConfig:
+def _selected_config(cfg: RunConfig, grid: dict, dataset: str, method: str) -> RunConfig:
     best = grid["best"]
-    prompts = {"num_prompts": best["num_prompts"]} if best.get("num_prompts") is not None else {}
-    return cfg.replace(train={"base_lr": best["base_lr"], "weight_decay": best["weight_decay"]}, method=prompts)
+    return prompt_length_config(cfg, dataset, method, best.get("num_prompts")).replace(
+        train={"base_lr": best["base_lr"], "weight_decay": best["weight_decay"]})
 
 
 def _prune(cfg: RunConfig, grid: dict, out: Path, tiny: bool, progress: bool) -> dict:
@@ -220,6 +362,37 @@ def _number(value: Optional[float], fmt: str = ".1f") -> str:
     return "—" if value is None else format(value, fmt)
 
 
+def paper_numbers(method: str, dataset: str) -> dict:
+    """The papers' numbers a result is shown beside: ``paper`` (this dataset, or None where no row can be cited),
+    ``paper_mean`` (the method's FGVC mean over the five datasets, FGVC only) and ``paper_source``."""
+    if dataset not in FGVC:
+        return {"paper": None, "paper_mean": None, "paper_source": "no paper number (offline starter)"}
+    paper = PAPER[method].get(dataset)
+    source = PAPER_SOURCE[method] + ("" if paper is not None else
+                                     "; no citable per-dataset number, so only the FGVC mean is shown")
+    return {"paper": paper, "paper_mean": PAPER_MEAN[method], "paper_source": source}
+
+
+def _percentages(results: dict) -> str:
+    """The tunable count as a share of the backbone (ours) and of every model parameter (the official code's)."""
+    tunable, counts = results["final"][0]["tunable"], results.get("denominators")
+    if not counts:
+        return f"{tunable:,}"
+    return (f"{tunable:,} ({100 * tunable / counts['backbone']:.2f}% of the backbone's {counts['backbone']:,}, our "
+            f"convention; {100 * tunable / counts['model']:.2f}% of all {counts['model']:,} model parameters, the "
+            "official code's \"tuned percent\")")
+
+
+def _backbone_note(plan: dict) -> str:
+    if plan.get("backbone") is None:
+        return f"backbone {plan['config']['backbone']['name']}"
+    chosen = BACKBONES[plan["backbone"]]
+    note = f"backbone {plan['backbone']} = {chosen['timm']} (the official code's {chosen['official']}: {chosen['note']})"
+    if plan["backbone"] != DEFAULT_BACKBONE:
+        note += "; the papers' numbers shown were measured with the ImageNet-21k backbone, so they differ in backbone"
+    return note
+
+
 def markdown(results: dict) -> str:
     """The reproduction table of one method beside the paper's number, with what was selected and per-seed values."""
     p, grid, final = results["protocol"], results["grid"], results["final"]
@@ -237,7 +410,9 @@ def markdown(results: dict) -> str:
              f"Per seed (test / val %): {per_seed}.",
              f"Selected on validation (best of any epoch over {len(grid['runs'])} grid runs): base_lr "
              f"{best['base_lr']}, weight_decay {best['weight_decay']}{prompts} (val {100 * best['best_val_acc']:.1f}%).",
-             f"Tunable parameters: {final[0]['tunable']:,}."]
+             f"Tunable parameters: {_percentages(results)}."]
+    if results.get("paper_mean") is not None:
+        lines.append(f"Paper FGVC mean over the five datasets: {results['paper_mean']:.2f}% ({results['paper_source']}).")
     if results.get("pruning"):
         pr = results["pruning"]
         lines.append(f"Pruning (chosen on last-epoch val over {len(pr['rewind_runs'])} rewound candidates): "
@@ -247,9 +422,11 @@ def markdown(results: dict) -> str:
     search = f"grid lr {p['lrs']} × wd {p['wds']}"
     if p["prompt_lengths"]:
         search += f" × prompts {p['prompt_lengths']}"
-    lines += ["", f"Protocol: {train['epochs']} epochs (warm-up {train['warmup_epochs']}), batch {train['batch_size']}, "
-              f"{train['optimizer']}, backbone {p['config']['backbone']['name']}, {search}"
-              f"{' (--tiny)' if p['tiny'] else ''}."]
+    if p.get("batch_sizes") and len(set(p["batch_sizes"].values())) > 1:
+        search += " (batch " + ", ".join(f"{b} for {n} prompts" for n, b in p["batch_sizes"].items()) + ")"
+    lines += ["", f"Protocol: {train['epochs']} epochs (warm-up {train['warmup_epochs']}, lr schedule per "
+              f"{train.get('schedule', 'step')}), batch {train['batch_size']}, {train['optimizer']}, "
+              f"{_backbone_note(p)}, {search}{' (--tiny)' if p['tiny'] else ''}."]
     return "\n".join(lines) + "\n"
 
 
@@ -266,29 +443,62 @@ def summary_markdown(folder: Path) -> Optional[str]:
           len(r["final"]), f"{r['final'][0]['tunable']:,}") for r in rows]) + "\n"
 
 
+def prompt_length_list(method: str, prompt_lengths: Union[str, Sequence[int], None]) -> Optional[list[int]]:
+    """``--prompt-lengths``: None (fixed), ``"paper"`` (VPT's {1, 5, 10, 50, 100, 200}) or a list of counts >= 1."""
+    if not prompt_lengths:
+        return None
+    if not method.startswith("vpt"):
+        raise ValueError("--prompt-lengths applies to vpt-deep and vpt-shallow (E²VPT's P is fixed at 5 in its "
+                         "released FGVC configs).")
+    if prompt_lengths == "paper" or list(prompt_lengths) == ["paper"]:
+        return list(PAPER_PROMPT_LENGTHS)
+    lengths = []
+    for length in prompt_lengths:
+        try:
+            lengths.append(positive_int("--prompt-lengths", int(length)))
+        except (TypeError, ValueError):
+            raise ValueError(f"--prompt-lengths takes prompt counts >= 1 or 'paper' (VPT's "
+                             f"{list(PAPER_PROMPT_LENGTHS)}), got {length!r}.") from None
+    return lengths
+
+
+def reproduction_plan(dataset: str, method: str, config: Union[str, Path, dict, RunConfig, None] = None,
+                      overrides: Sequence[str] = (), tiny: bool = False, lrs: Optional[Sequence[float]] = None,
+                      wds: Optional[Sequence[float]] = None, seeds: Optional[Sequence[int]] = None,
+                      prompt_lengths: Union[str, Sequence[int], None] = None,
+                      backbone: Optional[str] = None) -> tuple[RunConfig, dict]:
+    """What :func:`reproduce` would run, without running it: the base run config and the plan it writes to
+    ``protocol.json`` (grid, seeds, prompt lengths with their batch sizes, backbone, config); the arguments are
+    :func:`reproduce`'s. ``python -m e2vpt_viz reproduce ... --plan`` prints it."""
+    cfg = base_config(dataset, method, config, overrides, tiny, backbone)
+    backbone = backbone_choice(dataset, backbone)
+    lengths = prompt_length_list(method, prompt_lengths)
+    lrs = list(lrs or METHOD_SETTINGS[method]["lrs"][:TINY["lrs"] if tiny else None])
+    wds = grid_weight_decays(cfg, wds or (TINY["wds"] if tiny else WEIGHT_DECAYS))
+    seeds = list(seeds or (TINY["seeds"] if tiny else FINAL_SEEDS))
+    return cfg, _plan(dataset, method, cfg, lrs, wds, seeds, lengths, tiny, backbone)
+
+
 def reproduce(dataset: str, method: str, out: Union[str, Path, None] = None,
               config: Union[str, Path, dict, RunConfig, None] = None, overrides: Sequence[str] = (), tiny: bool = False,
               lrs: Optional[Sequence[float]] = None, wds: Optional[Sequence[float]] = None,
-              seeds: Optional[Sequence[int]] = None, prompt_lengths: Optional[Sequence[int]] = None,
-              progress: bool = True) -> dict:
+              seeds: Optional[Sequence[int]] = None, prompt_lengths: Union[str, Sequence[int], None] = None,
+              progress: bool = True, backbone: Optional[str] = None) -> dict:
     """Run (or resume) the protocol for one method on one dataset; returns what ``results.json`` holds.
 
     Args:
         dataset: cub, nabirds, flowers, dogs, cars (prepared with ``python -m data_prep``) or starter.
-        method: e2vpt, vpt-deep, vpt-shallow, linear or full.
+        method: one of ``METHODS`` (e2vpt, vpt-deep, vpt-shallow, linear, full, bias, partial).
         out: output folder (default ``results/reproduce/<dataset>/<method>``).
         config / overrides: base run config (default: ``cub_e2vpt`` for real data, ``starter``) and
             ``section.field=value`` overrides (e.g. ``data.root=...``, ``backbone.checkpoint=...``).
-        tiny: the CI setting (see ``TINY``). lrs / wds / seeds / prompt_lengths: replace the papers' lists.
+        tiny: the CI setting (see ``TINY``). lrs / wds / seeds: replace the papers' lists.
+        prompt_lengths: VPT only: search these prompt lengths with lr and wd, or ``"paper"`` for VPT's list.
+        backbone: ``BACKBONES`` key (default ``in21k``, the VPT paper's); FGVC datasets only.
     """
-    cfg = base_config(dataset, method, config, overrides, tiny)
+    cfg, plan = reproduction_plan(dataset, method, config, overrides, tiny, lrs, wds, seeds, prompt_lengths, backbone)
+    lrs, wds, lengths, seeds = plan["lrs"], plan["wds"], plan["prompt_lengths"], plan["seeds"]
     out = Path(out or f"results/reproduce/{dataset}/{method}")
-    lrs = list(lrs or METHOD_SETTINGS[method]["lrs"][:TINY["lrs"] if tiny else None])
-    wds = list(wds or (TINY["wds"] if tiny else WEIGHT_DECAYS))
-    seeds = list(seeds or (TINY["seeds"] if tiny else FINAL_SEEDS))
-    if prompt_lengths and not method.startswith("vpt"):
-        raise ValueError("--prompt-lengths applies to vpt-deep and vpt-shallow (E²VPT's P is fixed at 5 in its released FGVC configs).")
-    plan = _plan(dataset, method, cfg, lrs, wds, seeds, list(prompt_lengths) if prompt_lengths else None, tiny)
     previous = _read_json(out / "protocol.json")
     if previous is not None and previous != plan:
         changed = sorted(k for k in plan if previous.get(k) != plan[k])
@@ -296,15 +506,18 @@ def reproduce(dataset: str, method: str, out: Union[str, Path, None] = None,
                          "pass another --out or the same settings to resume it.")
     write_json(out / "protocol.json", plan)
 
-    grid = _grid(cfg.replace(output_dir=str(out)), out, lrs, wds, plan["prompt_lengths"], progress)
-    selected = _selected_config(cfg, grid)
+    grid = _grid(cfg.replace(output_dir=str(out)), out, lrs, wds, lengths, progress, dataset, method)
+    selected = _selected_config(cfg, grid, dataset, method)
     pruned = _prune(selected, grid, out, tiny, progress) if method == "e2vpt" else None
     final = [_final_run(selected, seed, grid, pruned, out, progress) for seed in seeds]
     mean, std = mean_std([100 * r["test_acc"] for r in final])
-    paper = PAPER[method].get(dataset)
+    best_metrics = _read_json(Path(grid["best"]["output_dir"]) / "metrics.json") or {}
+    counts = best_metrics.get("parameters") or {}
+    denominators = ({"backbone": counts["backbone"], "model": counts["model_total"]}
+                    if "model_total" in counts else None)
     results = {"method": method, "protocol": plan, "grid": grid, "pruning": pruned, "final": final,
-               "test_acc_mean": mean, "test_acc_std": std, "paper": paper,
-               "paper_source": PAPER_SOURCE[method] if paper is not None else "no paper number (offline starter)"}
+               "test_acc_mean": mean, "test_acc_std": std, "denominators": denominators,
+               **paper_numbers(method, dataset)}
     write_json(out / "results.json", results)
     write_text(out / "results.md", markdown(results))
     summary = summary_markdown(out.parent)

@@ -77,18 +77,24 @@ def set_backbone_dropout(backbone: nn.Module, rate: float) -> None:
 
 @dataclass
 class FullConfig(MethodConfig):
-    """Full fine-tuning: every backbone weight trains, and the backbone trains in train mode with ``dropout`` as
-    the official baseline does (VPT's ``end2end``: the ViT-B config's dropout 0.1 after the position embedding and
-    in the MLPs, attention dropout 0; ``src/configs/vit_configs.py``). ``dropout=0`` turns it off."""
+    """Full fine-tuning: every backbone weight trains, with the backbone in train mode as the official baseline
+    (VPT's ``end2end``) trains it, so the backbone's dropout is on while it trains.
+
+    ``dropout``: None keeps the backbone's own rates as it was created (timm's pre-trained ViTs: 0; the starter's: 0);
+    a number sets them where the official ViT-B config puts its ``dropout_rate`` (:func:`set_backbone_dropout`).
+    The official ViT-B/16 baseline uses 0.1 (VPT ``src/configs/vit_configs.py``), which ``reproduce`` sets.
+    """
 
     name: ClassVar[str] = "full"
-    dropout: float = 0.1
+    dropout: Optional[float] = None
 
     def __post_init__(self) -> None:
-        self.dropout = _check_dropout(self.dropout)
+        if self.dropout is not None:
+            self.dropout = _check_dropout(self.dropout)
 
     def prepare_backbone(self, backbone: nn.Module) -> nn.Module:
-        set_backbone_dropout(backbone, self.dropout)
+        if self.dropout is not None:
+            set_backbone_dropout(backbone, self.dropout)
         return backbone
 
     def trains_backbone_param(self, param_name: str, depth: int) -> bool:

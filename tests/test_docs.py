@@ -185,12 +185,12 @@ def test_settings_sweep_is_labelled_as_measured_before_the_unread_token_skipping
 
 # -------------------------------------------------------------------------------------------------- recording
 
-def _metrics(folder: Path, method: str, seed: int, acc: float, seconds: float) -> None:
+def _metrics(folder: Path, method: str, seed: int, acc: float, seconds: float, amp=True) -> None:
     (folder / method).mkdir(parents=True)
     (folder / method / "metrics.json").write_text(json.dumps({
         "method": method, "test_acc": acc, "train_seconds": seconds, "epochs": 60,
         "parameters": {"tunable": 13545, "tunable_pct": 0.99},
-        "config": {"train": {"seed": seed, "warmup_epochs": 6}}}))
+        "config": {"train": {"seed": seed, "warmup_epochs": 6, "amp": amp}}}))
 
 
 def test_record_seeds_drops_report_folders_into_a_result_file(tmp_path):
@@ -238,6 +238,53 @@ def test_record_pvp_and_prune_read_what_the_commands_wrote(tmp_path):
     assert p["candidates"]["best_test"] == {"num_tokens": 0, "num_segments": 6, "test_acc": 71.0, "tunable": 90}
     assert p["candidates"]["val_acc_range"] == [50.0, 60.0] and p["sweep"][1]["tunable"] == 96
     assert p["instant_test_acc"] == 65.0 and p["rewound"] == {"test_acc": 66.0, "tunable": 80}
+
+
+def test_record_precision_groups_report_folders_by_their_precision(tmp_path, capsys):
+    path = tmp_path / "precision.json"
+    shutil.copy(ROOT / "docs" / "results" / "precision.json", path)
+    runs = []
+    for amp, accs in [(False, [0.70, 0.74, 0.72]), ("bf16", [0.71, 0.73, 0.75])]:
+        for seed, acc in zip((42, 1, 2), accs):
+            runs.append(tmp_path / f"{amp}-seed{seed}")
+            _metrics(runs[-1], "e2vpt", seed, acc, 10.0, amp=amp)
+    assert main(["record", "precision", str(path), *map(str, runs)]) == 0
+    result = json.loads(path.read_text())
+    by = {m["method"]: m for m in result["methods"]}
+    assert result["seeds"] == [42, 1, 2] and by["fp32"]["test_acc"] == pytest.approx([70.0, 74.0, 72.0])
+    assert by["bf16"]["test_acc_mean"] == pytest.approx(73.0)
+    assert "inside the fp32 seed range" in docs.precision_effect({"precision": result})
+    assert main(["record", "precision", str(path), *map(str, runs[:4])]) == 2  # bf16 lacks seeds 1 and 2
+    assert "needs the same seeds [42, 1, 2] in fp32" in capsys.readouterr().err
+
+
+def test_bf16_training_lands_within_the_seed_spread_of_fp32():
+    """The official code trains in fp32 (VPT src/engine/trainer.py); ours autocasts to bf16 on CUDA. On the starter,
+    the bf16 mean of three seeds lies inside the fp32 seeds' range."""
+    result = RESULTS["precision"]
+    runs = {m["method"]: m for m in result["methods"]}
+    assert len(result["seeds"]) == 3 and set(runs) == {"fp32", "bf16"}
+    assert min(runs["fp32"]["test_acc"]) <= runs["bf16"]["test_acc_mean"] <= max(runs["fp32"]["test_acc"])
+
+
+def test_record_pvp_reads_the_lessons_export(tmp_path):
+    path = tmp_path / "pvp.json"
+    shutil.copy(ROOT / "docs" / "results" / "pvp_fewshot.json", path)
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "fewshot.json").write_text(json.dumps({"prompts": "starter-vit-e2vpt-pvp.safetensors", "epochs": 50,
+        "rows": [{"shots": 1, "random_mean": 0.3, "random_std": 0.02, "pvp_mean": 0.4, "pvp_std": 0.01,
+                  "random": [0.3, 0.28, 0.32], "pvp": [0.4, 0.39, 0.41]}]}))
+    (export / "manifest.json").write_text(json.dumps({"stage_seconds": {"fewshot": 1800.0}}))
+    assert main(["record", "pvp", str(path), str(export)]) == 0
+    result = json.loads(path.read_text())
+    assert result["command"] == f"python -m e2vpt_viz lesson-results --out {export} --stages fewshot"
+    assert result["minutes"] == 30 and result["rows"][0]["gain"] == pytest.approx(10.0)
+    from e2vpt_viz.pvp import prompt_file_info
+    from e2vpt_viz.backbones import WEIGHTS_DIR
+    info = prompt_file_info(WEIGHTS_DIR / "starter-vit-e2vpt-pvp.safetensors")
+    assert result["pretrained_prompts"]["source_val_acc"] == round(100 * info["source_val_acc"], 1)
+    assert re.fullmatch(r"[0-9a-f]{40}", result["pretrained_prompts"]["measured"]["commit"])
 
 
 def test_record_refuses_the_wrong_kind_of_result_file_in_one_line(tmp_path, capsys):

@@ -78,7 +78,7 @@ def test_plain_adamw_and_sgd_keep_our_recipe():
 
 def test_full_fine_tuning_trains_with_the_backbone_in_train_mode_and_dropout():
     torch.manual_seed(0)
-    model = apply_prompts(tiny_vit(), FullConfig(), 4)
+    model = apply_prompts(tiny_vit(), FullConfig(dropout=0.1), 4)
     images = torch.randn(2, 3, 32, 32)
     model.train()
     assert model.backbone.training and model.backbone.pos_drop.p == 0.1
@@ -88,6 +88,8 @@ def test_full_fine_tuning_trains_with_the_backbone_in_train_mode_and_dropout():
     assert not model.backbone.training and torch.equal(model(images), model(images))
     off = apply_prompts(tiny_vit(), FullConfig(dropout=0.0), 4).train()
     assert off.backbone.training and torch.equal(off(images), off(images))
+    own = apply_prompts(tiny_vit(proj_drop_rate=0.2), FullConfig(), 4)  # None keeps the backbone's own rates
+    assert own.backbone.blocks[0].mlp.drop1.p == 0.2 and own.train().backbone.training
 
 
 @pytest.mark.parametrize("config", [BiasConfig(), PartialConfig(num_blocks=1)], ids=["bias", "partial"])
@@ -122,6 +124,8 @@ def test_reproduce_trains_the_fine_tuning_baselines_as_the_official_code(method)
     assert plan["wds"] == [0.01, 0.0]  # every wd > 0 is the official AdamW's fixed 0.01: one run, not three
     assert cfg.train.batch_size == {"full": 128, "bias": 128, "partial": 1280}[method]  # VPT Table 8
     assert cfg.method.backbone_train_mode() == (method == "full")
+    if method == "full":
+        assert cfg.method.dropout == 0.1  # the official ViT-B config's dropout_rate
 
 
 def test_reproduce_offers_both_official_backbones_by_name(capsys):

@@ -53,7 +53,7 @@ def test_lr_schedule_warmup_then_cosine():
 
 def test_fit_learns_and_reports_history():
     data = toy_data()
-    model = make_model(FullConfig(dropout=0.0))  # the loop alone, without the backbone dropout of the official baseline
+    model = make_model(FullConfig())
     before = evaluate(model, loader(data, False))
     history = fit(model, loader(data), loader(data, False),
                   TrainConfig(epochs=15, warmup_epochs=1, base_lr=0.1, optimizer="adamw", progress=False))

@@ -124,9 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     docs.add_argument("--check", action="store_true", help="write nothing; exit 1 naming the pages that are not current")
 
     record = sub.add_parser("record", help="rewrite a docs/results/*.json from what a command wrote (a re-measurement)")
-    record.add_argument("kind", choices=("seeds", "prune", "pvp"),
+    record.add_argument("kind", choices=("seeds", "prune", "pvp", "precision"),
                         help="seeds: report --out folders, one per seed; prune: a prune output_dir; pvp: a "
-                             "pvp-fewshot --out folder")
+                             "pvp-fewshot or lesson-results --out folder; precision: report --out folders with "
+                             "train.amp=false and train.amp=bf16")
     record.add_argument("result_file", help="e.g. docs/results/calibration.json")
     record.add_argument("sources", nargs="+", help="the folder(s) the command wrote")
     return parser

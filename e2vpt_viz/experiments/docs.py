@@ -16,7 +16,10 @@ project's own commands wrote (keeping its claim and labels, stamping commit, dat
 * ``record seeds docs/results/calibration.json RUN_DIR ...``: one ``report --out RUN_DIR`` folder per training seed
   (each holds ``<method>/metrics.json``); also ``main_job.json`` and ``baselines.json``;
 * ``record prune docs/results/pruning.json OUTPUT_DIR``: the ``prune.json`` and ``sweep.json`` of a ``prune`` run;
-* ``record pvp docs/results/pvp_fewshot.json OUT``: the ``pvp_fewshot.json`` of a ``pvp-fewshot --out OUT`` run.
+* ``record pvp docs/results/pvp_fewshot.json OUT``: the ``pvp_fewshot.json`` of a ``pvp-fewshot --out OUT`` run, or
+  the ``fewshot.json`` of a ``lesson-results --out OUT`` export;
+* ``record precision docs/results/precision.json RUN_DIR ...``: ``report --out RUN_DIR`` folders trained with
+  ``train.amp=false`` and with ``train.amp=bf16``, the same seeds each.
 
 Accuracies in result files are percentages; parameter counts follow the papers' convention (``count_parameters``).
 """
@@ -363,7 +366,7 @@ def quick_text(root: Path, folder: Path) -> str:
 def precision_effect(r: dict[str, dict]) -> Optional[str]:
     """bf16 against fp32 on the starter, from ``docs/results/precision.json`` (None until it is measured)."""
     result = r.get("precision")
-    if result is None:
+    if result is None or not result["methods"]:
         return None
     runs = _by_method(result)
     fp32, bf16 = runs["fp32"], runs["bf16"]
@@ -570,8 +573,32 @@ def record_pvp(result: dict, out_dir: Union[str, Path]) -> dict:
                       for s, p, q in zip(result["seeds"], r["pvp"], r["random"])}} for r in rows]}
 
 
-RECORDERS = {"seeds": record_seeds, "prune": record_prune, "pvp": record_pvp}
-KINDS = {"seeds": "seeds", "prune": "pruning", "pvp": "pvp_fewshot"}
+def record_precision(result: dict, run_dirs: Sequence[Union[str, Path]]) -> dict:
+    """The ``kind: precision`` result: ``report --out RUN_DIR ... train.amp=false|bf16`` folders (one per seed and
+    precision), each with ``<method>/metrics.json``; grouped by the ``train.amp`` their config holds."""
+    method = result["method"]
+    runs = [_read(Path(d) / method / "metrics.json", "report --out DIR") for d in run_dirs]
+    groups = {"fp32": [m for m in runs if m["config"]["train"]["amp"] is False],
+              "bf16": [m for m in runs if m["config"]["train"]["amp"] == "bf16"]}
+    seeds = sorted({m["config"]["train"]["seed"] for m in runs}, key=[m["config"]["train"]["seed"] for m in runs].index)
+    for name, group in groups.items():
+        if sorted(m["config"]["train"]["seed"] for m in group) != sorted(seeds):
+            raise ValueError(f"`record precision` needs the same seeds {seeds} in fp32 (train.amp=false) and bf16 "
+                             f"(train.amp=bf16); {name} has {[m['config']['train']['seed'] for m in group]}.")
+    entries = []
+    for name, group in groups.items():
+        group = sorted(group, key=lambda m: seeds.index(m["config"]["train"]["seed"]))
+        accs = [100 * m["test_acc"] for m in group]
+        mean, sd = mean_std(accs)
+        entries.append({"method": name, "label": f"{method}, {name}", "test_acc": accs, "test_acc_mean": mean,
+                        "test_acc_sd": sd, "train_seconds": [m["train_seconds"] for m in group]})
+    return {**result, "seeds": seeds, "methods": entries,
+            "schedule": {"epochs": runs[0]["epochs"], "warmup_epochs": runs[0]["config"]["train"]["warmup_epochs"]}}
+
+
+RECORDERS = {"seeds": record_seeds, "prune": record_prune, "pvp": record_pvp, "precision": record_precision}
+KINDS = {"seeds": "seeds", "prune": "pruning", "pvp": "pvp_fewshot", "precision": "precision"}
+MANY_SOURCES = ("seeds", "precision")  # kinds that read one folder per run
 
 
 def record(kind: str, result_file: Union[str, Path], sources: Sequence[Union[str, Path]],
@@ -582,8 +609,8 @@ def record(kind: str, result_file: Union[str, Path], sources: Sequence[Union[str
     if result.get("kind") != KINDS[kind]:
         raise ValueError(f"{path} holds a {result.get('kind')!r} result; `record {kind}` writes "
                          f"{KINDS[kind]!r} results.")
-    if kind != "seeds" and len(sources) != 1:
+    if kind not in MANY_SOURCES and len(sources) != 1:
         raise ValueError(f"`record {kind}` reads one folder; got {len(sources)}.")
-    new = RECORDERS[kind](result, sources if kind == "seeds" else sources[0])
+    new = RECORDERS[kind](result, sources if kind in MANY_SOURCES else sources[0])
     path.write_text(json.dumps(_stamp(new, Path(root)), indent=1, ensure_ascii=False) + "\n")
     return path

@@ -138,6 +138,13 @@ DEVIATIONS = [
              "one (`train.schedule=epoch`)",
      "why": "no epoch spent at lr 0 and no jumps on the starter's 15-step epochs; the starter's settings were "
             "found with it", "effect": None},
+    {"setting": "the starter's baselines (lessons, `report`, the calibration)",
+     "official": "full, partial and bias with the fine-tuning AdamW (eps 1e-6, decay 0.01 on all but biases); full "
+                 "with the ViT-B config's dropout 0.1",
+     "here": "torch AdamW with the starter's calibrated lr and decay (0.01 on all but the head bias); full with the "
+             "starter backbone's own dropout, none, in train mode; `reproduce` uses the official settings",
+     "why": "the starter's settings were found with them; starter-vit was pre-trained without dropout",
+     "effect": None},
     {"setting": "precision",
      "official": "fp32 (VPT src/engine/trainer.py has no autocast)",
      "here": "bf16 autocast on CUDA by default (`train.amp=true`); `train.amp=false` trains in fp32 as the official "

@@ -124,10 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     docs.add_argument("--check", action="store_true", help="write nothing; exit 1 naming the pages that are not current")
 
     record = sub.add_parser("record", help="rewrite a docs/results/*.json from what a command wrote (a re-measurement)")
-    record.add_argument("kind", choices=("seeds", "prune", "pvp", "precision"),
+    record.add_argument("kind", choices=("seeds", "prune", "pvp", "variants"),
                         help="seeds: report --out folders, one per seed; prune: a prune output_dir; pvp: a "
-                             "pvp-fewshot or lesson-results --out folder; precision: report --out folders with "
-                             "train.amp=false and train.amp=bf16")
+                             "pvp-fewshot or lesson-results --out folder; variants: report --out or run folders of "
+                             "one method with two values of the setting the result file names")
     record.add_argument("result_file", help="e.g. docs/results/calibration.json")
     record.add_argument("sources", nargs="+", help="the folder(s) the command wrote")
     return parser
@@ -177,8 +177,6 @@ def run_command(args: argparse.Namespace) -> int:
               f"with {rewound['parameters']['tunable']:,} tunable parameters")
         print(f"written to {result['config'].get('output_dir')}/prune.json and sweep.json")
     elif args.command == "reproduce" and args.plan:
-        import json
-
         from .reproduce import reproduction_plan
 
         _, plan = reproduction_plan(args.dataset, args.method, args.config, args.overrides, args.tiny, args.lrs,

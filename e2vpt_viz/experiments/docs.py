@@ -18,8 +18,8 @@ project's own commands wrote (keeping its claim and labels, stamping commit, dat
 * ``record prune docs/results/pruning.json OUTPUT_DIR``: the ``prune.json`` and ``sweep.json`` of a ``prune`` run;
 * ``record pvp docs/results/pvp_fewshot.json OUT``: the ``pvp_fewshot.json`` of a ``pvp-fewshot --out OUT`` run, or
   the ``fewshot.json`` of a ``lesson-results --out OUT`` export;
-* ``record precision docs/results/precision.json RUN_DIR ...``: ``report --out RUN_DIR`` folders trained with
-  ``train.amp=false`` and with ``train.amp=bf16``, the same seeds each.
+* ``record variants docs/results/precision.json RUN_DIR ...``: one method trained with two values of the setting the
+  result names (``varies``; e.g. ``train.amp`` false and bf16), the same seeds each: ``report --out`` or run folders.
 
 Accuracies in result files are percentages; parameter counts follow the papers' convention (``count_parameters``).
 """
@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
 from ..tables import markdown_table, mean_std
+from ..training import ADDED_RESULT_SETTINGS
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS_DIR = Path("docs") / "results"
@@ -363,22 +364,26 @@ def quick_text(root: Path, folder: Path) -> str:
             f"{QUICK_BUDGET_S / 60:.0f}-minute budget ({chosen * epoch:.0f} s, validation passes not included).")
 
 
-def precision_effect(r: dict[str, dict]) -> Optional[str]:
-    """bf16 against fp32 on the starter, from ``docs/results/precision.json`` (None until it is measured)."""
-    result = r.get("precision")
-    if result is None or not result["methods"]:
-        return None
-    runs = _by_method(result)
-    fp32, bf16 = runs["fp32"], runs["bf16"]
-    low, high = min(fp32["test_acc"]), max(fp32["test_acc"])
-    inside = low <= bf16["test_acc_mean"] <= high
-    return (f"E²VPT on the starter, {result['schedule']['epochs']} epochs, seeds {' / '.join(map(str, result['seeds']))}"
-            f" (CPU bf16 autocast): bf16 {_f(bf16['test_acc_mean'])} ± {_f(bf16['test_acc_sd'])}%, fp32 "
-            f"{_f(fp32['test_acc_mean'])} ± {_f(fp32['test_acc_sd'])}% (seeds {_f(low)} to {_f(high)}); the bf16 mean "
-            f"is {'inside' if inside else 'outside'} the fp32 seed range ([precision.json](results/precision.json))")
+def variants_effect(name: str) -> Callable[[dict[str, dict]], Optional[str]]:
+    """The measured-effect sentence of a ``kind: variants`` result (None until it is measured): both means, and
+    whether the second variant's mean lies inside the first's seed range."""
+    def effect(r: dict[str, dict]) -> Optional[str]:
+        result = r.get(name)
+        if result is None or not result["methods"]:
+            return None
+        base, other = result["methods"]
+        low, high = min(base["test_acc"]), max(base["test_acc"])
+        inside = low <= other["test_acc_mean"] <= high
+        return (f"{result['method']} on the starter, {result['schedule']['epochs']} epochs, seeds "
+                f"{' / '.join(map(str, result['seeds']))}: {other['method']} {_f(other['test_acc_mean'])} ± "
+                f"{_f(other['test_acc_sd'])}%, {base['method']} {_f(base['test_acc_mean'])} ± {_f(base['test_acc_sd'])}% "
+                f"(seeds {_f(low)} to {_f(high)}); the {other['method']} mean is {'inside' if inside else 'outside'} "
+                f"the {base['method']} seed range ([{name}.json](results/{name}.json))")
+    return effect
 
 
-EFFECTS: dict[str, Callable[[dict[str, dict]], Optional[str]]] = {"precision": precision_effect}
+EFFECTS: dict[str, Callable[[dict[str, dict]], Optional[str]]] = {
+    "precision": variants_effect("precision"), "schedule": variants_effect("schedule")}
 
 
 def deviations_text(r: dict[str, dict]) -> str:
@@ -573,32 +578,45 @@ def record_pvp(result: dict, out_dir: Union[str, Path]) -> dict:
                       for s, p, q in zip(result["seeds"], r["pvp"], r["random"])}} for r in rows]}
 
 
-def record_precision(result: dict, run_dirs: Sequence[Union[str, Path]]) -> dict:
-    """The ``kind: precision`` result: ``report --out RUN_DIR ... train.amp=false|bf16`` folders (one per seed and
-    precision), each with ``<method>/metrics.json``; grouped by the ``train.amp`` their config holds."""
-    method = result["method"]
-    runs = [_read(Path(d) / method / "metrics.json", "report --out DIR") for d in run_dirs]
-    groups = {"fp32": [m for m in runs if m["config"]["train"]["amp"] is False],
-              "bf16": [m for m in runs if m["config"]["train"]["amp"] == "bf16"]}
-    seeds = sorted({m["config"]["train"]["seed"] for m in runs}, key=[m["config"]["train"]["seed"] for m in runs].index)
-    for name, group in groups.items():
-        if sorted(m["config"]["train"]["seed"] for m in group) != sorted(seeds):
-            raise ValueError(f"`record precision` needs the same seeds {seeds} in fp32 (train.amp=false) and bf16 "
-                             f"(train.amp=bf16); {name} has {[m['config']['train']['seed'] for m in group]}.")
+def _run_metrics(folder: Path, method: str) -> dict:
+    """The ``metrics.json`` of one run: a ``report --out`` folder (``<method>/metrics.json``) or a run folder."""
+    path = folder / method / "metrics.json" if (folder / method / "metrics.json").is_file() else folder / "metrics.json"
+    return _read(path, "report --out DIR, or a run's output_dir")
+
+
+def _setting(metrics: dict, dotted: str):
+    section, key = dotted.split(".")
+    return metrics["config"][section].get(key, ADDED_RESULT_SETTINGS.get(key) if section == "train" else None)
+
+
+def record_variants(result: dict, run_dirs: Sequence[Union[str, Path]]) -> dict:
+    """The ``kind: variants`` result: one method trained with two values of one setting (``result["varies"]``: the
+    dotted setting and ``{label: value}``), the same seeds each; the runs are ``report --out`` folders or run
+    folders, grouped by the value their config holds."""
+    method, varies = result["method"], result["varies"]
+    runs = [_run_metrics(Path(d), method) for d in run_dirs]
+    seeds = list(dict.fromkeys(m["config"]["train"]["seed"] for m in runs))
     entries = []
-    for name, group in groups.items():
-        group = sorted(group, key=lambda m: seeds.index(m["config"]["train"]["seed"]))
+    for label, value in varies["values"].items():
+        group = [m for m in runs if _setting(m, varies["setting"]) == value]
+        if sorted(m["config"]["train"]["seed"] for m in group) != sorted(seeds):
+            raise ValueError(f"`record variants` needs the seeds {seeds} with {varies['setting']}={value} ({label}); "
+                             f"found {[m['config']['train']['seed'] for m in group]}.")
+        group.sort(key=lambda m: seeds.index(m["config"]["train"]["seed"]))
         accs = [100 * m["test_acc"] for m in group]
         mean, sd = mean_std(accs)
-        entries.append({"method": name, "label": f"{method}, {name}", "test_acc": accs, "test_acc_mean": mean,
+        entries.append({"method": label, "label": f"{method}, {label}", "test_acc": accs, "test_acc_mean": mean,
                         "test_acc_sd": sd, "train_seconds": [m["train_seconds"] for m in group]})
+    epochs = {m["epochs"] for m in runs}
+    if len(epochs) != 1:
+        raise ValueError(f"`record variants` compares runs of one schedule; these have {sorted(epochs)} epochs.")
     return {**result, "seeds": seeds, "methods": entries,
             "schedule": {"epochs": runs[0]["epochs"], "warmup_epochs": runs[0]["config"]["train"]["warmup_epochs"]}}
 
 
-RECORDERS = {"seeds": record_seeds, "prune": record_prune, "pvp": record_pvp, "precision": record_precision}
-KINDS = {"seeds": "seeds", "prune": "pruning", "pvp": "pvp_fewshot", "precision": "precision"}
-MANY_SOURCES = ("seeds", "precision")  # kinds that read one folder per run
+RECORDERS = {"seeds": record_seeds, "prune": record_prune, "pvp": record_pvp, "variants": record_variants}
+KINDS = {"seeds": "seeds", "prune": "pruning", "pvp": "pvp_fewshot", "variants": "variants"}
+MANY_SOURCES = ("seeds", "variants")  # kinds that read one folder per run
 
 
 def record(kind: str, result_file: Union[str, Path], sources: Sequence[Union[str, Path]],

@@ -21,11 +21,11 @@ OUT_OF_RANGE = {
     "backbone.name": "vit_nonexistent_model", "backbone.checkpoint": "/nonexistent/weights.pth",
     "train.epochs": "0", "train.warmup_epochs": "-1", "train.batch_size": "0", "train.base_lr": "-1",
     "train.weight_decay": "-1", "train.optimizer": "adam", "train.momentum": "1.5", "train.seed": "-1",
-    "train.device": "tpu", "train.compile": "sometimes",
+    "train.device": "tpu", "train.compile": "sometimes", "train.schedule": "hourly", "train.amp": "fp16",
     "prune.score": "absolute", "prune.num_tokens": "[-1]", "prune.num_segments": "[-1]", "prune.sweep_ratios": "[1.5]",
     "output_dir": str(Path(__file__)),  # an existing file, not a folder
 }
-NO_RANGE = {"data.synthetic", "data.cache", "train.amp", "train.progress", "train.grad_checkpointing",
+NO_RANGE = {"data.synthetic", "data.cache", "train.progress", "train.grad_checkpointing",
             "backbone.pretrained"}  # booleans: only their type can be wrong
 
 

@@ -132,10 +132,10 @@ METHOD_SETTINGS = {
 # What still differs from the official code (VPT: github.com/KMnP/vpt; E²VPT: github.com/ChengHan111/E2VPT), why, and
 # which result file measures the effect on the starter (None: not measured). docs/protocol.md renders this table.
 DEVIATIONS = [
-    {"setting": "learning-rate schedule of the lessons, the main job and `train`",
+    {"setting": "learning-rate schedule of the `starter` config (the lessons, the main job)",
      "official": "warm-up-cosine stepped once per epoch, epoch 0 at lr 0 (VPT src/solver/lr_scheduler.py)",
-     "here": "per step (`train.schedule=step`), the first step above 0, cosine to 0; `reproduce` uses the official "
-             "one (`train.schedule=epoch`)",
+     "here": "per step (`train.schedule=step`), the first step above 0, cosine to 0; `reproduce` and the "
+             "`cub_e2vpt` config use the official one (`train.schedule=epoch`)",
      "why": "no epoch spent at lr 0 and no jumps on the starter's 15-step epochs; the starter's settings were "
             "found with it", "effect": "schedule"},
     {"setting": "the starter's baselines (lessons, `report`, the calibration)",

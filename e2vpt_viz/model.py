@@ -235,7 +235,8 @@ class PromptedViT(nn.Module):
         """Images (B, 3, H, W) -> all tokens after the final norm (B, prefix + P + patches, D).
 
         With prompts disabled the prompt slots are absent: (B, prefix + patches, D). ``class_token_only``: only the
-        class token's output, (B, 1, D), which is what class-token pooling reads (the last block computes one row).
+        leading tokens the pooling reads (:attr:`pooled_tokens`), (B, 1, D) for a class token, (B, 2, D) for DeiT's
+        class and distillation tokens; the last block computes only those rows.
         """
         bb = self.backbone
         x = bb.norm_pre(bb.patch_drop(bb._pos_embed(bb.patch_embed(images))))  # (B, prefix + patches, D)
@@ -273,7 +274,7 @@ class PromptedViT(nn.Module):
             without_prompts = torch.cat([torch.arange(n, device=device), torch.arange(n + P, num_tokens, device=device)])
             rows[:self.layout.prompt_depth - 1] = [without_prompts] * (self.layout.prompt_depth - 1)
         if class_token_only:
-            rows[-1] = torch.zeros(1, dtype=torch.long, device=device)
+            rows[-1] = torch.arange(max(1, self.pooled_tokens), device=device)
         return rows
 
     # ------------------------------------------------------------------------------------------------------------
@@ -286,15 +287,24 @@ class PromptedViT(nn.Module):
         its ``fc_norm`` see exactly the tokens they were trained on.
         """
         n = self.num_backbone_prefix
-        if self.prompts_enabled and self.num_prompts and tokens.shape[1] > 1:
+        if self.prompts_enabled and self.num_prompts and tokens.shape[1] > max(1, self.pooled_tokens):
             tokens = torch.cat([tokens[:, :n], tokens[:, n + self.num_prompts:]], dim=1)
         features = self.backbone.forward_head(tokens, pre_logits=True)  # pool -> fc_norm -> head_drop
         return features if pre_logits else self.head(features)
 
     @property
+    def pooled_tokens(self) -> int:
+        """How many leading tokens the backbone's pooling reads and nothing else: 1 for a class token (timm
+        ``global_pool='token'``), 2 for DeiT's class and distillation tokens (their mean), 0 when it reads more
+        (average or attention pooling)."""
+        if self.backbone.global_pool != "token" or getattr(self.backbone, "attn_pool", None) is not None:
+            return 0
+        return 2 if getattr(self.backbone, "dist_token", None) is not None else 1
+
+    @property
     def reads_class_token(self) -> bool:
-        """Whether the backbone's pooling reads the class token alone (timm ``global_pool='token'``)."""
-        return self.backbone.global_pool == "token" and getattr(self.backbone, "attn_pool", None) is None
+        """Whether the pooling reads only leading prefix tokens (the class token, and DeiT's distillation token)."""
+        return self.pooled_tokens > 0
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Images (B, 3, H, W) -> logits (B, num_classes)."""

@@ -2,6 +2,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from timm.models.deit import VisionTransformerDistilled
 from timm.models.vision_transformer import VisionTransformer
 
 # Tiny ViT variants covering the token layouts of timm's zoo.
@@ -10,13 +11,15 @@ VARIANTS = {
     "reg_tokens": dict(reg_tokens=2),
     "no_embed_class": dict(no_embed_class=True, reg_tokens=1),
     "mean_pool": dict(class_token=False, global_pool="avg", fc_norm=True),
+    "distilled": dict(distilled=True),  # DeiT: class and distillation tokens, the head reads their mean
 }
 
 
 def tiny_vit(**overrides) -> VisionTransformer:
     """(B, 3, 32, 32) images, 8-px patches (4 x 4 grid), width 32, 2 heads, 3 blocks, no classifier."""
     args = dict(img_size=32, patch_size=8, embed_dim=32, depth=3, num_heads=2, num_classes=0)
-    return VisionTransformer(**{**args, **overrides})
+    kind = VisionTransformerDistilled if overrides.pop("distilled", False) else VisionTransformer
+    return kind(**{**args, **overrides})
 
 
 @pytest.fixture

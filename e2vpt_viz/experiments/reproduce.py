@@ -6,8 +6,8 @@ github.com/ChengHan111/E2VPT).
 
 1. **Grid** (VPT's ``tune_fgvc.py``; E²VPT's released FGVC commands): every (base lr, weight decay) pair trains on ``train`` and evaluates
    ``val`` every epoch. Grids: weight decay {0.01, 0.001, 0.0001, 0}; base lr for prompts (VPT, E²VPT)
-   {5, 2.5, 1, 50, 25, 10, 0.5, 0.25, 0.1}, linear {50, 25, 10, 5, 2.5, 1, 0.5, 0.25, 0.1, 0.05}, full fine-tuning
-   {0.001, 0.0001, 0.0005, 0.005}; VPT-shallow adds the large grid {500, 1000, 250, 100} (VPT ``tune_fgvc.py``,
+   {5, 2.5, 1, 50, 25, 10, 0.5, 0.25, 0.1}, linear {50, 25, 10, 5, 2.5, 1, 0.5, 0.25, 0.1, 0.05}, full fine-tuning,
+   partial-1 and bias {0.001, 0.0001, 0.0005, 0.005} (VPT's ``finetune`` grid); VPT-shallow adds the large grid {500, 1000, 250, 100} (VPT ``tune_fgvc.py``,
    ``prompt_largerlr``, which the paper used for VPT-shallow on some tasks); the lr is scaled by batch / 256
    (VPT's ``tune_fgvc.py``). The pair with the best validation
    accuracy of **any epoch** wins (E²VPT's FGVC script; VPT's FGVC selection was done on val, VPT Appendix A), ties to

@@ -70,13 +70,32 @@ def require_prompted(model: Any, caller: str) -> "PromptedViT":
     return model
 
 
+# timm ViT families whose blocks compute positions inside attention or over a variable sequence, which prompts do
+# not fit yet: why, in one clause each (the refusal names it and what works instead).
+UNSUPPORTED_FAMILIES = {
+    "Eva": "its attention applies rotary position embeddings to the patch queries and keys (EVA-02, the RoPE ViTs, "
+           "Perception Encoder), which prompt tokens would need to be kept out of",
+    "Beit": "its attention adds a relative position bias over a fixed token count (BEiT, BEiT v2), which a sequence "
+            "holding prompts no longer has",
+    "VisionTransformerRelPos": "its attention adds a relative position bias over a fixed token count, which a sequence "
+                               "holding prompts no longer has",
+    "NaFlexVit": "it embeds a variable number of patches per image with masks (NaFlex), not a fixed token layout",
+}
+SUPPORTED_EXAMPLES = ("vit_base_patch16_224.orig_in21k, vit_base_patch14_reg4_dinov2, vit_base_patch16_clip_224, "
+                      "vit_base_patch16_siglip_224, deit3_base_patch16_224, deit_base_distilled_patch16_224")
+
+
 def check_supported_backbone(backbone: nn.Module) -> None:
     """Raise a clear error unless ``backbone`` is a timm VisionTransformer with standard pre-norm blocks."""
     from timm.models.vision_transformer import VisionTransformer
 
+    family = type(backbone).__name__
+    if family in UNSUPPORTED_FAMILIES:
+        raise TypeError(f"Prompts do not support timm's {family} backbones yet: {UNSUPPORTED_FAMILIES[family]}. "
+                        f"Timm VisionTransformer models work, e.g. {SUPPORTED_EXAMPLES}.")
     if not isinstance(backbone, VisionTransformer):
         raise TypeError(
-            f"apply_prompts needs a timm VisionTransformer, got {type(backbone).__name__}. "
+            f"apply_prompts needs a timm VisionTransformer, got {family}. "
             "Create one with e2vpt_viz.load_backbone('vit_base_patch16_224') or timm.create_model('vit_...')."
         )
     block_parts = ("norm1", "attn", "ls1", "drop_path1", "norm2", "mlp", "ls2", "drop_path2")

@@ -33,6 +33,36 @@ class AttentionRecorder:
         self.probs.append(probs.detach())
 
 
+def project_qkv(attn: nn.Module, x: torch.Tensor, rope: Optional[torch.Tensor] = None,
+                rope_start: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Queries, keys and values (each (B, heads, N, head_dim)) of ``x`` (B, N, C) through the frozen projections of a
+    timm ``Attention`` or ``EvaAttention``, computed as the module computes them.
+
+    ``rope``: the backbone's rotary position embedding of the patches (EVA-02, RoPE ViTs), applied to the queries and
+    keys of the tokens from ``rope_start`` on (the patches): never to the class, register or prompt tokens before them.
+    """
+    B, N, _ = x.shape
+    if getattr(attn, "qkv", None) is None:  # EvaAttention with separate projections
+        q, k, v = (proj(x).reshape(B, N, attn.num_heads, -1).transpose(1, 2)
+                   for proj in (attn.q_proj, attn.k_proj, attn.v_proj))
+    else:
+        if getattr(attn, "q_bias", None) is None:
+            qkv = attn.qkv(x)
+        else:  # EvaAttention: bias-free fused projection plus (q, 0, v) biases
+            bias = torch.cat((attn.q_bias, attn.k_bias, attn.v_bias))
+            separate = attn.qkv_bias_separate or type(attn.qkv) is not nn.Linear  # e.g. LoRA-wrapped
+            qkv = attn.qkv(x) + bias if separate else F.linear(x, weight=attn.qkv.weight, bias=bias)
+        q, k, v = qkv.reshape(B, N, 3, attn.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+    q, k = attn.q_norm(q), attn.k_norm(k)
+    if rope is not None:
+        from timm.layers import apply_rot_embed_cat
+
+        half = getattr(attn, "rotate_half", False)
+        q = torch.cat([q[:, :, :rope_start], apply_rot_embed_cat(q[:, :, rope_start:], rope, half=half)], 2).type_as(v)
+        k = torch.cat([k[:, :, :rope_start], apply_rot_embed_cat(k[:, :, rope_start:], rope, half=half)], 2).type_as(v)
+    return q, k, v
+
+
 def attention_forward(
         attn: nn.Module,
         x: torch.Tensor,
@@ -41,11 +71,14 @@ def attention_forward(
         recorder: Optional[AttentionRecorder] = None,
         fused: bool = True,
         query_rows: Optional[torch.Tensor] = None,
+        rope: Optional[torch.Tensor] = None,
+        rope_start: int = 0,
 ) -> torch.Tensor:
-    """Run a timm ``Attention`` module's weights on ``x`` with key-value prompts.
+    """Run a timm ``Attention`` (or ``EvaAttention``) module's weights on ``x`` with key-value prompts.
 
     Args:
-        attn: a ``timm.layers.Attention`` (its ``qkv``, ``q_norm``, ``k_norm``, ``norm``, ``proj`` are reused).
+        attn: a ``timm.layers.Attention`` or ``EvaAttention`` (its projections, ``q_norm``, ``k_norm``, ``norm``,
+            ``gate`` and ``proj`` are reused).
         x: tokens (B, N, C), already normalised by the block's ``norm1``.
         key_prompts: (heads, T, head_dim) prompts prepended to the keys, or None.
         value_prompts: (heads, T, head_dim) prompts prepended to the values; None shares ``key_prompts``.
@@ -54,15 +87,15 @@ def attention_forward(
             the benchmarks' baseline).
         query_rows: (M,) indices of the tokens whose output is wanted; None = all N.
             Every token is still a key and a value.
+        rope / rope_start: rotary position embeddings of the patches, which start at token ``rope_start`` (see
+            :func:`project_qkv`); key-value prompts are concatenated after it, so they carry no position.
 
     Returns:
         (B, M, C) attention output after the output projection (M = N without ``query_rows``).
     """
     B, N, C = x.shape
     gate = attn.gate(x).sigmoid() if getattr(attn, "gate", None) is not None else None
-    qkv = attn.qkv(x).reshape(B, N, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
-    q, k, v = qkv.unbind(0)  # each (B, heads, N, head_dim)
-    q, k = attn.q_norm(q), attn.k_norm(k)
+    q, k, v = project_qkv(attn, x, rope, rope_start)  # each (B, heads, N, head_dim)
     if query_rows is not None:
         q = q.index_select(2, query_rows)
         gate = None if gate is None else gate.index_select(1, query_rows)
@@ -81,7 +114,7 @@ def attention_forward(
             recorder.add(probs)
         x = attn.attn_drop(probs) @ v
 
-    x = x.transpose(1, 2).reshape(B, q.shape[2], attn.attn_dim)
+    x = x.transpose(1, 2).reshape(B, q.shape[2], attn.num_heads * attn.head_dim)
     x = attn.norm(x)
     if gate is not None:
         x = x * gate

@@ -73,8 +73,6 @@ def require_prompted(model: Any, caller: str) -> "PromptedViT":
 # timm ViT families whose blocks compute positions inside attention or over a variable sequence, which prompts do
 # not fit yet: why, in one clause each (the refusal names it and what works instead).
 UNSUPPORTED_FAMILIES = {
-    "Eva": "its attention applies rotary position embeddings to the patch queries and keys (EVA-02, the RoPE ViTs, "
-           "Perception Encoder), which prompt tokens would need to be kept out of",
     "Beit": "its attention adds a relative position bias over a fixed token count (BEiT, BEiT v2), which a sequence "
             "holding prompts no longer has",
     "VisionTransformerRelPos": "its attention adds a relative position bias over a fixed token count, which a sequence "
@@ -82,33 +80,52 @@ UNSUPPORTED_FAMILIES = {
     "NaFlexVit": "it embeds a variable number of patches per image with masks (NaFlex), not a fixed token layout",
 }
 SUPPORTED_EXAMPLES = ("vit_base_patch16_224.orig_in21k, vit_base_patch14_reg4_dinov2, vit_base_patch16_clip_224, "
-                      "vit_base_patch16_siglip_224, deit3_base_patch16_224, deit_base_distilled_patch16_224")
+                      "vit_base_patch16_siglip_224, deit3_base_patch16_224, deit_base_distilled_patch16_224, "
+                      "eva02_base_patch14_224, vit_base_patch16_rope_224")
+
+
+def _is_eva(backbone: nn.Module) -> bool:
+    from timm.models.eva import Eva
+
+    return isinstance(backbone, Eva)
 
 
 def check_supported_backbone(backbone: nn.Module) -> None:
-    """Raise a clear error unless ``backbone`` is a timm VisionTransformer with standard pre-norm blocks."""
+    """Raise a clear error unless ``backbone`` is a timm VisionTransformer (or Eva) with standard pre-norm blocks."""
     from timm.models.vision_transformer import VisionTransformer
 
     family = type(backbone).__name__
     if family in UNSUPPORTED_FAMILIES:
         raise TypeError(f"Prompts do not support timm's {family} backbones yet: {UNSUPPORTED_FAMILIES[family]}. "
-                        f"Timm VisionTransformer models work, e.g. {SUPPORTED_EXAMPLES}.")
-    if not isinstance(backbone, VisionTransformer):
+                        f"Timm VisionTransformer and Eva models work, e.g. {SUPPORTED_EXAMPLES}.")
+    eva = _is_eva(backbone)
+    if not (isinstance(backbone, VisionTransformer) or eva):
         raise TypeError(
-            f"apply_prompts needs a timm VisionTransformer, got {family}. "
+            f"apply_prompts needs a timm VisionTransformer (or Eva), got {family}. "
             "Create one with e2vpt_viz.load_backbone('vit_base_patch16_224') or timm.create_model('vit_...')."
         )
-    block_parts = ("norm1", "attn", "ls1", "drop_path1", "norm2", "mlp", "ls2", "drop_path2")
+    scale = ("gamma_1", "gamma_2") if eva else ("ls1", "ls2")
+    block_parts = ("norm1", "attn", "drop_path1", "norm2", "mlp", "drop_path2", *scale)
     for i, blk in enumerate(backbone.blocks):
         missing = [p for p in block_parts if not hasattr(blk, p)]
-        if missing or not hasattr(blk.attn, "qkv"):
+        projections = hasattr(blk.attn, "qkv") or hasattr(blk.attn, "q_proj")
+        if missing or not projections or type(blk).__name__ == "EvaBlockPostNorm":
             raise TypeError(
-                f"Block {i} of this ViT ({type(blk).__name__}) is not a standard pre-norm timm Block "
-                f"(missing {missing or ['attn.qkv']}); prompts are supported on models built from "
-                "timm.models.vision_transformer.Block, e.g. vit_*, deit_*, vit_*_reg*."
+                f"Block {i} of this ViT ({type(blk).__name__}) is not a standard pre-norm timm block "
+                f"({'post-norm' if not missing and projections else 'missing ' + str(missing or ['attn.qkv'])}); "
+                f"prompts are supported on timm's pre-norm Block and EvaBlock, e.g. {SUPPORTED_EXAMPLES}."
             )
     if getattr(backbone, "dynamic_img_size", False):
         raise ValueError("Backbones with dynamic_img_size=True are not supported; create it with a fixed img_size.")
+
+
+def _layer_scale(blk: nn.Module, which: int, y: torch.Tensor) -> torch.Tensor:
+    """A block branch's layer scale: timm Block's ``ls1`` / ``ls2`` modules, EvaBlock's ``gamma_1`` / ``gamma_2``
+    tensors (None: no scale)."""
+    if hasattr(blk, f"ls{which}"):
+        return getattr(blk, f"ls{which}")(y)
+    gamma = getattr(blk, f"gamma_{which}")
+    return y if gamma is None else gamma * y
 
 
 class PromptedViT(nn.Module):
@@ -150,6 +167,7 @@ class PromptedViT(nn.Module):
         embed_dim = backbone.embed_dim
         attn = backbone.blocks[0].attn
         self.num_backbone_prefix = backbone.num_prefix_tokens
+        self.is_eva = _is_eva(backbone)  # timm's Eva: rotary patch positions, EvaBlock (gamma_1 / gamma_2)
         self.num_prompts = layout.num_prompts if layout.prompt_depth else 0
         self.num_prefix_tokens = self.num_backbone_prefix + self.num_prompts  # tokens before the patches
         self.prompts_enabled = True  # False inside disable_prompts()
@@ -236,19 +254,31 @@ class PromptedViT(nn.Module):
             return self.visual_prompts
         return self.visual_prompts * self.mask_matrix()
 
-    def _block(self, blk: nn.Module, x: torch.Tensor, layer: int, rows: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """One pre-norm timm Block with this layer's key-value prompts: (B, N, D) -> (B, M, D).
+    def _block(self, blk: nn.Module, x: torch.Tensor, layer: int, rows: Optional[torch.Tensor] = None,
+               rope: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """One pre-norm timm Block (or EvaBlock) with this layer's key-value prompts: (B, N, D) -> (B, M, D).
 
         ``rows``: (M,) indices of the tokens whose output is computed (None = all N); all N tokens are keys and values.
+        ``rope``: the rotary embedding (..., patches, dim) of the patches (Eva backbones), the last tokens of ``x``.
         """
         keys = values = None
         if self.prompts_enabled and layer < self.layout.kv_depth:
             keys = self.kv_prompts[layer]
             values = None if self.value_prompts is None else self.value_prompts[layer]
+        rope_start = x.shape[1] - rope.shape[-2] if rope is not None else 0  # the patches are the last tokens
         attn_out = attention_forward(blk.attn, blk.norm1(x), keys, values, self.attention_recorder,
-                                     fused=self.options.fused_attn, query_rows=rows)
-        x = (x if rows is None else x.index_select(1, rows)) + blk.drop_path1(blk.ls1(attn_out))
-        return x + blk.drop_path2(blk.ls2(blk.mlp(blk.norm2(x))))
+                                     fused=self.options.fused_attn, query_rows=rows, rope=rope, rope_start=rope_start)
+        x = (x if rows is None else x.index_select(1, rows)) + blk.drop_path1(_layer_scale(blk, 1, attn_out))
+        return x + blk.drop_path2(_layer_scale(blk, 2, blk.mlp(blk.norm2(x))))
+
+    def _embed(self, images: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Images (B, 3, H, W) -> (the backbone's tokens (B, prefix + patches, D), rotary embedding of the patches or
+        None), exactly as the backbone embeds them."""
+        bb = self.backbone
+        if self.is_eva:
+            x, rope = bb._pos_embed(bb.patch_embed(images))  # Eva applies its patch dropout inside
+            return bb.norm_pre(x), rope
+        return bb.norm_pre(bb.patch_drop(bb._pos_embed(bb.patch_embed(images)))), None
 
     def forward_features(self, images: torch.Tensor, class_token_only: bool = False) -> torch.Tensor:
         """Images (B, 3, H, W) -> all tokens after the final norm (B, prefix + P + patches, D).
@@ -258,7 +288,7 @@ class PromptedViT(nn.Module):
         class and distillation tokens; the last block computes only those rows.
         """
         bb = self.backbone
-        x = bb.norm_pre(bb.patch_drop(bb._pos_embed(bb.patch_embed(images))))  # (B, prefix + patches, D)
+        x, rope = self._embed(images)  # (B, prefix + patches, D); the patches' rotary embedding or None
         n, P = self.num_backbone_prefix, self.num_prompts
         use_prompts = self.prompts_enabled and P > 0
         prompts_per_layer = self.masked_prompts() if use_prompts else None  # (prompt_depth, P, D)
@@ -269,10 +299,11 @@ class PromptedViT(nn.Module):
                 prompts = self.prompt_dropout(prompts_per_layer[layer].expand(x.shape[0], -1, -1))  # (B, P, D)
                 patches = x[:, x.shape[1] - num_patches:]  # deep prompts replace the previous layer's, if it kept them
                 x = torch.cat([x[:, :n], prompts, patches], dim=1)
+            block_rope = rope[layer] if rope is not None and getattr(bb, "rope_mixed", False) else rope
             if self.options.grad_checkpointing and self.training:
-                x = checkpoint(self._block, blk, x, layer, rows, use_reentrant=False)
+                x = checkpoint(self._block, blk, x, layer, rows, block_rope, use_reentrant=False)
             else:
-                x = self._block(blk, x, layer, rows)
+                x = self._block(blk, x, layer, rows, block_rope)
         return bb.norm(x)
 
     # -------------------------------------------------------------------------------------------------- fast path

@@ -53,7 +53,8 @@ def project_qkv(attn: nn.Module, x: torch.Tensor, rope: Optional[torch.Tensor] =
             separate = attn.qkv_bias_separate or type(attn.qkv) is not nn.Linear  # e.g. LoRA-wrapped
             qkv = attn.qkv(x) + bias if separate else F.linear(x, weight=attn.qkv.weight, bias=bias)
         q, k, v = qkv.reshape(B, N, 3, attn.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
-    q, k = attn.q_norm(q), attn.k_norm(k)
+    if getattr(attn, "q_norm", None) is not None:  # BEiT's attention has no q / k norms
+        q, k = attn.q_norm(q), attn.k_norm(k)
     if rope is not None:
         from timm.layers import apply_rot_embed_cat
 
@@ -73,6 +74,7 @@ def attention_forward(
         query_rows: Optional[torch.Tensor] = None,
         rope: Optional[torch.Tensor] = None,
         rope_start: int = 0,
+        bias: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """Run a timm ``Attention`` (or ``EvaAttention``) module's weights on ``x`` with key-value prompts.
 
@@ -89,6 +91,8 @@ def attention_forward(
             Every token is still a key and a value.
         rope / rope_start: rotary position embeddings of the patches, which start at token ``rope_start`` (see
             :func:`project_qkv`); key-value prompts are concatenated after it, so they carry no position.
+        bias: (1, heads, N, T + N) additive attention bias (relative position bias: BEiT, relative-position ViTs),
+            over the T key-value prompts and the N tokens; None for none.
 
     Returns:
         (B, M, C) attention output after the output projection (M = N without ``query_rows``).
@@ -105,17 +109,22 @@ def attention_forward(
         k = torch.cat([key_prompts.to(k.dtype).expand(B, -1, -1, -1), k], dim=2)  # (B, heads, T+N, head_dim)
         v = torch.cat([value_prompts.to(v.dtype).expand(B, -1, -1, -1), v], dim=2)
 
+    if bias is not None and query_rows is not None:
+        bias = bias.index_select(bias.dim() - 2, query_rows)  # the query axis of (1, heads, N, K) or (heads, N, K)
     dropout_p = attn.attn_drop.p if attn.training else 0.0
     if recorder is None and fused:
-        x = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
+        x = F.scaled_dot_product_attention(q, k, v, attn_mask=None if bias is None else bias.to(q.dtype),
+                                           dropout_p=dropout_p)
     else:
-        probs = ((q * attn.scale) @ k.transpose(-2, -1)).softmax(dim=-1)  # (B, heads, N, T+N)
+        scores = (q * attn.scale) @ k.transpose(-2, -1)  # (B, heads, N, T+N)
+        probs = (scores if bias is None else scores + bias).softmax(dim=-1)
         if recorder is not None:
             recorder.add(probs)
         x = attn.attn_drop(probs) @ v
 
-    x = x.transpose(1, 2).reshape(B, q.shape[2], attn.num_heads * attn.head_dim)
-    x = attn.norm(x)
+    x = x.transpose(1, 2).reshape(B, q.shape[2], attn.num_heads * q.shape[-1])
+    if getattr(attn, "norm", None) is not None:
+        x = attn.norm(x)
     if gate is not None:
         x = x * gate
     return attn.proj_drop(attn.proj(x))

@@ -18,7 +18,7 @@ from safetensors import safe_open
 from timm.models.vision_transformer import VisionTransformer
 
 from .checkpoint import load_torch_state, read_safetensors
-from .model import SUPPORTED_EXAMPLES, UNSUPPORTED_FAMILIES, _is_eva
+from .model import SUPPORTED_EXAMPLES, UNSUPPORTED_FAMILIES, backbone_family
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
@@ -86,8 +86,8 @@ def check_backbone_name(name: str) -> None:
 
 def load_backbone(name: str, pretrained: bool = True,
                   checkpoint: Union[str, Path, None] = None, **timm_kwargs) -> VisionTransformer:
-    """A timm Vision Transformer (``VisionTransformer``, DeiT, or ``Eva``: EVA-02, RoPE ViTs) by name, without a
-    classifier (``num_classes=0``).
+    """A timm Vision Transformer (``VisionTransformer``, DeiT, ``Eva``: EVA-02 and RoPE ViTs, ``Beit``,
+    ``VisionTransformerRelPos``) by name, without a classifier (``num_classes=0``).
 
     Args:
         name: a timm ViT name (``vit_base_patch16_224``, ``vit_base_patch16_224.orig_in21k``, ``deit3_small_...``)
@@ -109,7 +109,7 @@ def load_backbone(name: str, pretrained: bool = True,
     if type(model).__name__ in UNSUPPORTED_FAMILIES:
         raise BackboneError(f"{name!r} is a timm {type(model).__name__}, which prompts do not support yet: "
                             f"{UNSUPPORTED_FAMILIES[type(model).__name__]}. Supported, e.g.: {SUPPORTED_EXAMPLES}.")
-    if not (isinstance(model, VisionTransformer) or _is_eva(model)):
+    if backbone_family(model) is None:
         raise BackboneError(f"{name!r} is a {type(model).__name__}, not a Vision Transformer; prompts need a ViT. "
                             f"ViT names to try: {_close_vit_names(name)}.")
     if path is None and not pretrained:

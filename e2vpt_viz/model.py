@@ -73,50 +73,84 @@ def require_prompted(model: Any, caller: str) -> "PromptedViT":
 # timm ViT families whose blocks compute positions inside attention or over a variable sequence, which prompts do
 # not fit yet: why, in one clause each (the refusal names it and what works instead).
 UNSUPPORTED_FAMILIES = {
-    "Beit": "its attention adds a relative position bias over a fixed token count (BEiT, BEiT v2), which a sequence "
-            "holding prompts no longer has",
-    "VisionTransformerRelPos": "its attention adds a relative position bias over a fixed token count, which a sequence "
-                               "holding prompts no longer has",
     "NaFlexVit": "it embeds a variable number of patches per image with masks (NaFlex), not a fixed token layout",
 }
 SUPPORTED_EXAMPLES = ("vit_base_patch16_224.orig_in21k, vit_base_patch14_reg4_dinov2, vit_base_patch16_clip_224, "
                       "vit_base_patch16_siglip_224, deit3_base_patch16_224, deit_base_distilled_patch16_224, "
-                      "eva02_base_patch14_224, vit_base_patch16_rope_224")
+                      "eva02_base_patch14_224, vit_base_patch16_rope_224, beit_base_patch16_224, "
+                      "vit_relpos_base_patch16_224")
+POST_NORM_BLOCKS = ("EvaBlockPostNorm", "ResPostBlock", "ResPostRelPosBlock")
 
 
-def _is_eva(backbone: nn.Module) -> bool:
+def backbone_family(backbone: nn.Module) -> Optional[str]:
+    """Which timm ViT family ``backbone`` is, as far as prompts care: "vit" (``VisionTransformer``, DeiT), "eva"
+    (``Eva``: EVA-02, RoPE ViTs, Perception Encoder; rotary patch positions), "beit" (``Beit``) or "relpos"
+    (``VisionTransformerRelPos``; both with a relative position bias); None for anything else."""
+    from timm.models.beit import Beit
     from timm.models.eva import Eva
+    from timm.models.vision_transformer import VisionTransformer
+    from timm.models.vision_transformer_relpos import VisionTransformerRelPos
 
-    return isinstance(backbone, Eva)
+    for kind, family in ((Eva, "eva"), (Beit, "beit"), (VisionTransformerRelPos, "relpos"), (VisionTransformer, "vit")):
+        if isinstance(backbone, kind):
+            return family
+    return None
 
 
 def check_supported_backbone(backbone: nn.Module) -> None:
-    """Raise a clear error unless ``backbone`` is a timm VisionTransformer (or Eva) with standard pre-norm blocks."""
-    from timm.models.vision_transformer import VisionTransformer
-
-    family = type(backbone).__name__
-    if family in UNSUPPORTED_FAMILIES:
-        raise TypeError(f"Prompts do not support timm's {family} backbones yet: {UNSUPPORTED_FAMILIES[family]}. "
-                        f"Timm VisionTransformer and Eva models work, e.g. {SUPPORTED_EXAMPLES}.")
-    eva = _is_eva(backbone)
-    if not (isinstance(backbone, VisionTransformer) or eva):
+    """Raise a clear error unless ``backbone`` is a timm ViT of a supported family with pre-norm blocks."""
+    name = type(backbone).__name__
+    if name in UNSUPPORTED_FAMILIES:
+        raise TypeError(f"Prompts do not support timm's {name} backbones yet: {UNSUPPORTED_FAMILIES[name]}. "
+                        f"These work, e.g.: {SUPPORTED_EXAMPLES}.")
+    family = backbone_family(backbone)
+    if family is None:
         raise TypeError(
-            f"apply_prompts needs a timm VisionTransformer (or Eva), got {family}. "
-            "Create one with e2vpt_viz.load_backbone('vit_base_patch16_224') or timm.create_model('vit_...')."
+            f"apply_prompts needs a timm Vision Transformer (VisionTransformer, Eva, Beit, VisionTransformerRelPos), "
+            f"got {name}. Create one with e2vpt_viz.load_backbone('vit_base_patch16_224') or timm.create_model('vit_...')."
         )
-    scale = ("gamma_1", "gamma_2") if eva else ("ls1", "ls2")
+    scale = ("gamma_1", "gamma_2") if family in ("eva", "beit") else ("ls1", "ls2")
     block_parts = ("norm1", "attn", "drop_path1", "norm2", "mlp", "drop_path2", *scale)
     for i, blk in enumerate(backbone.blocks):
         missing = [p for p in block_parts if not hasattr(blk, p)]
-        projections = hasattr(blk.attn, "qkv") or hasattr(blk.attn, "q_proj")
-        if missing or not projections or type(blk).__name__ == "EvaBlockPostNorm":
-            raise TypeError(
-                f"Block {i} of this ViT ({type(blk).__name__}) is not a standard pre-norm timm block "
-                f"({'post-norm' if not missing and projections else 'missing ' + str(missing or ['attn.qkv'])}); "
-                f"prompts are supported on timm's pre-norm Block and EvaBlock, e.g. {SUPPORTED_EXAMPLES}."
-            )
+        if not (hasattr(blk, "attn") and (hasattr(blk.attn, "qkv") or hasattr(blk.attn, "q_proj"))):
+            missing.append("attn.qkv")
+        if missing or type(blk).__name__ in POST_NORM_BLOCKS:
+            why = "post-norm" if type(blk).__name__ in POST_NORM_BLOCKS else f"missing {missing}"
+            raise TypeError(f"Block {i} of this ViT ({type(blk).__name__}) is not a standard pre-norm timm block ({why}); "
+                            f"prompts read pre-norm blocks, e.g. {SUPPORTED_EXAMPLES}.")
     if getattr(backbone, "dynamic_img_size", False):
         raise ValueError("Backbones with dynamic_img_size=True are not supported; create it with a fixed img_size.")
+
+
+def position_bias(blk: nn.Module, shared: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """The relative position bias ((1,) heads, N0, N0) a BEiT or relative-position ViT block adds over the backbone's
+    own N0 tokens (its own table and the backbone's shared one, as the block adds them); None for other blocks."""
+    attn = blk.attn
+    if getattr(attn, "relative_position_bias_table", None) is not None:  # BEiT
+        own = attn._get_rel_pos_bias()
+        return own if shared is None else own + shared
+    if getattr(attn, "rel_pos", None) is not None:  # relative-position ViT: its own module replaces the shared one
+        return attn.rel_pos.get_bias()
+    return shared
+
+
+def bias_with_prompts(bias: torch.Tensor, prefix: int, num_prompts: int, num_kv: int) -> torch.Tensor:
+    """A block's position bias (1, heads, N0, N0) over [prefix | patches] widened to [prefix | prompts | patches]
+    queries and [key-value prompts | prefix | prompts | patches] keys: (1, heads, N0 + P, T + N0 + P).
+
+    Prompts have no position, so every bias to or from a visual or key-value prompt is 0; the bias between the
+    backbone's own tokens is unchanged. A (heads, N0, N0) bias (BEiT's shared one) is read as (1, heads, N0, N0).
+    """
+    bias = bias.unsqueeze(0) if bias.dim() == 3 else bias
+    if num_prompts:
+        rows = torch.zeros(*bias.shape[:2], num_prompts, bias.shape[3], dtype=bias.dtype, device=bias.device)
+        bias = torch.cat([bias[:, :, :prefix], rows, bias[:, :, prefix:]], dim=2)
+        cols = torch.zeros(*bias.shape[:3], num_prompts, dtype=bias.dtype, device=bias.device)
+        bias = torch.cat([bias[..., :prefix], cols, bias[..., prefix:]], dim=3)
+    if num_kv:
+        bias = torch.cat([torch.zeros(*bias.shape[:3], num_kv, dtype=bias.dtype, device=bias.device), bias], dim=3)
+    return bias
 
 
 def _layer_scale(blk: nn.Module, which: int, y: torch.Tensor) -> torch.Tensor:
@@ -166,8 +200,10 @@ class PromptedViT(nn.Module):
         self.num_classes = num_classes
         embed_dim = backbone.embed_dim
         attn = backbone.blocks[0].attn
+        projection = attn.qkv if getattr(attn, "qkv", None) is not None else attn.q_proj
+        head_dim = projection.out_features // (3 if projection is getattr(attn, "qkv", None) else 1) // attn.num_heads
         self.num_backbone_prefix = backbone.num_prefix_tokens
-        self.is_eva = _is_eva(backbone)  # timm's Eva: rotary patch positions, EvaBlock (gamma_1 / gamma_2)
+        self.family = backbone_family(backbone)  # vit, eva (rotary positions), beit / relpos (position bias)
         self.num_prompts = layout.num_prompts if layout.prompt_depth else 0
         self.num_prefix_tokens = self.num_backbone_prefix + self.num_prompts  # tokens before the patches
         self.prompts_enabled = True  # False inside disable_prompts()
@@ -186,8 +222,8 @@ class PromptedViT(nn.Module):
                 self.register_buffer("segment_of_channel", torch.arange(embed_dim) % NUM_SEGMENTS, persistent=False)
         self.prompt_dropout = nn.Dropout(layout.prompt_dropout) if layout.prompt_dropout > 0 else nn.Identity()
         if layout.kv_depth:
-            shape = (layout.kv_depth, attn.num_heads, layout.num_kv_prompts, attn.head_dim)
-            bound = math.sqrt(6.0 / (layout.num_kv_prompts * attn.head_dim))  # kaiming-uniform, fan_in = T·head_dim
+            shape = (layout.kv_depth, attn.num_heads, layout.num_kv_prompts, head_dim)
+            bound = math.sqrt(6.0 / (layout.num_kv_prompts * head_dim))  # kaiming-uniform, fan_in = T·head_dim
             self.kv_prompts = nn.Parameter(torch.empty(shape).uniform_(-bound, bound))
             if not layout.shared_kv:
                 self.value_prompts = nn.Parameter(torch.empty(shape).uniform_(-bound, bound))
@@ -255,30 +291,44 @@ class PromptedViT(nn.Module):
         return self.visual_prompts * self.mask_matrix()
 
     def _block(self, blk: nn.Module, x: torch.Tensor, layer: int, rows: Optional[torch.Tensor] = None,
-               rope: Optional[torch.Tensor] = None) -> torch.Tensor:
+               rope: Optional[torch.Tensor] = None, shared_bias: Optional[torch.Tensor] = None) -> torch.Tensor:
         """One pre-norm timm Block (or EvaBlock) with this layer's key-value prompts: (B, N, D) -> (B, M, D).
 
         ``rows``: (M,) indices of the tokens whose output is computed (None = all N); all N tokens are keys and values.
         ``rope``: the rotary embedding (..., patches, dim) of the patches (Eva backbones), the last tokens of ``x``.
+        ``shared_bias``: the backbone's shared relative position bias (BEiT, relative-position ViTs), or None.
         """
         keys = values = None
         if self.prompts_enabled and layer < self.layout.kv_depth:
             keys = self.kv_prompts[layer]
             values = None if self.value_prompts is None else self.value_prompts[layer]
         rope_start = x.shape[1] - rope.shape[-2] if rope is not None else 0  # the patches are the last tokens
+        bias = position_bias(blk, shared_bias)
+        prompts = x.shape[1] - bias.shape[-1] if bias is not None else 0  # the visual prompt slots this layer holds
+        if bias is not None and (prompts or keys is not None):
+            bias = bias_with_prompts(bias, self.num_backbone_prefix, prompts, 0 if keys is None else keys.shape[1])
         attn_out = attention_forward(blk.attn, blk.norm1(x), keys, values, self.attention_recorder,
-                                     fused=self.options.fused_attn, query_rows=rows, rope=rope, rope_start=rope_start)
+                                     fused=self.options.fused_attn, query_rows=rows, rope=rope, rope_start=rope_start,
+                                     bias=bias)
         x = (x if rows is None else x.index_select(1, rows)) + blk.drop_path1(_layer_scale(blk, 1, attn_out))
         return x + blk.drop_path2(_layer_scale(blk, 2, blk.mlp(blk.norm2(x))))
 
-    def _embed(self, images: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """Images (B, 3, H, W) -> (the backbone's tokens (B, prefix + patches, D), rotary embedding of the patches or
-        None), exactly as the backbone embeds them."""
+    def _embed(self, images: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
+        """Images (B, 3, H, W) -> (the backbone's tokens (B, prefix + patches, D), the patches' rotary embedding or
+        None, the backbone's shared relative position bias or None), exactly as the backbone embeds them."""
         bb = self.backbone
-        if self.is_eva:
+        if self.family == "eva":
             x, rope = bb._pos_embed(bb.patch_embed(images))  # Eva applies its patch dropout inside
-            return bb.norm_pre(x), rope
-        return bb.norm_pre(bb.patch_drop(bb._pos_embed(bb.patch_embed(images)))), None
+            return bb.norm_pre(x), rope, None
+        if self.family in ("beit", "relpos"):
+            x = bb.patch_embed(images)
+            if bb.cls_token is not None:
+                x = torch.cat((bb.cls_token.expand(x.shape[0], -1, -1), x), dim=1)
+            if self.family == "beit":
+                x = bb.pos_drop(x if bb.pos_embed is None else x + bb.pos_embed)
+                return x, None, bb.rel_pos_bias() if bb.rel_pos_bias is not None else None
+            return x, None, bb.shared_rel_pos.get_bias() if bb.shared_rel_pos is not None else None
+        return bb.norm_pre(bb.patch_drop(bb._pos_embed(bb.patch_embed(images)))), None, None
 
     def forward_features(self, images: torch.Tensor, class_token_only: bool = False) -> torch.Tensor:
         """Images (B, 3, H, W) -> all tokens after the final norm (B, prefix + P + patches, D).
@@ -288,7 +338,7 @@ class PromptedViT(nn.Module):
         class and distillation tokens; the last block computes only those rows.
         """
         bb = self.backbone
-        x, rope = self._embed(images)  # (B, prefix + patches, D); the patches' rotary embedding or None
+        x, rope, shared_bias = self._embed(images)  # (B, prefix + patches, D); rotary embedding; position bias
         n, P = self.num_backbone_prefix, self.num_prompts
         use_prompts = self.prompts_enabled and P > 0
         prompts_per_layer = self.masked_prompts() if use_prompts else None  # (prompt_depth, P, D)
@@ -301,9 +351,9 @@ class PromptedViT(nn.Module):
                 x = torch.cat([x[:, :n], prompts, patches], dim=1)
             block_rope = rope[layer] if rope is not None and getattr(bb, "rope_mixed", False) else rope
             if self.options.grad_checkpointing and self.training:
-                x = checkpoint(self._block, blk, x, layer, rows, block_rope, use_reentrant=False)
+                x = checkpoint(self._block, blk, x, layer, rows, block_rope, shared_bias, use_reentrant=False)
             else:
-                x = self._block(blk, x, layer, rows, block_rope)
+                x = self._block(blk, x, layer, rows, block_rope, shared_bias)
         return bb.norm(x)
 
     # -------------------------------------------------------------------------------------------------- fast path

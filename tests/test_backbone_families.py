@@ -20,10 +20,14 @@ WORKS = {  # family: a timm name and the changes that make it small
     "RoPE ViT": ("vit_small_patch16_rope_224", {}),
     "RoPE ViT, mixed": ("vit_small_patch16_rope_mixed_224", {}),
     "Perception Encoder": ("vit_pe_core_tiny_patch16_384", dict(img_size=128)),
+    "BEiT": ("beit_base_patch16_224", dict(embed_dim=64, num_heads=2)),
+    "BEiT, shared bias": ("beit_base_patch16_224", dict(embed_dim=64, num_heads=2, use_rel_pos_bias=False,
+                                                        use_shared_rel_pos_bias=True)),
+    "relative-position ViT": ("vit_relpos_small_patch16_224", {}),
+    "relative-position ViT, class token": ("vit_relpos_medium_patch16_cls_224", dict(embed_dim=64, num_heads=2)),
+    "relative-position ViT, shared bias": ("vit_srelpos_small_patch16_224", {}),
 }
 REFUSED = {
-    "BEiT": ("beit_base_patch16_224", "relative position bias"),
-    "relative-position ViT": ("vit_relpos_small_patch16_224", "relative position bias"),
     "NaFlex ViT": ("naflexvit_base_patch16_gap", "variable number of patches"),
 }
 METHODS = {"vpt-shallow": VPTConfig(num_prompts=3), "vpt-deep": VPTConfig(num_prompts=3, deep=True),
@@ -45,8 +49,8 @@ def test_supported_families_keep_the_invariants(family, method):
     torch.manual_seed(0)
     backbone = small(name, **changes).eval()
     images = images_for(backbone)
-    expected = backbone.forward_features(images)
     model = apply_prompts(backbone, METHODS[method], 5).eval()
+    expected = backbone.forward_features(images)  # frozen, as inside the model (autograd picks other kernels)
     logits = model(images)
     assert logits.shape == (2, 5) and torch.isfinite(logits).all()
     with model.disable_prompts():
@@ -103,6 +107,23 @@ def test_unsupported_families_are_refused_in_one_line_with_what_works(family):
     assert "\n" not in message and why in message and "vit_base_patch14_reg4_dinov2" in message
     with pytest.raises(BackboneError, match=why):
         load_backbone(name, pretrained=False)
+
+
+def test_prompts_have_no_position_bias_and_the_backbones_own_bias_is_kept():
+    from e2vpt_viz.model import bias_with_prompts
+
+    bias = torch.randn(1, 2, 5, 5)  # [class | 4 patches]
+    wide = bias_with_prompts(bias, prefix=1, num_prompts=3, num_kv=2)  # keys: [2 kv | class | 3 prompts | 4 patches]
+    assert wide.shape == (1, 2, 8, 10)
+    own_rows, own_cols = [0, 4, 5, 6, 7], [2, 6, 7, 8, 9]
+    assert torch.equal(wide[:, :, own_rows][..., own_cols], bias)
+    assert not wide[:, :, 1:4].any() and not wide[..., [0, 1, 3, 4, 5]].any()
+
+
+def test_post_norm_blocks_are_refused_in_one_line():
+    with pytest.raises(TypeError, match=r"^Block 0 of this ViT \(ResPostRelPosBlock\) is not a standard pre-norm timm "
+                                        r"block \(post-norm\)"):
+        apply_prompts(small("vit_relpos_small_patch16_rpn_224"), VPTConfig(num_prompts=2), 3)
 
 
 def test_lora_trains_on_an_eva_backbone():

@@ -262,7 +262,7 @@ def test_bad_method_and_backbone_inputs():
         method_config("e2vpt", num_tokens=5)
     with pytest.raises(ValueError, match="kv_layers"):
         E2VPTConfig(kv_layers="last")
-    with pytest.raises(TypeError, match="timm VisionTransformer"):
+    with pytest.raises(TypeError, match="needs a timm Vision Transformer"):
         apply_prompts(torch.nn.Linear(3, 3), LinearConfig(), 5)
     with pytest.raises(ValueError, match="num_classes"):
         apply_prompts(tiny_vit(), LinearConfig(), 0)

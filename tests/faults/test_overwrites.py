@@ -350,7 +350,7 @@ def _public_argument_cases(root):
     batches = [(torch.zeros(2, 3, 32, 32), torch.zeros(2, dtype=torch.long))]
     return {
         "load_backbone(name=123)": (lambda: load_backbone(123), ValueError, "Unknown backbone 123"),
-        "apply_prompts(backbone=None)": (lambda: apply_prompts(None, E2VPTConfig(), 4), TypeError, "timm VisionTransformer"),
+        "apply_prompts(backbone=None)": (lambda: apply_prompts(None, E2VPTConfig(), 4), TypeError, "needs a timm Vision Transformer"),
         "apply_prompts(config='e2vpt')": (lambda: apply_prompts(tiny_vit(), "e2vpt", 4), TypeError, "method config"),
         "apply_prompts(num_classes='4')": (lambda: apply_prompts(tiny_vit(), E2VPTConfig(), "4"), ValueError,
                                            "num_classes must be a positive integer, got '4'"),

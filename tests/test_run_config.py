@@ -15,8 +15,9 @@ def test_packaged_configs_load_as_typed_sections():
     assert {"starter", "cub_e2vpt"} <= set(packaged_configs())
     cub = load_run_config("cub_e2vpt")
     assert cub.method == E2VPTConfig(num_prompts=5, num_kv_prompts=5, dropout=0.1)
-    assert cub.train == TrainConfig(epochs=100, warmup_epochs=10, batch_size=128, base_lr=1.0, weight_decay=0.001,
-                                    optimizer="sgd", seed=42)
+    assert cub.train == TrainConfig(epochs=100, warmup_epochs=10, schedule="epoch", batch_size=128, base_lr=1.0,
+                                    weight_decay=0.001, optimizer="sgd", seed=42)  # the official per-epoch schedule
+    assert load_run_config("starter").train.schedule == "step"
     assert cub.data == DataConfig(root="data/CUB_200_2011", crop_size=224, num_workers=8)
     assert cub.backbone == BackboneConfig("vit_base_patch16_224.orig_in21k")
     assert cub.prune == PruneConfig() and cub.compare == {} and cub.output_dir == "results/cub/e2vpt"

@@ -382,8 +382,7 @@ def variants_effect(name: str) -> Callable[[dict[str, dict]], Optional[str]]:
     return effect
 
 
-EFFECTS: dict[str, Callable[[dict[str, dict]], Optional[str]]] = {
-    "precision": variants_effect("precision"), "schedule": variants_effect("schedule")}
+EFFECTS: dict[str, Callable[[dict[str, dict]], Optional[str]]] = {"precision": variants_effect("precision")}
 
 
 def deviations_text(r: dict[str, dict]) -> str:

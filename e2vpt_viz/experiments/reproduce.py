@@ -137,7 +137,7 @@ DEVIATIONS = [
      "here": "per step (`train.schedule=step`), the first step above 0, cosine to 0; `reproduce` and the "
              "`cub_e2vpt` config use the official one (`train.schedule=epoch`)",
      "why": "no epoch spent at lr 0 and no jumps on the starter's 15-step epochs; the starter's settings were "
-            "found with it", "effect": "schedule"},
+            "found with it", "effect": None},
     {"setting": "the starter's baselines (lessons, `report`, the calibration)",
      "official": "full, partial and bias with the fine-tuning AdamW (eps 1e-6, decay 0.01 on all but biases); full "
                  "with the ViT-B config's dropout 0.1",

@@ -374,11 +374,14 @@ def variants_effect(name: str) -> Callable[[dict[str, dict]], Optional[str]]:
         base, other = result["methods"]
         low, high = min(base["test_acc"]), max(base["test_acc"])
         inside = low <= other["test_acc_mean"] <= high
+        pairs = " / ".join(f"{_f(b)} vs {_f(o)}" for b, o in zip(base["test_acc"], other["test_acc"]))
         return (f"{result['method']} on the starter, {result['schedule']['epochs']} epochs, seeds "
                 f"{' / '.join(map(str, result['seeds']))}: {other['method']} {_f(other['test_acc_mean'])} ± "
                 f"{_f(other['test_acc_sd'])}%, {base['method']} {_f(base['test_acc_mean'])} ± {_f(base['test_acc_sd'])}% "
-                f"(seeds {_f(low)} to {_f(high)}); the {other['method']} mean is {'inside' if inside else 'outside'} "
-                f"the {base['method']} seed range ([{name}.json](results/{name}.json))")
+                f"({base['method']} vs {other['method']} per seed: {pairs}); the {other['method']} mean is "
+                f"{'inside' if inside else 'outside'} the {base['method']} seed range, "
+                f"{_f(other['test_acc_mean'] - base['test_acc_mean'], '+.1f')} points "
+                f"([{name}.json](results/{name}.json))")
     return effect
 
 

@@ -119,8 +119,6 @@ def check_supported_backbone(backbone: nn.Module) -> None:
             why = "post-norm" if type(blk).__name__ in POST_NORM_BLOCKS else f"missing {missing}"
             raise TypeError(f"Block {i} of this ViT ({type(blk).__name__}) is not a standard pre-norm timm block ({why}); "
                             f"prompts read pre-norm blocks, e.g. {SUPPORTED_EXAMPLES}.")
-    if getattr(backbone, "dynamic_img_size", False):
-        raise ValueError("Backbones with dynamic_img_size=True are not supported; create it with a fixed img_size.")
 
 
 def position_bias(blk: nn.Module, shared: Optional[torch.Tensor]) -> Optional[torch.Tensor]:

@@ -20,6 +20,7 @@ WORKS = {  # family: a timm name and the changes that make it small
     "RoPE ViT": ("vit_small_patch16_rope_224", {}),
     "RoPE ViT, mixed": ("vit_small_patch16_rope_mixed_224", {}),
     "Perception Encoder": ("vit_pe_core_tiny_patch16_384", dict(img_size=128)),
+    "DINOv3 (dynamic image size)": ("vit_small_patch16_dinov3", {}),
     "BEiT": ("beit_base_patch16_224", dict(embed_dim=64, num_heads=2)),
     "BEiT, shared bias": ("beit_base_patch16_224", dict(embed_dim=64, num_heads=2, use_rel_pos_bias=False,
                                                         use_shared_rel_pos_bias=True)),
@@ -107,6 +108,20 @@ def test_unsupported_families_are_refused_in_one_line_with_what_works(family):
     assert "\n" not in message and why in message and "vit_base_patch14_reg4_dinov2" in message
     with pytest.raises(BackboneError, match=why):
         load_backbone(name, pretrained=False)
+
+
+@pytest.mark.parametrize("name", ["vit_small_patch16_dinov3", "vit_small_patch16_224"])
+def test_backbones_with_a_dynamic_image_size_take_other_sizes_with_prompts(name):
+    torch.manual_seed(0)
+    backbone = small(name, dynamic_img_size=True).eval()
+    model = apply_prompts(backbone, E2VPTConfig(num_prompts=3, num_kv_prompts=2), 5).eval()
+    images = torch.randn(2, 3, 160, 128)  # not the default 224 x 224
+    with model.disable_prompts():
+        assert torch.equal(model.forward_features(images), backbone.forward_features(images))
+    assert model.forward_features(images).shape == (2, backbone.num_prefix_tokens + 3 + 10 * 8, backbone.embed_dim)
+    with model.using(fused_attn=False):
+        explicit = model(images)
+    torch.testing.assert_close(model(images), explicit, rtol=1e-4, atol=1e-5)
 
 
 def test_prompts_have_no_position_bias_and_the_backbones_own_bias_is_kept():

@@ -226,7 +226,7 @@ def test_the_shipped_seed_42_e2vpt_run_is_reproduced_by_training_it_again(tmp_pa
     from e2vpt_viz.experiments.run import train_run
 
     record = json.loads((SHIPPED / "runs" / "e2vpt-seed42.json").read_text())
-    assert lr.shipped_manifest()["torch_threads"] == torch.get_num_threads() == 1
+    assert lr.shipped_manifest()["stage_threads"]["methods-seed42"] == torch.get_num_threads() == 1
     cfg = RunConfig.from_dict(record["config"]).replace(data={"root": str(REPO / "data" / "starter")},
                                                          output_dir=str(tmp_path / "e2vpt"))
     history = []

@@ -202,7 +202,8 @@ def test_03_rewinding_shows_every_candidate_and_the_one_chosen_on_validation(les
 
 @on("04_method_zoo.ipynb")
 def test_04_parameter_counts_order_the_methods(lesson):
-    got = lesson.value('{"runs": {m: {"counted": r["model"] is None or r["parameters"] == count_parameters(r["model"]), '
+    got = lesson.value('{"runs": {m: {"counted": r["model"] is None or r["parameters"].items() <= '
+                       'count_parameters(r["model"]).items(), '
                        '"tunable": r["parameters"]["tunable"], "acc": r["test_acc"], "epochs": len(r["history"]), '
                        '"evaluated": r["evaluated"]} for m, r in by_method.items()}, "methods": METHODS, '
                        '"classes": num_classes}')

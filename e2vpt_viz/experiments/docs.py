@@ -226,13 +226,14 @@ def pvp_text(r: dict[str, dict]) -> str:
              f"{_f(row['pvp_mean'])} ± {_f(row['pvp_sd'])}", _f(row["gain"], "+.1f"),
              "—" if row["pvp_wins"] is None else f"{row['pvp_wins']} of {n}"] for row in pvp["rows"]]
     seed_notes = "; ".join(f"at {row['shots']} shots seed {seed}: PVP {_f(v['pvp'])} against random {_f(v['random'])}%"
-                           for row in pvp["rows"] for seed, v in row.get("per_seed", {}).items())
+                           for row in pvp["rows"] for seed, v in row.get("per_seed", {}).items()
+                           if v["pvp"] <= v["random"]) or "none"
     return "\n".join([
         _provenance(pvp, "pvp_fewshot") + f" {pvp['method']}, {pvp['epochs']} epochs per run, test accuracy on the full "
         f"{pvp['test_images']}-image test split, mean ± sd over seeds {', '.join(map(str, pvp['seeds']))}; "
         f"{pvp['minutes']} minutes.", "",
         markdown_table([*FEWSHOT_COLUMNS, "seeds PVP wins"], rows), "",
-        f"Per seed: {seed_notes}. The committed prompt file was pre-trained with `{pre['command']}` (commit "
+        f"Seeds where PVP did not win: {seed_notes}. The committed prompt file was pre-trained with `{pre['command']}` (commit "
         f"{_commit(pre)}; source val {_f(pre['source_val_acc'])}%, {pre['minutes']} minutes on 2 CPU cores)."])
 
 
@@ -296,6 +297,14 @@ def lesson_timings_text(root: Path) -> str:
             + markdown_table(["lesson", "first figure", "central element", "whole notebook", "within budget"], rows))
 
 
+def _threads(manifest: dict) -> str:
+    """The torch threads each stage ran with: "1", or "1 (fewshot: 2)" when they differ."""
+    threads = manifest.get("stage_threads") or {stage: manifest["torch_threads"] for stage in manifest["stage_seconds"]}
+    common = max(set(threads.values()), key=list(threads.values()).count)
+    others = ", ".join(f"{stage}: {n}" for stage, n in threads.items() if n != common)
+    return f"{common}" + (f" ({others})" if others else "")
+
+
 def lesson_results_text(root: Path) -> str:
     """The lessons' shipped results (``e2vpt_viz/lesson_results/starter``): the command that re-makes them, its run
     time, their size, and every method's test accuracy over the shipped seeds, from the manifest and run records."""
@@ -326,7 +335,7 @@ def lesson_results_text(root: Path) -> str:
     methods = ", ".join(f"{stage} {minutes:.0f} min" for stage, minutes in epoch_minutes.items())
     text = (f"{len(manifest['files'])} files, {manifest['total_bytes'] / 1024:.0f} KB in all, made with "
             f"`{manifest['command']}` (e2vpt-viz {manifest['version']}, torch {manifest['torch']}, "
-            f"{manifest['date']}; {manifest['torch_threads']} torch thread per process, stages run side by side "
+            f"{manifest['date']}; torch threads per process: {_threads(manifest)}; stages run side by side "
             f"in two or three processes on 2 CPU cores, so each ran slower than alone). Training time of the eight "
             f"methods per seed, summed over their epochs: {methods}. Wall-clock time of the other stages (as "
             f"recorded by the processes that finished them): {others}. Test accuracy on the starter's 600 test "

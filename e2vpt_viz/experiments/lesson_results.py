@@ -161,11 +161,13 @@ def _manifest(out: Path, command: Optional[str], stage: str, seconds: float) -> 
     stage_commands = previous.get("stage_commands", {})
     if command is not None:
         stage_commands[stage] = command
+    stage_threads = previous.get("stage_threads") or {s: previous.get("torch_threads", 1) for s in stage_seconds}
+    stage_threads[stage] = torch.get_num_threads()
     files = sorted(p for p in out.rglob("*") if p.is_file() and p.name != "manifest.json")
     manifest = {"command": "python -m e2vpt_viz lesson-results --out e2vpt_viz/lesson_results/starter",
                 "stage_commands": stage_commands, "version": __version__, "torch": torch.__version__,
                 "date": datetime.date.today().isoformat(), "seeds": list(SEEDS), "methods": list(LESSON_METHODS),
-                "stage_seconds": stage_seconds, "torch_threads": torch.get_num_threads(),
+                "stage_seconds": stage_seconds, "stage_threads": stage_threads,
                 "note": "stage_seconds are wall-clock seconds summed over resumptions; stages may run side by side",
                 "files": {str(p.relative_to(out)): {"bytes": p.stat().st_size, "sha256": file_digest(p)} for p in files}}
     manifest["total_bytes"] = sum(f["bytes"] for f in manifest["files"].values())

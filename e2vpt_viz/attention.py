@@ -59,8 +59,8 @@ def project_qkv(attn: nn.Module, x: torch.Tensor, rope: Optional[torch.Tensor] =
         from timm.layers import apply_rot_embed_cat
 
         half = getattr(attn, "rotate_half", False)
-        q = torch.cat([q[:, :, :rope_start], apply_rot_embed_cat(q[:, :, rope_start:], rope, half=half)], 2).type_as(v)
-        k = torch.cat([k[:, :, :rope_start], apply_rot_embed_cat(k[:, :, rope_start:], rope, half=half)], 2).type_as(v)
+        q, k = (torch.cat([t[:, :, :rope_start], apply_rot_embed_cat(t[:, :, rope_start:], rope, half=half)], 2).type_as(v)
+                for t in (q, k))
     return q, k, v
 
 

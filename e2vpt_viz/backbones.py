@@ -18,7 +18,7 @@ from safetensors import safe_open
 from timm.models.vision_transformer import VisionTransformer
 
 from .checkpoint import load_torch_state, read_safetensors
-from .model import SUPPORTED_EXAMPLES, UNSUPPORTED_FAMILIES, backbone_family
+from .model import backbone_family, family_refusal
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
@@ -106,9 +106,9 @@ def load_backbone(name: str, pretrained: bool = True,
     if name in STARTER_BACKBONES:
         return _load_starter(name, pretrained, path)
     model = timm.create_model(name, pretrained=False, num_classes=0, **timm_kwargs)
-    if type(model).__name__ in UNSUPPORTED_FAMILIES:
-        raise BackboneError(f"{name!r} is a timm {type(model).__name__}, which prompts do not support yet: "
-                            f"{UNSUPPORTED_FAMILIES[type(model).__name__]}. Supported, e.g.: {SUPPORTED_EXAMPLES}.")
+    refusal = family_refusal(model)
+    if refusal is not None:
+        raise BackboneError(f"{name!r}: {refusal}")
     if backbone_family(model) is None:
         raise BackboneError(f"{name!r} is a {type(model).__name__}, not a Vision Transformer; prompts need a ViT. "
                             f"ViT names to try: {_close_vit_names(name)}.")

@@ -97,12 +97,21 @@ def backbone_family(backbone: nn.Module) -> Optional[str]:
     return None
 
 
+def family_refusal(backbone: nn.Module) -> Optional[str]:
+    """Why prompts refuse ``backbone``'s timm family, and what works instead (one sentence); None when they do not."""
+    name = type(backbone).__name__
+    if name not in UNSUPPORTED_FAMILIES:
+        return None
+    return (f"Prompts do not support timm's {name} backbones yet: {UNSUPPORTED_FAMILIES[name]}. These work, e.g.: "
+            f"{SUPPORTED_EXAMPLES}.")
+
+
 def check_supported_backbone(backbone: nn.Module) -> None:
     """Raise a clear error unless ``backbone`` is a timm ViT of a supported family with pre-norm blocks."""
     name = type(backbone).__name__
-    if name in UNSUPPORTED_FAMILIES:
-        raise TypeError(f"Prompts do not support timm's {name} backbones yet: {UNSUPPORTED_FAMILIES[name]}. "
-                        f"These work, e.g.: {SUPPORTED_EXAMPLES}.")
+    refusal = family_refusal(backbone)
+    if refusal is not None:
+        raise TypeError(refusal)
     family = backbone_family(backbone)
     if family is None:
         raise TypeError(
@@ -198,8 +207,8 @@ class PromptedViT(nn.Module):
         self.num_classes = num_classes
         embed_dim = backbone.embed_dim
         attn = backbone.blocks[0].attn
-        projection = attn.qkv if getattr(attn, "qkv", None) is not None else attn.q_proj
-        head_dim = projection.out_features // (3 if projection is getattr(attn, "qkv", None) else 1) // attn.num_heads
+        qkv = getattr(attn, "qkv", None)  # fused (3 · heads · head_dim outputs), else separate q / k / v projections
+        head_dim = (qkv.out_features // 3 if qkv is not None else attn.q_proj.out_features) // attn.num_heads
         self.num_backbone_prefix = backbone.num_prefix_tokens
         self.family = backbone_family(backbone)  # vit, eva (rotary positions), beit / relpos (position bias)
         self.num_prompts = layout.num_prompts if layout.prompt_depth else 0

@@ -46,7 +46,7 @@ from .. import pruning
 from ..backbones import check_backbone_name, load_backbone
 from ..data import MAX_UNREADABLE
 from ..methods import METHODS, MethodConfig
-from ..training import ADDED_RESULT_SETTINGS, TrainConfig
+from ..training import TrainConfig, result_settings
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 SECTIONS = ("data", "backbone", "method", "train", "prune", "compare", "output_dir")
@@ -444,7 +444,7 @@ def result_settings_of(config: dict) -> dict:
                       if isinstance(values, dict) else values)
             for section, values in config.items() if (section,) not in _NOT_RESULT}
     if isinstance(kept.get("train"), dict):
-        kept["train"] = {**ADDED_RESULT_SETTINGS, **kept["train"]}
+        kept["train"] = result_settings(kept["train"])
     return kept
 
 

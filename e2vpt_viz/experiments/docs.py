@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
 from ..tables import markdown_table, mean_std
-from ..training import ADDED_RESULT_SETTINGS
+from ..training import result_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS_DIR = Path("docs") / "results"
@@ -597,7 +597,8 @@ def _run_metrics(folder: Path, method: str) -> dict:
 
 def _setting(metrics: dict, dotted: str):
     section, key = dotted.split(".")
-    return metrics["config"][section].get(key, ADDED_RESULT_SETTINGS.get(key) if section == "train" else None)
+    values = metrics["config"][section]
+    return (result_settings(values) if section == "train" else values).get(key)  # older records: earlier defaults
 
 
 def record_variants(result: dict, run_dirs: Sequence[Union[str, Path]]) -> dict:

@@ -18,13 +18,18 @@ from safetensors import safe_open
 from timm.models.vision_transformer import VisionTransformer
 
 from .checkpoint import load_torch_state, read_safetensors
-from .model import backbone_family, family_refusal
+from .model import backbone_family, check_supported_backbone, family_refusal
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
-# The offline starter backbone: 64-px images, 8-px patches (8 x 8 grid), 12 blocks of width 96 with 6 heads of 16.
+# The offline starter backbones: 64-px images, 8-px patches (8 x 8 grid), 12 blocks of width 96 with 6 heads of 16.
+# starter-vit-reg4 adds 4 register tokens (Darcet et al., "Vision Transformers Need Registers", arXiv 2309.16588):
+# learned tokens after the class token that every block reads and writes but no head pools, as in DINOv2-reg; it is
+# pre-trained by the same command, data and seed as starter-vit, so the two differ only by the registers.
+_STARTER_ARCH = dict(img_size=64, patch_size=8, embed_dim=96, depth=12, num_heads=6, mlp_ratio=4.0)
 STARTER_BACKBONES: dict[str, dict] = {
-    "starter-vit": dict(img_size=64, patch_size=8, embed_dim=96, depth=12, num_heads=6, mlp_ratio=4.0),
+    "starter-vit": _STARTER_ARCH,
+    "starter-vit-reg4": dict(_STARTER_ARCH, reg_tokens=4),
 }
 
 # Normalisation used for every backbone, as in the VPT code (ImageNet statistics, also for the JAX weights).
@@ -106,12 +111,13 @@ def load_backbone(name: str, pretrained: bool = True,
     if name in STARTER_BACKBONES:
         return _load_starter(name, pretrained, path)
     model = timm.create_model(name, pretrained=False, num_classes=0, **timm_kwargs)
-    refusal = family_refusal(model)
-    if refusal is not None:
-        raise BackboneError(f"{name!r}: {refusal}")
-    if backbone_family(model) is None:
+    if backbone_family(model) is None and family_refusal(model) is None:
         raise BackboneError(f"{name!r} is a {type(model).__name__}, not a Vision Transformer; prompts need a ViT. "
                             f"ViT names to try: {_close_vit_names(name)}.")
+    try:
+        check_supported_backbone(model)  # refused families and blocks, before any weights are fetched
+    except TypeError as err:
+        raise BackboneError(f"{name!r}: {err}") from None
     if path is None and not pretrained:
         return model
     try:

@@ -74,6 +74,8 @@ def require_prompted(model: Any, caller: str) -> "PromptedViT":
 # not fit yet: why, in one clause each (the refusal names it and what works instead).
 UNSUPPORTED_FAMILIES = {
     "NaFlexVit": "it embeds a variable number of patches per image with masks (NaFlex), not a fixed token layout",
+    "VisionTransformerSAM": "its blocks attend within windows of a 2-D token grid (SAM's image encoder), so there is "
+                            "no token sequence to add prompts to",
 }
 SUPPORTED_EXAMPLES = ("vit_base_patch16_224.orig_in21k, vit_base_patch14_reg4_dinov2, vit_base_patch16_clip_224, "
                       "vit_base_patch16_siglip_224, deit3_base_patch16_224, deit_base_distilled_patch16_224, "
@@ -121,13 +123,24 @@ def check_supported_backbone(backbone: nn.Module) -> None:
     scale = ("gamma_1", "gamma_2") if family in ("eva", "beit") else ("ls1", "ls2")
     block_parts = ("norm1", "attn", "drop_path1", "norm2", "mlp", "drop_path2", *scale)
     for i, blk in enumerate(backbone.blocks):
+        kind = type(blk).__name__
         missing = [p for p in block_parts if not hasattr(blk, p)]
         if not (hasattr(blk, "attn") and (hasattr(blk.attn, "qkv") or hasattr(blk.attn, "q_proj"))):
             missing.append("attn.qkv")
-        if missing or type(blk).__name__ in POST_NORM_BLOCKS:
-            why = "post-norm" if type(blk).__name__ in POST_NORM_BLOCKS else f"missing {missing}"
-            raise TypeError(f"Block {i} of this ViT ({type(blk).__name__}) is not a standard pre-norm timm block ({why}); "
-                            f"prompts read pre-norm blocks, e.g. {SUPPORTED_EXAMPLES}.")
+        kv_heads = getattr(getattr(blk, "attn", None), "num_kv_heads", None)
+        if kind in POST_NORM_BLOCKS:
+            why = "it normalises after each branch (post-norm)"
+        elif kind.startswith(("Parallel", "DiffParallel")):
+            why = "it runs attention and MLP side by side (parallel blocks)"
+        elif missing:
+            why = f"it lacks {', '.join(missing)}"
+        elif kv_heads is not None and kv_heads != blk.attn.num_heads:
+            why = f"its attention shares {kv_heads} key-value heads among {blk.attn.num_heads} query heads " \
+                  "(grouped-query attention)"
+        else:
+            continue
+        raise TypeError(f"Prompts read standard pre-norm timm blocks with one key-value head per query head, and block "
+                        f"{i} of this ViT ({kind}) is not one: {why}. These work, e.g.: {SUPPORTED_EXAMPLES}.")
 
 
 def position_bias(blk: nn.Module, shared: Optional[torch.Tensor]) -> Optional[torch.Tensor]:

@@ -1,4 +1,4 @@
-"""Command line: ``python -m e2vpt_viz {train,eval,report,sweep,prune,reproduce,pvp-pretrain,pvp-fewshot,lesson-results,pretrain-starter,docs,record}``.
+"""Command line: ``python -m e2vpt_viz {train,eval,report,sweep,prune,reproduce,pvp-pretrain,pvp-fewshot,lesson-results,pretrain-starter,backbones,docs,record}``.
 
 Errors a user can fix (bad config, missing data, unusable backbone, mismatched or damaged checkpoint, full disk,
 diverged training, out of GPU memory) are printed as one line starting with ``error:`` and exit with status 2.
@@ -14,7 +14,7 @@ import sys
 from typing import Optional, Sequence
 
 from . import distributed as dist
-from ..backbones import BackboneError
+from ..backbones import STARTER_BACKBONES, BackboneError
 from ..checkpoint import CheckpointMismatchError, CheckpointWriteError
 from ..data import DatasetLayoutError
 from ..run_folder import RunFolderBusyError
@@ -101,12 +101,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     pretrain = sub.add_parser("pretrain-starter", help="re-create the offline starter's tiny ViT weights")
     pretrain.add_argument("--data", default="data/starter-source", help="source-species dataset root")
-    pretrain.add_argument("--out", default=None, help="weights file (default results/starter_backbone/starter-vit"
+    pretrain.add_argument("--name", default="starter-vit", choices=list(STARTER_BACKBONES),
+                          help="which starter architecture (starter-vit-reg4: with 4 register tokens)")
+    pretrain.add_argument("--out", default=None, help="weights file (default results/starter_backbone/NAME"
                                                       ".safetensors; load it with backbone.checkpoint=PATH)")
     pretrain.add_argument("--overwrite", action="store_true", help="replace an existing --out (e.g. the packaged "
                                                                     "e2vpt_viz/weights/starter-vit.safetensors)")
     pretrain.add_argument("--epochs", type=int, default=None)
     pretrain.add_argument("--seed", type=int, default=0)
+
+    listing = sub.add_parser("backbones", help="list the timm model names that take prompts (timm's ViT modules, "
+                                               "probed once per timm version)")
+    listing.add_argument("patterns", nargs="*", default=["*"], help="glob patterns, e.g. 'eva02*' '*dinov2*'")
+    listing.add_argument("--all", action="store_true", help="also list the refused names, each with its reason")
+    listing.add_argument("--refresh", action="store_true", help="probe again instead of reading the listing")
+    listing.add_argument("--write", default=None, metavar="FILE",
+                         help="probe every name and re-check the families' examples with random weights, and write "
+                              "the result file (docs/results/backbones.json)")
 
     lessons = sub.add_parser("lesson-results", help="train what the lessons show on the offline starter (every method, "
                                                     "3 seeds, pruning, few-shot) and export it; resumable")
@@ -228,10 +239,20 @@ def run_command(args: argparse.Namespace) -> int:
         from .docs import record
 
         print(f"recorded {record(args.kind, args.result_file, args.sources)}; now run `python -m e2vpt_viz docs`")
+    elif args.command == "backbones":
+        from .backbone_support import print_listing, write_record
+
+        if args.write:
+            record = write_record(args.write)
+            works = sum(e["supported"] for e in record["models"].values())
+            print(f"{args.write}: {works} of {len(record['models'])} timm {record['timm']} names take prompts")
+        else:
+            print_listing(args.patterns, args.all, args.refresh)
     elif args.command == "pretrain-starter":
         from .starter import pretrain_starter
 
-        path = pretrain_starter(args.data, out=args.out, epochs=args.epochs, seed=args.seed, overwrite=args.overwrite)
+        path = pretrain_starter(args.data, out=args.out, epochs=args.epochs, seed=args.seed, name=args.name,
+                                overwrite=args.overwrite)
         print(f"starter weights written to {path}; train on them with backbone.checkpoint={path}")
     return 0
 

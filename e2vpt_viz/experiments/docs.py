@@ -244,6 +244,36 @@ def starter_text(r: dict[str, dict]) -> str:
             f"{_f(s['source_val_acc'])}%; commit {_commit(s)}).")
 
 
+def backbones_text(r: dict[str, dict]) -> str:
+    """``docs/results/backbones.json`` (``python -m e2vpt_viz backbones --write``): the families' examples re-checked
+    with random weights, then every probed timm name counted by class, and the refused ones with their reason."""
+    b = r["backbones"]
+    examples = [[f"`{e['name']}`", f"`{e['class']}`", " × ".join(map(str, e["input_size"][1:])),
+                 "works" if e["result"] == "works" else "refused",
+                 (f"prompts off = backbone (max abs difference {e['prompts_off_max_abs_diff']:g})"
+                  if e["result"] == "works" else e["message"].split(". These work")[0].rstrip(".") + ".")]
+                for e in b["examples"]]
+    by_class: dict[str, list[int]] = {}
+    refused: dict[str, list[str]] = {}
+    for name, e in b["models"].items():
+        counts = by_class.setdefault(e["class"] or "(not built)", [0, 0])
+        counts[0 if e["supported"] else 1] += 1
+        if not e["supported"]:
+            refused.setdefault(e["why"], []).append(name)
+    works = sum(c[0] for c in by_class.values())
+    classes = [[f"`{c}`", n[0], n[1]] for c, n in sorted(by_class.items(), key=lambda kv: -sum(kv[1]))]
+    reasons = "\n".join(f"- {why} ({len(names)}: {', '.join(f'`{n}`' for n in names[:4])}"
+                         f"{', ...' if len(names) > 4 else ''})" for why, names in sorted(refused.items()))
+    return (f"Each family's example, built with random weights at its default input size, wrapped with E²VPT "
+            f"(3 visual and 2 key-value prompts) and run forward:\n\n"
+            + markdown_table(["timm name", "class", "input", "result", "what happens"], examples)
+            + f"\n\nEvery model of timm {b['timm']}'s ViT modules ({', '.join(f'`{m}`' for m in b['modules'])}), "
+            f"probed on the meta device (the same wrapping and a forward at the default input size): **{works} of "
+            f"{len(b['models'])} names take prompts**. `python -m e2vpt_viz backbones` lists them (`--all` with "
+            f"the refused ones).\n\n" + markdown_table(["timm class", "names that work", "names refused"], classes)
+            + f"\n\nWhy the others are refused:\n\n{reasons}\n\n{_provenance(b, 'backbones')}")
+
+
 def performance_text(r: dict[str, dict]) -> str:
     nb, skip, gpu = r["notebooks"], r["unread_tokens"], r["gpu"]
     t = gpu["targets"]
@@ -419,7 +449,7 @@ def paper_numbers_text(r: dict[str, dict]) -> str:
 BLOCKS: dict[str, Callable[[dict[str, dict]], str]] = {
     "main-job": main_job_text, "tests": tests_text, "calibration": calibration_text, "baselines": baselines_text,
     "settings-sweep": sweep_text, "pruning": pruning_text, "pvp": pvp_text, "starter": starter_text,
-    "performance": performance_text, "deviations": deviations_text, "paper-numbers": paper_numbers_text,
+    "performance": performance_text, "backbones": backbones_text, "deviations": deviations_text, "paper-numbers": paper_numbers_text,
 }
 
 

@@ -133,3 +133,24 @@ def test_committed_starter_weights_load_and_record_how_they_were_made():
     assert meta["architecture"] == STARTER_BACKBONES["starter-vit"] and meta["source_val_acc"] > 0.8
     assert len(model.blocks) == STARTER_BACKBONES["starter-vit"]["depth"]
     assert starter_weights_path().stat().st_size < 6_000_000  # a few MB, committed
+
+
+def test_a_run_builds_its_backbone_for_the_crop_size(tmp_path, reference):
+    """A timm ViT made for another input size is built at the run's data.crop_size, its pre-trained position
+    embedding resampled by timm (what DINOv2's 518 px at 224 needs); a starter refuses another size in one line."""
+    import torch.nn.functional as F
+    from e2vpt_viz.experiments.config import BackboneConfig
+
+    path = tmp_path / "weights.safetensors"
+    save_file(reference.state_dict(), str(path))
+    model = BackboneConfig("vit_tiny_patch16_224", checkpoint=str(path)).load(img_size=64)
+    assert model.patch_embed.img_size == (64, 64) and model.pos_embed.shape == (1, 1 + 4 * 4, 192)
+    grid = reference.pos_embed[:, 1:].reshape(1, 14, 14, 192).permute(0, 3, 1, 2)
+    resampled = F.interpolate(grid, size=(4, 4), mode="bicubic", antialias=True, align_corners=False)
+    torch.testing.assert_close(model.pos_embed[:, 1:], resampled.permute(0, 2, 3, 1).reshape(1, 16, 192))
+    assert torch.equal(model.blocks[0].attn.qkv.weight, reference.blocks[0].attn.qkv.weight)
+    assert model(torch.randn(1, 3, 64, 64)).shape == (1, 192)
+    assert BackboneConfig("vit_tiny_patch16_224", pretrained=False).load(224).patch_embed.img_size == (224, 224)
+    with pytest.raises(BackboneError, match=r"^starter-vit takes 64 x 64 images, but data.crop_size=224; set "
+                                            r"data.crop_size=64"):
+        BackboneConfig("starter-vit").load(img_size=224)

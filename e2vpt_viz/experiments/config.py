@@ -38,12 +38,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
+import timm
 import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import (ConfigAttributeError, ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException)
 
 from .. import pruning
-from ..backbones import check_backbone_name, load_backbone
+from ..backbones import STARTER_BACKBONES, BackboneError, check_backbone_name, load_backbone
 from ..data import MAX_UNREADABLE
 from ..methods import METHODS, MethodConfig
 from ..training import TrainConfig, result_settings
@@ -117,9 +118,19 @@ class BackboneConfig:
             raise ValueError(f"backbone.checkpoint {self.checkpoint} is not a file; give the path of a weights file "
                              "(.safetensors, .pth or .npz) or leave it out.")
 
-    def load(self):
-        """The backbone (a timm ``VisionTransformer`` without classifier)."""
-        return load_backbone(self.name, self.pretrained, self.checkpoint)
+    def load(self, img_size: Optional[int] = None):
+        """The backbone (a timm ``VisionTransformer`` without classifier) for ``img_size``-px inputs (the run's
+        ``data.crop_size``; None: the backbone's own size). A timm ViT made for another size is built at this one, its
+        pre-trained position embedding resampled by timm (e.g. DINOv2's 518 px at 224); a starter backbone, made for
+        one size, refuses another in one line."""
+        native = (STARTER_BACKBONES[self.name]["img_size"] if self.name in STARTER_BACKBONES
+                  else getattr(timm.models.get_pretrained_cfg(self.name), "input_size", (3, 224, 224))[-1])
+        if img_size is None or img_size == native:
+            return load_backbone(self.name, self.pretrained, self.checkpoint)
+        if self.name in STARTER_BACKBONES:
+            raise BackboneError(f"{self.name} takes {native} x {native} images, but data.crop_size={img_size}; set "
+                                f"data.crop_size={native} (the starter config does).")
+        return load_backbone(self.name, self.pretrained, self.checkpoint, img_size=img_size)
 
 
 @dataclass

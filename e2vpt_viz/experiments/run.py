@@ -76,7 +76,7 @@ def build_model(cfg: RunConfig, num_classes: int) -> PromptedViT:
     checkpoint, so ``eval`` must rebuild exactly the one that ``train`` used.
     """
     torch.manual_seed(cfg.train.seed)
-    backbone = cfg.backbone.load()
+    backbone = cfg.backbone.load(cfg.data.crop_size)
     torch.manual_seed(cfg.train.seed)
     return apply_prompts(backbone, cfg.method, num_classes)
 

@@ -1,14 +1,14 @@
 """Numbers behind the attention figures, computed from recorded attention probabilities (no plotting here).
 
 Record with :func:`~e2vpt_viz.attention.record_attention`; block ``l`` gives probabilities (B, heads, N, T_l + N)
-whose key axis is ``[T_l key-value prompts | prefix (class + register) tokens | P visual prompts | patches]`` and
+whose key axis is ``[T_l key-value prompts | prefix (class, then register) tokens | P visual prompts | patches]`` and
 whose query axis is the N tokens ``[prefix | P visual prompts | patches]``. The patch grid is read from the model,
 never assumed to be 14 × 14.
 """
 from __future__ import annotations
 
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import torch
@@ -17,23 +17,26 @@ from .attention import record_attention
 from .data import fixed_transforms, random_transforms, resize_size
 from .model import PromptedViT
 
-KEY_GROUPS = ("kv_prompts", "prefix", "visual_prompts", "patches")
+KEY_GROUPS = ("kv_prompts", "prefix", "registers", "visual_prompts", "patches")
 
 
 @dataclass(frozen=True)
 class TokenLayout:
-    """Where each kind of token sits: prefix tokens, visual prompts, then a (rows, cols) grid of patches."""
+    """Where each kind of token sits: prefix tokens (the class and distillation tokens, then ``num_registers``
+    register tokens), visual prompts, then a (rows, cols) grid of patches."""
 
     num_prefix: int
     num_prompts: int
     grid: tuple[int, int]
     has_class_token: bool
+    num_registers: int = 0
 
     @classmethod
     def of(cls, model: PromptedViT) -> "TokenLayout":
         bb = model.backbone
         prompts = model.num_prompts if model.prompts_enabled else 0
-        return cls(bb.num_prefix_tokens, prompts, tuple(bb.patch_embed.grid_size), bb.cls_token is not None)
+        registers = bb.reg_token.shape[1] if getattr(bb, "reg_token", None) is not None else 0
+        return cls(bb.num_prefix_tokens, prompts, tuple(bb.patch_embed.grid_size), bb.cls_token is not None, registers)
 
     @property
     def num_tokens(self) -> int:
@@ -43,8 +46,9 @@ class TokenLayout:
         """Slices of the key axis of one block's probabilities (num_kv = that block's T)."""
         first_prompt = num_kv + self.num_prefix
         first_patch = first_prompt + self.num_prompts
-        return {"kv_prompts": slice(0, num_kv), "prefix": slice(num_kv, first_prompt),
-                "visual_prompts": slice(first_prompt, first_patch),
+        first_register = first_prompt - self.num_registers
+        return {"kv_prompts": slice(0, num_kv), "prefix": slice(num_kv, first_register),
+                "registers": slice(first_register, first_prompt), "visual_prompts": slice(first_prompt, first_patch),
                 "patches": slice(first_patch, first_patch + self.grid[0] * self.grid[1])}
 
     def check(self, probs: torch.Tensor) -> int:
@@ -159,6 +163,22 @@ def capture_attention(model: PromptedViT, images: torch.Tensor, prompts: bool = 
             (nullcontext() if prompts else model.disable_prompts()):
         model(images.to(device))
     return [p.float().cpu() for p in recorder.probs]
+
+
+def class_token_attention(model: PromptedViT, images: torch.Tensor, prompts: bool = True) -> dict:
+    """Where the class token of ``model`` looks on ``images`` (B, 3, H, W), with the token layout read from the model.
+
+    Returns ``{"shares": one dict per block (:func:`attention_shares`, queries "cls"), "mean_shares": those shares
+    averaged over the blocks, "last_block": (B, rows, cols) the last block's class-token attention over the patches,
+    averaged over heads}``; ``prompts=False``: the frozen backbone alone.
+    """
+    probs = capture_attention(model, images, prompts)
+    layout = TokenLayout.of(model)
+    if not prompts:
+        layout = replace(layout, num_prompts=0)
+    shares = attention_shares(probs, layout, "cls")
+    return {"shares": shares, "mean_shares": {g: sum(row[g] for row in shares) / len(shares) for g in KEY_GROUPS},
+            "last_block": cls_to_patches(probs[-1], layout).mean(1)}
 
 
 def grounding_by_layer(probs_per_layer: Sequence[torch.Tensor], layout: TokenLayout, parts: torch.Tensor,

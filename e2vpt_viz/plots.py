@@ -295,7 +295,7 @@ def pruning_dashboard(sweep_results: Sequence[Mapping], rewound: Sequence[Mappin
     return fig
 
 
-SHARE_LABELS = {"kv_prompts": "key-value prompts", "prefix": "class / register tokens",
+SHARE_LABELS = {"kv_prompts": "key-value prompts", "prefix": "class token(s)", "registers": "register tokens",
                 "visual_prompts": "visual prompts", "patches": "patches"}
 
 
@@ -305,6 +305,8 @@ def attention_share_bars(shares: Sequence[Mapping[str, float]], title: str = "wh
     fig = go.Figure()
     blocks = [f"block {i}" for i in range(len(shares))]
     for group, label in SHARE_LABELS.items():
+        if group == "registers" and not any(row.get(group) for row in shares):
+            continue  # a backbone without registers
         fig.add_trace(go.Bar(x=blocks, y=[100 * row[group] for row in shares], name=label))
     fig.update_layout(barmode="stack", yaxis_title="share of attention (%)", title=title, height=360,
                       margin=dict(t=50, b=40, l=50, r=20))
@@ -417,6 +419,26 @@ def accuracy_vs_parameters(results: Sequence[Mapping]) -> go.Figure:
                                  marker=dict(size=11, color=method_color(r["method"]))))
     fig.update_xaxes(type="log", title_text="tunable parameters (log scale)")
     fig.update_layout(yaxis_title="test accuracy (%)", height=400, showlegend=False,
+                      margin=dict(t=30, b=40, l=50, r=20))
+    return fig
+
+
+def accuracy_by_backbone(results: Sequence[Mapping]) -> go.Figure:
+    """Test accuracy of each method on each backbone, as grouped bars: x the backbones (in the order met), one bar per
+    method in its colour; the bar is the mean over the shipped seeds with their sd as error bar when the row has them
+    (``mean_test_acc``, ``sd_test_acc``), else the run's ``test_acc``. Rows as :func:`lesson_runs` gives them (with
+    ``config["backbone"]["name"]``)."""
+    check_rows("method results", results, ("method", "test_acc", "config"), "run lesson_runs for each backbone first.")
+    backbones = list(dict.fromkeys(r["config"]["backbone"]["name"] for r in results))
+    fig = go.Figure()
+    for method in dict.fromkeys(r["method"] for r in results):
+        rows = {r["config"]["backbone"]["name"]: r for r in results if r["method"] == method}
+        mean = [100 * rows[b].get("mean_test_acc", rows[b]["test_acc"]) if b in rows else None for b in backbones]
+        sd = [100 * rows[b].get("sd_test_acc", 0.0) if b in rows else 0.0 for b in backbones]
+        fig.add_trace(go.Bar(x=backbones, y=mean, name=method, marker_color=method_color(method),
+                             error_y=dict(type="data", array=sd, visible=any(sd)),
+                             text=[None if m is None else f"{m:.1f}" for m in mean], textposition="outside"))
+    fig.update_layout(barmode="group", yaxis_title="test accuracy (%)", xaxis_title="backbone", height=400,
                       margin=dict(t=30, b=40, l=50, r=20))
     return fig
 

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from e2vpt_viz import E2VPTConfig, VPTConfig, apply_prompts, record_attention
-from e2vpt_viz.attention_maps import (TokenLayout, attention_rollout, attention_shares, cls_to_patches,
-                                      kv_prompt_maps)
+from e2vpt_viz.attention_maps import (TokenLayout, attention_rollout, attention_shares, class_token_attention,
+                                      cls_to_patches, kv_prompt_maps)
 
 from conftest import tiny_vit
 
@@ -30,6 +30,16 @@ def test_shares_sum_to_one_and_match_a_hand_count(vit, images):
     by_hand = first[:, :, 0, :2].sum(-1).mean().item()
     assert attention_shares(probs, layout)[0]["kv_prompts"] == pytest.approx(by_hand)
     assert attention_shares(probs, layout)[0]["patches"] == pytest.approx(first[:, :, 0, 2 + n + 3:].sum(-1).mean().item())
+    R = vit.get("reg_tokens", 0)  # registers: the last R prefix tokens, after the class token
+    assert layout.num_registers == R
+    assert attention_shares(probs, layout)[0]["prefix"] == pytest.approx(first[:, :, 0, 2:3].sum(-1).mean().item())
+    assert attention_shares(probs, layout)[0]["registers"] == pytest.approx(first[:, :, 0, 3:3 + R].sum(-1).mean().item())
+    found = class_token_attention(model, images)
+    assert found["shares"] == attention_shares(probs, layout) and found["last_block"].shape == (3, 4, 4)
+    assert sum(found["mean_shares"].values()) == pytest.approx(1.0, abs=1e-5)
+    frozen = class_token_attention(model, images, prompts=False)
+    assert frozen["mean_shares"]["visual_prompts"] == frozen["mean_shares"]["kv_prompts"] == 0.0
+    assert (frozen["mean_shares"]["registers"] > 0) == (R > 0)
 
 
 def test_maps_have_the_models_grid_and_come_from_the_right_entries(images):

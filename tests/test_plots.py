@@ -28,12 +28,31 @@ def test_tradeoff_plots_sweep_rewound_and_the_highlighted_ratio():
 
 def test_share_bars_stack_to_100_percent_per_block():
     from e2vpt_viz.plots import attention_share_bars
-    shares = [{"kv_prompts": 0.2, "prefix": 0.1, "visual_prompts": 0.3, "patches": 0.4},
-              {"kv_prompts": 0.0, "prefix": 0.5, "visual_prompts": 0.25, "patches": 0.25}]
-    fig = attention_share_bars(shares)
-    assert [t.name for t in fig.data] == ["key-value prompts", "class / register tokens", "visual prompts", "patches"]
+    shares = [{"kv_prompts": 0.2, "prefix": 0.1, "registers": 0.0, "visual_prompts": 0.3, "patches": 0.4},
+              {"kv_prompts": 0.0, "prefix": 0.5, "registers": 0.0, "visual_prompts": 0.25, "patches": 0.25}]
+    fig = attention_share_bars(shares)  # no registers: no register bar
+    assert [t.name for t in fig.data] == ["key-value prompts", "class token(s)", "visual prompts", "patches"]
     for block in range(2):
         assert sum(t.y[block] for t in fig.data) == 100.0
+    shares[1].update(prefix=0.2, registers=0.3)
+    fig = attention_share_bars(shares)
+    assert [t.name for t in fig.data] == ["key-value prompts", "class token(s)", "register tokens", "visual prompts",
+                                          "patches"]
+    assert list(fig.data[2].y) == [0.0, 30.0] and all(sum(t.y[b] for t in fig.data) == 100.0 for b in range(2))
+
+
+def test_accuracy_by_backbone_groups_methods_with_their_seed_spread():
+    from e2vpt_viz.plots import accuracy_by_backbone
+    rows = [{"method": m, "test_acc": acc, "config": {"backbone": {"name": b}}, **extra}
+            for b, m, acc, extra in [("a", "vpt-shallow", 0.5, {"mean_test_acc": 0.52, "sd_test_acc": 0.01}),
+                                     ("a", "e2vpt", 0.6, {"mean_test_acc": 0.61, "sd_test_acc": 0.02}),
+                                     ("b", "e2vpt", 0.7, {})]]
+    fig = accuracy_by_backbone(rows)
+    assert [(t.name, list(t.x)) for t in fig.data] == [("vpt-shallow", ["a", "b"]), ("e2vpt", ["a", "b"])]
+    assert list(fig.data[0].y) == [52.0, None] and list(fig.data[1].y) == [61.0, 70.0]  # mean of seeds, else the run
+    assert list(fig.data[1].error_y.array) == [2.0, 0.0]
+    with pytest.raises(TypeError, match="run lesson_runs for each backbone first"):
+        accuracy_by_backbone([{"method": "e2vpt", "test_acc": 0.5}])
 
 
 def test_patch_map_overlay_places_cells_on_the_image_grid():

@@ -125,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="export folder (the package's copy: e2vpt_viz/lesson_results/starter)")
     lessons.add_argument("--work", default="results/lesson_results_work", help="resumable run folders")
     lessons.add_argument("--stages", nargs="+", default=None,
-                         help="methods-seed42 prune fewshot methods-seed1 methods-seed2 quick (default: all, in this order)")
+                         help="methods-seed42 prune fewshot methods-seed1 methods-seed2 quick backbones-seed42 "
+                              "backbones-seed1 backbones-seed2 (default: all, in this order)")
     lessons.add_argument("--methods", nargs="+", default=None,
                          help="the methods a methods-seedN stage trains (default: every lesson method); lets two "
                               "processes split one seed")
@@ -135,10 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
     docs.add_argument("--check", action="store_true", help="write nothing; exit 1 naming the pages that are not current")
 
     record = sub.add_parser("record", help="rewrite a docs/results/*.json from what a command wrote (a re-measurement)")
-    record.add_argument("kind", choices=("seeds", "prune", "pvp", "variants"),
+    record.add_argument("kind", choices=("seeds", "prune", "pvp", "variants", "starter"),
                         help="seeds: report --out folders, one per seed; prune: a prune output_dir; pvp: a "
                              "pvp-fewshot or lesson-results --out folder; variants: report --out or run folders of "
-                             "one method with two values of the setting the result file names")
+                             "one method with two values of the setting the result file names; starter: the "
+                             "weights files pretrain-starter wrote")
     record.add_argument("result_file", help="e.g. docs/results/calibration.json")
     record.add_argument("sources", nargs="+", help="the folder(s) the command wrote")
     return parser

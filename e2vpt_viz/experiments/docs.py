@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import re
 import subprocess
 from pathlib import Path
@@ -238,10 +239,14 @@ def pvp_text(r: dict[str, dict]) -> str:
 
 
 def starter_text(r: dict[str, dict]) -> str:
+    """The committed starter backbones (``record starter``: read from the weights files' own metadata)."""
     s = r["starter_backbone"]
-    return (f"`starter-vit` has {s['parameters_millions']} M parameters ({s['megabytes']} MB); `{s['command']}` "
-            f"pre-trains it on the source species in about {s['minutes']} minutes on 2 CPU cores (source val "
-            f"{_f(s['source_val_acc'])}%; commit {_commit(s)}).")
+    rows = [[f"`{name}`", b["parameters_millions"], b["megabytes"], _f(b["source_val_acc"]), round(b["minutes"]),
+             b["torch"], b["date"], f"`{b['command']}`"] for name, b in s["backbones"].items()]
+    return ("Pre-trained from scratch on the starter's 100 source species, each by the command in its weights' "
+            "metadata, on 2 CPU cores (the minutes are that run's, beside whatever else the machine was doing):\n\n"
+            + markdown_table(["backbone", "parameters (M)", "MB", "source val acc (%)", "minutes", "torch", "date",
+                              "command"], rows) + f"\n\nRecorded at commit {_commit(s)} with `{s['command']}`.")
 
 
 def backbones_text(r: dict[str, dict]) -> str:
@@ -322,7 +327,8 @@ def lesson_timings_text(root: Path) -> str:
                 else f"Cells over 10 s without progress: {', '.join(silent)}.")
     return (f"Run All in a fresh kernel with the default parameters, {r['device']}, torch {r['torch']}, {r['date']} "
             f"(`{r['command']}`). Budgets: first figure ≤ {b['first_figure_s']} s, the lesson's central element "
-            f"(01 pruning slider, 02 attention explorer, 03 slider, 04 accuracy vs parameters, 05 few-shot curves) ≤ "
+            f"(01 pruning slider, 02 attention explorer, 03 slider, 04 accuracy vs parameters, 05 few-shot curves, "
+            f"06 accuracy by backbone) ≤ "
             f"{b['central_s']} s, whole notebook ≤ {b['total_s']} s. {progress}\n\n"
             + markdown_table(["lesson", "first figure", "central element", "whole notebook", "within budget"], rows))
 
@@ -656,9 +662,32 @@ def record_variants(result: dict, run_dirs: Sequence[Union[str, Path]]) -> dict:
             "schedule": {"epochs": runs[0]["epochs"], "warmup_epochs": runs[0]["config"]["train"]["warmup_epochs"]}}
 
 
-RECORDERS = {"seeds": record_seeds, "prune": record_prune, "pvp": record_pvp, "variants": record_variants}
-KINDS = {"seeds": "seeds", "prune": "pruning", "pvp": "pvp_fewshot", "variants": "variants"}
-MANY_SOURCES = ("seeds", "variants")  # kinds that read one folder per run
+def record_starter(result: dict, weights: Sequence[Union[str, Path]]) -> dict:
+    """The ``kind: starter_backbones`` result from starter weights files (``pretrain-starter`` writes the command,
+    seed, accuracy, seconds, torch version and date into each file's metadata)."""
+    from safetensors import safe_open
+
+    backbones = {}
+    for path in map(Path, weights):
+        with safe_open(str(path), framework="pt") as f:
+            meta = {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
+            count = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
+        if "name" not in meta or "source_val_acc" not in meta:
+            raise ValueError(f"{path} has no pretrain-starter metadata; pass weights written by "
+                             "`python -m e2vpt_viz pretrain-starter`.")
+        backbones[meta["name"]] = {
+            "file": path.name, "command": meta["command"], "seed": meta["seed"], "architecture": meta["architecture"],
+            "parameters_millions": round(count / 1e6, 2), "megabytes": round(path.stat().st_size / 1e6, 1),
+            "source_val_acc": 100 * meta["source_val_acc"], "minutes": meta["train_seconds"] / 60,
+            "torch": meta.get("torch"), "date": meta.get("date")}
+    return {**result, "backbones": backbones}
+
+
+RECORDERS = {"seeds": record_seeds, "prune": record_prune, "pvp": record_pvp, "variants": record_variants,
+             "starter": record_starter}
+KINDS = {"seeds": "seeds", "prune": "pruning", "pvp": "pvp_fewshot", "variants": "variants",
+         "starter": "starter_backbones"}
+MANY_SOURCES = ("seeds", "variants", "starter")  # kinds that read one folder (or file) per run
 
 
 def record(kind: str, result_file: Union[str, Path], sources: Sequence[Union[str, Path]],

@@ -46,6 +46,7 @@ EXAMPLES = ("vit_small_patch16_224", "vit_base_patch14_reg4_dinov2", "vit_base_p
             "vit_pe_core_tiny_patch16_384", "beit_base_patch16_224", "vit_relpos_small_patch16_224",
             "naflexvit_base_patch16_gap", "samvit_base_patch16")
 PROBE = E2VPTConfig(num_prompts=3, num_kv_prompts=2)
+IN_PROCESS = 8  # up to this many names are probed in the calling process
 
 
 def _why(err: Exception) -> str:
@@ -60,11 +61,10 @@ def _input_size(model: torch.nn.Module) -> tuple[int, ...]:
 
 def probe(name: str) -> dict:
     """``{"class", "family", "supported", "why"}`` for one timm name, built and run on the meta device."""
-    warnings.filterwarnings("ignore")
-    torch.set_num_threads(1)
     entry: dict = {"class": None, "family": None, "supported": False, "why": None}
     try:
-        with torch.device("meta"):
+        with warnings.catch_warnings(), torch.device("meta"):
+            warnings.simplefilter("ignore")
             model = timm.create_model(name, pretrained=False, num_classes=0)
             entry.update({"class": type(model).__name__, "family": backbone_family(model)})
             out = apply_prompts(model, PROBE, 5)(torch.empty(1, *_input_size(model)))
@@ -99,7 +99,9 @@ def scan(names: Optional[Sequence[str]] = None, workers: int = 2, progress: bool
     """:func:`probe` for ``names`` (default: every model of :data:`MODULES`), ``workers`` processes at a time."""
     names = sorted(names if names is not None else all_names())
     started, entries = time.perf_counter(), {}
-    with ProcessPoolExecutor(max(1, min(workers, len(names))), mp_context=get_context("spawn")) as pool:
+    if len(names) <= IN_PROCESS or workers <= 1:  # a few names: starting processes would cost more than probing
+        return {name: probe(name) for name in names}
+    with ProcessPoolExecutor(min(workers, len(names)), mp_context=get_context("spawn")) as pool:
         for i, (name, entry) in enumerate(zip(names, pool.map(probe, names, chunksize=4)), 1):
             entries[name] = entry
             if progress and (i % 25 == 0 or i == len(names)):

@@ -94,14 +94,22 @@ def test_missing_checkpoint_file():
         load_backbone("vit_tiny_patch16_224", checkpoint="/nonexistent/weights.safetensors")
 
 
+OFFLINE_NAMES = ("vit_tiny_patch16_224", "eva02_tiny_patch14_224.mim_in22k", "deit_tiny_distilled_patch16_224")
+
+
 def test_offline_download_failure_says_what_to_do():
+    """Without internet, a ViT, an EVA-02 and a distilled DeiT by name (the families share the download path): one
+    line per name saying to pass a local file or use the starter."""
     code = ("from e2vpt_viz import load_backbone, BackboneError\n"
-            "try:\n    load_backbone('vit_tiny_patch16_224')\n"
-            "except BackboneError as e:\n    print('CLEAR:', e)\n")
+            f"for name in {OFFLINE_NAMES!r}:\n"
+            "    try:\n        load_backbone(name)\n"
+            "    except BackboneError as e:\n        print('CLEAR:', e)\n")
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
-    assert "CLEAR:" in out.stdout, out.stderr
-    assert "checkpoint=" in out.stdout and "starter-vit" in out.stdout
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=180)
+    lines = out.stdout.splitlines()
+    assert len(lines) == len(OFFLINE_NAMES) and all(line.startswith("CLEAR:") for line in lines), out.stderr
+    for name, line in zip(OFFLINE_NAMES, lines):
+        assert f"for {name!r}" in line and "checkpoint=" in line and "starter-vit" in line, line
     assert "Traceback" not in out.stderr
 
 

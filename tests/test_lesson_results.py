@@ -23,6 +23,12 @@ SHIPPED = lr.SHIPPED_DIR
 REPO = Path(__file__).resolve().parents[1]
 
 
+def shipped_records() -> list[tuple[Path, str]]:
+    """Every shipped run record with its backbone: runs/ (starter-vit), then backbones/<name>/runs/."""
+    return [(path, backbone) for backbone in (lr.STARTER_BACKBONE, *lr.OTHER_BACKBONES)
+            for path in sorted(lr.runs_dir(SHIPPED, backbone).glob("*.json"))]
+
+
 @pytest.fixture(scope="module")
 def tiny_set(tmp_path_factory, tiny_root, one_thread_module):
     """A shipped-results folder made by :func:`make_lesson_results` at 1 epoch on the tiny synthetic task (4 classes):
@@ -104,6 +110,42 @@ def test_shipped_mode_evaluates_the_first_seed_and_reads_the_other_seeds_records
     assert "(seeds 42, 1)" in lr.runs_markdown([run])
 
 
+def test_the_backbones_stage_ships_runs_on_the_other_starter_and_lessons_read_them(tiny_set, tmp_path):
+    """Notebook 06's runs: the methods of OTHER_BACKBONES trained on starter-vit-reg4, exported beside the others
+    (backbones/<name>/runs/) and read by the lessons for a config with that backbone."""
+    import shutil
+
+    root = shutil.copytree(tiny_set["root"], tmp_path / "out")
+    manifest = lr.make_lesson_results(root, tiny_set["work"], tiny_set["cfg"], stages=["backbones-seed42"],
+                                      methods=["linear", "e2vpt"], progress=False, log=lambda line: None)
+    assert sorted(f for f in manifest["files"] if f.startswith("backbones/")) == [
+        "backbones/starter-vit-reg4/runs/e2vpt-seed42.json", "backbones/starter-vit-reg4/runs/e2vpt-seed42.safetensors"]
+    assert read_prompt_metadata(root / "backbones" / "starter-vit-reg4" / "runs" / "e2vpt-seed42.safetensors")[
+        "config"]["backbone"]["name"] == "starter-vit-reg4"
+    reg4 = tiny_set["cfg"].replace(backbone={"name": "starter-vit-reg4"})
+    assert lr.choose_train_mode(reg4, "auto", root)[0] == "shipped"
+    (run,) = lr.lesson_runs(reg4, ["e2vpt"], "shipped", "unused", root=root, progress=False)
+    assert run["model"].backbone.reg_token.shape == (1, 4, 96) and run["seed_test_acc"] == {42: run["recorded_test_acc"]}
+    assert run["test_acc"] == pytest.approx(run["recorded_test_acc"], abs=0.005)
+    plain = lr.lesson_runs(tiny_set["cfg"], ["e2vpt"], "shipped", "unused", root=root, progress=False)
+    table = lr.runs_markdown(plain + [run]).splitlines()
+    assert table[0].startswith("| backbone | method |") and table[-1].startswith("| starter-vit-reg4 | e2vpt |")
+    assert not lr.runs_markdown(plain).startswith("| backbone")  # one backbone: no backbone column
+
+
+def test_lesson_backbones_resolve_auto_per_dataset_and_check_names(tiny_set):
+    cfg = tiny_set["cfg"]
+    assert lr.lesson_backbones(cfg) == ["starter-vit", "starter-vit-reg4"]
+    cub = load_run_config("cub_e2vpt")
+    assert lr.lesson_backbones(cub) == [cub.backbone.name, *lr.REAL_BACKBONES]
+    assert lr.lesson_backbones(cfg, ["starter-vit-reg4"]) == ["starter-vit-reg4"]
+    with pytest.raises(LessonSettingsError, match="BACKBONES='dinov2': give 'auto' or a list of names"):
+        lr.lesson_backbones(cfg, "dinov2")
+    from e2vpt_viz.backbones import BackboneError
+    with pytest.raises(BackboneError, match="Unknown backbone 'vit_bsae_patch16_224'"):
+        lr.lesson_backbones(cfg, ["vit_bsae_patch16_224"])
+
+
 def test_train_modes_resolve_or_stop_with_one_line(tiny_set):
     cfg, root = tiny_set["cfg"], tiny_set["root"]
     longer = cfg.replace(train={"epochs": 3})
@@ -174,7 +216,7 @@ def test_every_shipped_tensor_file_still_loads_into_the_current_model():
     for path in files:
         meta = read_prompt_metadata(path)
         assert {"config", "seed", "command", "version", "torch"} <= set(meta), path
-        run_cfg = cfg.replace(**{k: v for k, v in meta["config"].items() if k in ("method", "train")})
+        run_cfg = cfg.replace(**{k: v for k, v in meta["config"].items() if k in ("method", "train", "backbone")})
         from e2vpt_viz.checkpoint import load_prompts
         from e2vpt_viz.experiments.run import build_model
 
@@ -183,10 +225,13 @@ def test_every_shipped_tensor_file_still_loads_into_the_current_model():
 
 @shipped
 def test_every_shipped_record_is_the_papers_schedule_with_its_seed():
-    for path in sorted((SHIPPED / "runs").glob("*.json")):
+    records = shipped_records()
+    assert {b for _, b in records} == {lr.STARTER_BACKBONE, *lr.OTHER_BACKBONES}
+    for path, backbone in records:
         record = json.loads(path.read_text())
         method, seed = path.stem.rsplit("-seed", 1)
         assert record["method"] == method and record["config"]["train"]["seed"] == int(seed), path
+        assert record["config"]["backbone"]["name"] == backbone, path
         assert record["epochs"] == len(record["history"]) == record["config"]["train"]["epochs"] == 100, path
 
 
@@ -197,10 +242,10 @@ def test_every_shipped_record_was_trained_with_todays_settings_of_its_method():
     from e2vpt_viz.experiments.config import result_settings_of
 
     cfg = load_run_config("starter")
-    for path in sorted((SHIPPED / "runs").glob("*.json")):
+    for path, backbone in shipped_records():
         record = json.loads(path.read_text())
         method, seed = path.stem.rsplit("-seed", 1)
-        expected = lr.method_config_for(cfg, method, int(seed), ".").to_dict()
+        expected = lr.method_config_for(cfg.replace(backbone={"name": backbone}), method, int(seed), ".").to_dict()
         found = result_settings_of(RunConfig.from_dict(record["config"]).to_dict())
         for section in ("method", "train", "backbone"):
             assert found[section] == result_settings_of(expected)[section], f"{path.name}: {section}"
@@ -249,8 +294,8 @@ def test_the_shipped_seed_42_e2vpt_run_is_reproduced_by_training_it_again(tmp_pa
 @pytest.mark.timeout(900)
 def test_every_shipped_tensor_file_evaluates_to_its_recorded_test_accuracy():
     """Protects the lessons' "mean ± sd over seeds, recorded" column: a lesson evaluates seed 42 now and reads the other
-    seeds' records; here every shipped prompt file (every method with tensors, every seed, and the chosen rewinding
-    candidate) is evaluated on the test split and lands on its record."""
+    seeds' records; here every shipped prompt file (every method with tensors on each starter backbone, every seed,
+    and the chosen rewinding candidate) is evaluated on the test split and lands on its record."""
     from e2vpt_viz.checkpoint import load_prompts
     from e2vpt_viz.experiments.config import RunConfig
     from e2vpt_viz.experiments.run import build_model, prepare_data
@@ -259,10 +304,11 @@ def test_every_shipped_tensor_file_evaluates_to_its_recorded_test_accuracy():
     cfg = load_run_config("starter", [f"data.root={REPO / 'data' / 'starter'}"])
     test = prepare_data(cfg, 100, seed=0)["test"]
     rewind = json.loads((SHIPPED / "prune" / "rewind.json").read_text())
-    pairs = [(path, json.loads(path.with_suffix(".json").read_text())["test_acc"])
-             for path in sorted((SHIPPED / "runs").glob("*.safetensors"))]
+    pairs = [(path.with_suffix(".safetensors"), json.loads(path.read_text())["test_acc"])
+             for path, _ in shipped_records() if path.with_suffix(".safetensors").is_file()]
     pairs.append((SHIPPED / "prune" / "best.safetensors", rewind["best"]["test_acc"]))
-    assert len(pairs) == 3 * (len(lr.LESSON_METHODS) - len(lr.RECORD_ONLY)) + 1
+    other = sum(len(methods) for methods in lr.OTHER_BACKBONES.values())
+    assert len(pairs) == 3 * (len(lr.LESSON_METHODS) - len(lr.RECORD_ONLY) + other) + 1
     for path, recorded in pairs:
         meta = read_prompt_metadata(path)
         run_cfg = RunConfig.from_dict(meta["config"]).replace(data={"root": cfg.data.root})

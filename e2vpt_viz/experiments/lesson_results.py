@@ -4,7 +4,8 @@
 
 trains, at the papers' 100-epoch schedule and with the starter config's per-method settings (its ``compare``
 section), every method of notebooks 01-05 for three training seeds (42, 1, 2), the pruning candidates of notebook 03
-(rewound under frozen masks, seed 42) and the few-shot runs of notebook 05 (random vs PVP initialisation), then
+(rewound under frozen masks, seed 42), the few-shot runs of notebook 05 (random vs PVP initialisation) and notebook
+06's VPT-shallow and E²VPT runs on the starter with registers (three seeds), then
 exports what the lessons read into ``--out``:
 
 - ``runs/<method>-seed<seed>.json``: the run's record (test / validation accuracy, per-class accuracy, history,
@@ -13,6 +14,7 @@ exports what the lessons read into ``--out``:
   the config, seed, command and version in the metadata; not for ``full`` and ``partial``, whose tuned weights are
   megabytes (their records ship, and the lessons say they are read, not computed);
 - ``prune/rewind.json`` and ``prune/best.safetensors``: the rewinding candidates and the chosen one's tensors;
+- ``backbones/<name>/runs/``: the same, for notebook 06's runs on the other starter backbones (``starter-vit-reg4``);
 - ``fewshot.json``: the few-shot rows (per shot count and seed, both initialisations);
 - ``quick.json``: E²VPT at a few short schedules (validation accuracy, seconds), what ``TRAIN="quick"`` is chosen from;
 - ``manifest.json``: command, versions, date, seconds per stage, and every file's size and SHA-256.
@@ -53,12 +55,23 @@ REWIND_TOKENS, REWIND_SEGMENTS = (0, 2, 4), (6, 12)  # notebook 03's candidates 
 SWEEP_RATIOS = tuple(round(0.1 * i, 1) for i in range(10))
 FEW_SHOTS, FEW_SHOT_SEEDS, FEW_SHOT_EPOCHS = (1, 2, 4, 8, 16), (0, 1, 2), 50
 QUICK_CANDIDATES = (15, 30, 45)  # epochs (10 % warm-up) tried for the lessons' "quick" mode, on validation
-STAGES = ("methods-seed42", "prune", "fewshot", "methods-seed1", "methods-seed2", "quick")
+STARTER_BACKBONE = "starter-vit"  # the backbone of every lesson run, in runs/
+# Notebook 06's other starter backbones and the methods trained on each (in backbones/<name>/runs/, same settings).
+OTHER_BACKBONES = {"starter-vit-reg4": ("vpt-shallow", "e2vpt")}
+STAGES = ("methods-seed42", "prune", "fewshot", "methods-seed1", "methods-seed2", "quick",
+          "backbones-seed42", "backbones-seed1", "backbones-seed2")
+SEEDED_STAGE = re.compile(r"(methods|backbones)-seed(\d+)")
 
 
 def run_name(method: str, seed: int) -> str:
     """``e2vpt-seed42``: the stem of a shipped run's files."""
     return f"{method}-seed{seed}"
+
+
+def runs_dir(root: Union[str, Path], backbone: str = STARTER_BACKBONE) -> Path:
+    """Where the shipped runs on ``backbone`` are: ``root/runs`` for the starter-vit, ``root/backbones/<name>/runs``
+    for the others (:data:`OTHER_BACKBONES`)."""
+    return Path(root) / "runs" if backbone == STARTER_BACKBONE else Path(root) / "backbones" / backbone / "runs"
 
 
 def method_config_for(cfg: RunConfig, method: str, seed: int, out_dir: Union[str, Path]) -> RunConfig:
@@ -83,7 +96,8 @@ def _export_run(cfg: RunConfig, record: dict, out: Path, command: Optional[str])
     method, seed = record["method"], cfg.train.seed
     stem = run_name(method, seed)
     slim = {k: v for k, v in record.items() if k != "model"}
-    record_path, tensors_path = out / "runs" / f"{stem}.json", out / "runs" / f"{stem}.safetensors"
+    runs = runs_dir(out, cfg.backbone.name)
+    record_path, tensors_path = runs / f"{stem}.json", runs / f"{stem}.safetensors"
     if _unchanged(record_path, slim) and (method in RECORD_ONLY or tensors_path.is_file()):
         return  # exported before (safetensors headers do not keep their order: rewriting would change the bytes)
     write_json(record_path, slim, indent=None)
@@ -183,12 +197,14 @@ def make_lesson_results(out: Union[str, Path], work: Union[str, Path] = "results
 
     ``stages`` (in this order, each resumable): ``methods-seed42`` (the eight methods, seed 42), ``prune`` (notebook
     03's scores, sweep and rewinding), ``fewshot`` (notebook 05), ``methods-seed1``, ``methods-seed2``, ``quick``
-    (the short schedules the lessons' ``TRAIN="quick"`` is chosen from, on validation). Two
+    (the short schedules the lessons' ``TRAIN="quick"`` is chosen from, on validation), ``backbones-seed42`` / ``1`` /
+    ``2`` (notebook 06: the methods of :data:`OTHER_BACKBONES` on the other starter backbones). Two
     processes may run different stages side by side into the same ``out`` and ``work``.
     """
-    unknown = [s for s in stages if s not in STAGES and not re.fullmatch(r"methods-seed\d+", s)]
+    unknown = [s for s in stages if s not in STAGES and not SEEDED_STAGE.fullmatch(s)]
     if unknown:
-        raise ValueError(f"unknown stage(s) {unknown}; choose from {list(STAGES)} (or methods-seedN for seed N).")
+        raise ValueError(f"unknown stage(s) {unknown}; choose from {list(STAGES)} (or methods-seedN / "
+                         "backbones-seedN for seed N).")
     strange = [m for m in methods if m not in LESSON_METHODS]
     if strange:
         raise ValueError(f"unknown method(s) {strange}; choose from {list(LESSON_METHODS)}.")
@@ -198,13 +214,17 @@ def make_lesson_results(out: Union[str, Path], work: Union[str, Path] = "results
     for stage in sorted(dict.fromkeys(stages), key=lambda s: STAGES.index(s) if s in STAGES else len(STAGES)):
         started = time.perf_counter()
         log(f"lesson-results: stage {stage}")
-        if stage.startswith("methods"):
-            seed = int(stage.removeprefix("methods-seed"))
-            for method in methods:
-                run_cfg = method_config_for(cfg, method, seed, work / "runs")
+        seeded = SEEDED_STAGE.fullmatch(stage)
+        if seeded:
+            seed = int(seeded[2])
+            runs = ([(STARTER_BACKBONE, m) for m in methods] if seeded[1] == "methods" else
+                    [(b, m) for b, chosen in OTHER_BACKBONES.items() for m in chosen if m in methods])
+            for backbone, method in runs:
+                on = cfg.replace(backbone={"name": backbone})
+                run_cfg = method_config_for(on, method, seed, runs_dir(work, backbone))
                 record = _train(run_cfg, progress)
                 _export_run(run_cfg, record, out, command)
-                log(f"  {run_name(method, seed)}: test {100 * record['test_acc']:.1f}%")
+                log(f"  {backbone} {run_name(method, seed)}: test {100 * record['test_acc']:.1f}%")
         elif stage == "prune":
             _prune(cfg, work, out, command, progress)
         elif stage == "fewshot":
@@ -244,9 +264,9 @@ def shipped_manifest(root: Union[str, Path] = SHIPPED_DIR) -> Optional[dict]:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def shipped_seeds(method: str, root: Union[str, Path] = SHIPPED_DIR) -> list[int]:
-    """The training seeds that ship a record of ``method``, in :data:`SEEDS` order."""
-    return [s for s in SEEDS if (Path(root) / "runs" / f"{run_name(method, s)}.json").is_file()]
+def shipped_seeds(method: str, root: Union[str, Path] = SHIPPED_DIR, backbone: str = STARTER_BACKBONE) -> list[int]:
+    """The training seeds that ship a record of ``method`` on ``backbone``, in :data:`SEEDS` order."""
+    return [s for s in SEEDS if (runs_dir(root, backbone) / f"{run_name(method, s)}.json").is_file()]
 
 
 def choose_train_mode(cfg: RunConfig, train: str = "auto", root: Union[str, Path] = SHIPPED_DIR) -> tuple[str, str]:
@@ -269,8 +289,9 @@ def choose_train_mode(cfg: RunConfig, train: str = "auto", root: Union[str, Path
     if train in ("shipped", "quick") and reason:
         raise LessonSettingsError(f"TRAIN={train!r} needs the shipped starter results, but {reason}; set "
                                   "TRAIN='full' to train with these settings.")
-    seeds = shipped_seeds(QUICK_METHOD, root)
-    epochs = json.loads((Path(root) / "runs" / f"{run_name(QUICK_METHOD, SEEDS[0])}.json").read_text())["epochs"]
+    seeds = shipped_seeds(QUICK_METHOD, root, cfg.backbone.name)
+    epochs = json.loads((runs_dir(root, cfg.backbone.name) / f"{run_name(QUICK_METHOD, SEEDS[0])}.json").read_text()
+                        )["epochs"]
     notes = {
         "shipped": f"TRAIN='shipped': the runs shipped with the package ({epochs} epochs): seed {seeds[0]}'s prompts "
                    "evaluated now on the test split, the mean ± sd of seeds "
@@ -287,9 +308,10 @@ def _shipped_mismatch(cfg: RunConfig, root: Union[str, Path]) -> Optional[str]:
     manifest = shipped_manifest(root)
     if manifest is None:
         return "no shipped results are installed"
-    if not cfg.data.synthetic or cfg.backbone.name != "starter-vit":
-        return f"the shipped runs are the offline starter's (this lesson uses {cfg.backbone.name} on {cfg.data.root})"
-    path = Path(root) / "runs" / f"{run_name(QUICK_METHOD, SEEDS[0])}.json"
+    if not cfg.data.synthetic or cfg.backbone.name not in (STARTER_BACKBONE, *OTHER_BACKBONES):
+        return (f"the shipped runs are the offline starter's, on {', '.join((STARTER_BACKBONE, *OTHER_BACKBONES))} "
+                f"(this lesson uses {cfg.backbone.name} on {cfg.data.root})")
+    path = runs_dir(root, cfg.backbone.name) / f"{run_name(QUICK_METHOD, SEEDS[0])}.json"
     if not path.is_file():
         return f"the shipped results in {root} lack {path.name}"
     record = json.loads(path.read_text())
@@ -315,13 +337,14 @@ def _shipped_run(cfg: RunConfig, method: str, loaders: dict, root: Path, device:
     from ..tables import mean_std
     from ..training import evaluate
 
-    seeds = shipped_seeds(method, root)
+    backbone, runs = cfg.backbone.name, runs_dir(root, cfg.backbone.name)
+    seeds = shipped_seeds(method, root, backbone)
     if not seeds:
-        raise FileNotFoundError(f"no shipped run of {method!r} in {root}; shipped methods: "
-                                f"{[m for m in LESSON_METHODS if shipped_seeds(m, root)]}.")
-    records = {s: json.loads((root / "runs" / f"{run_name(method, s)}.json").read_text()) for s in seeds}
+        raise FileNotFoundError(f"no shipped run of {method!r} in {runs}; shipped methods: "
+                                f"{[m for m in LESSON_METHODS if shipped_seeds(m, root, backbone)]}.")
+    records = {s: json.loads((runs / f"{run_name(method, s)}.json").read_text()) for s in seeds}
     seed, record = seeds[0], records[seeds[0]]
-    tensors = root / "runs" / f"{run_name(method, seed)}.safetensors"
+    tensors = runs / f"{run_name(method, seed)}.safetensors"
     model, acc, test, evaluated = None, record["test_acc"], None, tensors.is_file()
     if evaluated:
         model = load_prompts(build_model(method_config_for(cfg, method, seed, "."), len(record["per_class_acc"])),
@@ -360,7 +383,7 @@ def lesson_runs(cfg: RunConfig, methods: Sequence[str], train: str = "auto", out
     loaders = prepare_data(cfg, cfg.train.batch_size, seed=cfg.train.seed)
     device = cfg.train.resolve_device()
     shipped_methods = [m for m in methods if mode == "shipped" or (mode == "quick" and m != QUICK_METHOD)]
-    missing = [m for m in shipped_methods if not shipped_seeds(m, root)]
+    missing = [m for m in shipped_methods if not shipped_seeds(m, root, cfg.backbone.name)]
     shipped_methods = [m for m in shipped_methods if m not in missing]
     bar = tqdm(total=len(shipped_methods), desc="shipped runs evaluated",
                disable=not (progress and shipped_methods))
@@ -394,26 +417,51 @@ def lesson_runs(cfg: RunConfig, methods: Sequence[str], train: str = "auto", out
     return results
 
 
+# Notebook 06 on real data: the papers' supervised ViT-B/16 (the config's), then the backbones users ask for most.
+REAL_BACKBONES = ("vit_base_patch14_reg4_dinov2.lvd142m", "vit_base_patch16_clip_224.openai", "vit_base_patch16_224.mae")
+
+
+def lesson_backbones(cfg: RunConfig, backbones: Union[str, Sequence[str]] = "auto") -> list[str]:
+    """Notebook 06's ``BACKBONES`` resolved: ``"auto"`` is the starter backbones (``starter-vit`` and
+    :data:`OTHER_BACKBONES`) on the offline starter, and on real data the config's backbone (supervised ViT-B/16)
+    followed by :data:`REAL_BACKBONES` (DINOv2 with registers, CLIP, MAE); a list of names is checked and kept."""
+    from ..backbones import check_backbone_name
+    from ..notebook import LessonSettingsError
+
+    if isinstance(backbones, str) and backbones != "auto":
+        raise LessonSettingsError(f"BACKBONES={backbones!r}: give 'auto' or a list of names, e.g. "
+                                  f"['starter-vit', 'starter-vit-reg4'] or ['vit_base_patch16_224.orig_in21k', ...].")
+    if backbones == "auto":
+        return ([STARTER_BACKBONE, *OTHER_BACKBONES] if cfg.data.synthetic
+                else list(dict.fromkeys([cfg.backbone.name, *REAL_BACKBONES])))
+    for name in backbones:
+        check_backbone_name(name)
+    return list(backbones)
+
+
 RUNS_COLUMNS = ("method", "test acc (%), computed now", "mean ± sd over seeds (%), recorded", "tunable params",
                 "tunable (%)", "where it comes from")
 
 
 def runs_markdown(results: Sequence[dict]) -> str:
     """:func:`lesson_runs`' results as a Markdown table: the accuracy computed now (or read, for the records that ship
-    without tensors, marked so), the mean ± sd of the shipped seeds' records, parameter counts and the source of each row."""
+    without tensors, marked so), the mean ± sd of the shipped seeds' records, parameter counts and the source of each
+    row; a first column names the backbone when the rows come from more than one."""
     from ..tables import markdown_table
 
+    backbones = [r["config"]["backbone"]["name"] for r in results]
+    several = len(set(backbones)) > 1
     rows = []
-    for r in results:
+    for backbone, r in zip(backbones, results):
         now = f"{100 * r['test_acc']:.1f}" + ("" if r.get("evaluated", True) else " (read from the record)")
         seeds = r.get("seed_test_acc")
         spread = (f"{100 * r['mean_test_acc']:.1f} ± {100 * r['sd_test_acc']:.1f} (seeds {', '.join(map(str, seeds))})"
                   if seeds else "one run")
         source = (f"shipped, seed {r['seed']}" if r.get("source") == "shipped"
                   else f"trained here, {r['epochs']} epochs, seed {r['config']['train']['seed']}")
-        rows.append((r["method"], now, spread, f"{r['parameters']['tunable']:,}",
+        rows.append((*([backbone] if several else []), r["method"], now, spread, f"{r['parameters']['tunable']:,}",
                      f"{r['parameters']['tunable_pct']:.2f}", source))
-    return markdown_table(RUNS_COLUMNS, rows)
+    return markdown_table((*(["backbone"] if several else []), *RUNS_COLUMNS), rows)
 
 
 def lesson_rewinding(cfg: RunConfig, mode: str, scores: pruning.ImportanceScores, loaders: dict,

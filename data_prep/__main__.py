@@ -12,7 +12,7 @@ import logging
 import sys
 
 SUBCOMMAND_MODULES = ("data_prep.synthetic", "data_prep.cub", "data_prep.nabirds", "data_prep.flowers",
-                      "data_prep.dogs", "data_prep.cars", "data_prep.verify")
+                      "data_prep.dogs", "data_prep.cars", "data_prep.vtab", "data_prep.verify")
 
 
 class _OneLineErrorParser(argparse.ArgumentParser):

@@ -22,6 +22,8 @@ from data_prep.layout import (CLASS_NAMES_FILE, IMAGE_DIRS, SPLITS, SUBSET_FILE,
                               read_cub_table, read_split, source_root)
 
 from .backbones import IMAGENET_MEAN, IMAGENET_STD
+
+TRAINVAL = "trainval"  # train + val in one split (VTAB-1k's train800val200), in roots that have trainval.json
 from .checks import non_negative_int, positive_int
 
 __all__ = ["CLASS_NAMES_FILE", "IMAGE_DIRS", "SPLITS", "SUBSET_FILE", "UNREADABLE_IMAGE_ERRORS", "CUBAnnotations",
@@ -67,14 +69,16 @@ class FGVCDataset(Dataset):
 
     Args:
         root: folder with ``train.json``, ``val.json``, ``test.json`` and the images.
-        split: "train", "val" or "test".
+        split: "train", "val", "test" or "trainval" (roots with ``trainval.json``: VTAB-1k's train800val200).
         transform: applied to each RGB PIL image (e.g. :func:`build_transforms`), after ``fixed_transform``.
         cache: keep decoded images in memory (for small datasets such as the offline starter): each image after
             ``fixed_transform``, so a deterministic resize runs once per image, not once per epoch.
         fixed_transform: a deterministic transform applied before ``transform`` (e.g. :func:`fixed_transforms`,
             with :func:`random_transforms` as ``transform``); None = none.
 
-    Items are ``(image, label)``; labels are contiguous 0..C-1 in the sorted order of the training set's ids.
+    Items are ``(image, label)``; labels are contiguous 0..C-1 in the sorted order of the class ids: every class a
+    prepared root names (``class_names.json``), else the training set's. ``split="trainval"`` is train + val in one
+    split, for roots that have ``trainval.json`` (VTAB-1k's train800val200, the split its final runs train on).
     An image that cannot be read is skipped with a RuntimeWarning naming the file. With ``substitute_unreadable``
     (training splits) the item is the next readable sample (wrapping around), so an epoch never stops on a corrupt
     file; without it (evaluation splits) the item is None and :func:`collate_readable` leaves it out, so a metric is
@@ -90,14 +94,17 @@ class FGVCDataset(Dataset):
                  transform: Optional[Callable] = None, cache: bool = False,
                  fixed_transform: Optional[Callable] = None, substitute_unreadable: bool = True,
                  max_unreadable: float = MAX_UNREADABLE) -> None:
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {split!r}.")
+        if split not in (*SPLITS, TRAINVAL):
+            raise ValueError(f"split must be one of {(*SPLITS, TRAINVAL)}, got {split!r}.")
         self.root = Path(root).expanduser()
+        if split == TRAINVAL and not (self.root / f"{TRAINVAL}.json").is_file():
+            raise DatasetLayoutError(f"{self.root} has no {TRAINVAL}.json (train + val in one split, as VTAB-1k's "
+                                     "train800val200); roots prepared by `python -m data_prep vtab` have it.")
         entries = read_split(self.root, split)
         if not entries:
             raise DatasetLayoutError(f"{split}.json in {self.root} lists no images.")
         self.source_root = source_root(self.root)
-        class_ids = sorted(set(read_split(self.root, "train").values()))
+        class_ids = self._class_ids()
         self.class_ids = class_ids
         self.class_to_index = {c: i for i, c in enumerate(class_ids)}
         unknown = sorted(set(entries.values()) - set(class_ids))
@@ -115,6 +122,18 @@ class FGVCDataset(Dataset):
         self._cache: Optional[dict] = {} if cache else None
         self.substitute_unreadable = substitute_unreadable
         self.max_unreadable = max_unreadable
+
+    def _class_ids(self) -> list[int]:
+        """The classes a model of this root predicts: every class the prepared root names (a VTAB-1k task may have
+        classes with no image among its 800 training images), else (subsets, hand-made roots) the training ids."""
+        train = sorted(set(read_split(self.root, "train").values()))
+        if (self.root / SUBSET_FILE).is_file():
+            return train
+        try:
+            names = read_class_names(self.root)
+        except DatasetLayoutError:
+            return train
+        return sorted(names) if names and set(train) <= set(names) else train
 
     def _check_class_range(self) -> None:
         """Every training class id must have a name, when the root names its classes (data_prep roots do)."""

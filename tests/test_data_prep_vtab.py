@@ -496,3 +496,29 @@ def test_summary_reports_incomplete_groups_instead_of_averaging_fewer_tasks():
         vtab.summary({"imagenet": 80.0})
     with pytest.raises(ValueError, match="both give cifar100"):
         vtab.summary({"cifar": 1.0, "cifar100": 2.0})
+
+
+def test_a_prepared_task_loads_with_every_class_and_its_trainval_split(tmp_path):
+    """FGVCDataset reads a VTAB root: trainval (train800 + val200, what the final runs train on) and every class of
+    the task, also one whose only images are in test (SUN397 has 397 classes and 800 training images)."""
+    from e2vpt_viz.data import FGVCDataset
+
+    base = tmp_path / "archive"
+    write_task(base / "dtd", 47, 60)
+    for split in ("train800", "val200", "train800val200"):  # class 46 only in test
+        lines = (base / "dtd" / f"{split}.txt").read_text().splitlines()
+        lines = [line.replace(" 46", " 0") if line.endswith(" 46") else line for line in lines]
+        (base / "dtd" / f"{split}.txt").write_text("\n".join(lines) + "\n")
+        for line in lines:
+            rel, label = line.split()
+            if label == "0":
+                (base / "dtd" / rel).write_bytes(solid(0))
+    vtab.prepare_vtab(tmp_path / "root", archive=base, tasks=["dtd"])
+    root = tmp_path / "root" / "dtd"
+    sizes = {split: len(FGVCDataset(root, split)) for split in ("train", "val", "trainval", "test")}
+    assert sizes == {"train": 800, "val": 200, "trainval": 1000, "test": 60}
+    test = FGVCDataset(root, "test")
+    assert test.num_classes == 47 and test.class_to_index[46] in {label for _, label in test.samples}
+    assert FGVCDataset(root, "trainval").num_classes == 47
+    with pytest.raises(ValueError, match="split must be one of"):
+        FGVCDataset(root, "train800")

@@ -128,19 +128,24 @@ def test_starter_backbone_builds_without_weights():
     assert model.patch_embed.img_size == (64, 64) and model.embed_dim == 96 and model.num_classes == 0
 
 
-def test_committed_starter_weights_load_and_record_how_they_were_made():
+@pytest.mark.parametrize("name", list(STARTER_BACKBONES))
+def test_committed_starter_weights_load_and_record_how_they_were_made(name):
     from safetensors.torch import load_file
 
     from e2vpt_viz.backbones import starter_metadata, starter_weights_path
 
-    model = load_backbone("starter-vit")
-    saved = load_file(str(starter_weights_path()))
+    model = load_backbone(name)
+    saved = load_file(str(starter_weights_path(name)))
+    assert set(saved) == set(model.state_dict())
     assert all(torch.equal(model.state_dict()[k], v) for k, v in saved.items())
-    meta = starter_metadata()
-    assert meta["seed"] == 0 and "pretrain-starter" in meta["command"]
-    assert meta["architecture"] == STARTER_BACKBONES["starter-vit"] and meta["source_val_acc"] > 0.8
-    assert len(model.blocks) == STARTER_BACKBONES["starter-vit"]["depth"]
-    assert starter_weights_path().stat().st_size < 6_000_000  # a few MB, committed
+    meta = starter_metadata(name)
+    assert meta["name"] == name and meta["seed"] == 0 and "pretrain-starter" in meta["command"]
+    assert meta["architecture"] == STARTER_BACKBONES[name] and meta["source_val_acc"] > 0.8
+    assert meta["train_config"]["epochs"] == 30  # the same recipe for every starter: they differ only as named
+    assert len(model.blocks) == STARTER_BACKBONES[name]["depth"]
+    registers = STARTER_BACKBONES[name].get("reg_tokens", 0)
+    assert model.num_prefix_tokens == 1 + registers and (registers == 0) == (model.reg_token is None)
+    assert starter_weights_path(name).stat().st_size < 6_000_000  # a few MB, committed
 
 
 def test_a_run_builds_its_backbone_for_the_crop_size(tmp_path, reference):

@@ -63,15 +63,17 @@ def test_another_timm_version_is_probed_into_the_cache_not_over_the_shipped_file
     shipped = tmp_path / "backbones.json"
     shipped.write_text(json.dumps({"timm": "0.0.1", "models": {"x": {"supported": True}}}))
     monkeypatch.setattr(support, "SHIPPED", shipped)
-    monkeypatch.setattr(support, "MODULES", ("beit",))  # 7 names: a real probe, kept short
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    names = support.supported_backbones("beit*")
+    names = support.supported_backbones("beit_base*")  # only the names asked for are probed: a real probe, short
     assert json.loads(shipped.read_text())["timm"] == "0.0.1"  # the shipped file is untouched
     cached = json.loads((tmp_path / "cache" / "e2vpt-viz" / f"backbones-timm-{timm.__version__}.json").read_text())
-    assert cached["timm"] == timm.__version__ and sorted(cached["models"]) == sorted(timm.list_models(module="beit"))
+    assert cached["timm"] == timm.__version__ and sorted(cached["models"]) == timm.list_models("beit_base*")
     assert names == [n for n, e in cached["models"].items() if e["supported"]] and "beit_base_patch16_224" in names
-    monkeypatch.setattr(support, "scan", lambda **_: pytest.fail("a cached listing is not probed again"))
-    assert support.supported_backbones("beit*") == names
+    assert support.listing("samvit_base_patch16")["samvit_base_patch16"]["supported"] is False  # a refused one...
+    cached = json.loads((tmp_path / "cache" / "e2vpt-viz" / f"backbones-timm-{timm.__version__}.json").read_text())
+    assert sorted(cached["models"]) == sorted([*names, "samvit_base_patch16"])  # ...added to the cache
+    monkeypatch.setattr(support, "scan", lambda *a, **k: pytest.fail("a cached listing is not probed again"))
+    assert support.supported_backbones("beit_base*") == names
 
 
 def test_cli_lists_supported_names_and_the_refused_with_a_reason():

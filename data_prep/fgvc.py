@@ -33,12 +33,12 @@ from typing import Callable, Iterable, Mapping, Optional, Union
 
 from data_prep.download import DISK_FULL, ChecksumError, download, extract, verify_md5
 from data_prep.splits import check_fingerprints, fingerprint, stratified_split, subset
-from data_prep.layout import SPLITS, SUBSET_FILE, DatasetLayoutError, read_split
+from data_prep.layout import MARKER_FILE, SPLITS, SUBSET_FILE, DatasetLayoutError, read_split
 
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
-MARKER = "prepared.json"
+MARKER = MARKER_FILE
 CLASS_NAMES = "class_names.json"
 FINGERPRINTS = "split_fingerprints.json"
 DOWNLOADS = "downloads"

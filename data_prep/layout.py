@@ -21,6 +21,9 @@ SPLITS = ("train", "val", "test")
 IMAGE_DIRS = ("images", "Images", "")  # CUB/NABirds/synthetic, Stanford Dogs, Cars/Flowers (keys carry the folder)
 SUBSET_FILE = "subset.json"
 CLASS_NAMES_FILE = "class_names.json"
+MARKER_FILE = "prepared.json"
+# The marker's "benchmark" of a VTAB-1k task (data_prep.vtab): its 800 training images need not cover every class.
+VTAB_BENCHMARK = "vtab-1k"
 # What PIL raises for a truncated, corrupt or unreadable image file.
 UNREADABLE_IMAGE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
@@ -203,3 +206,14 @@ def image_paths(root: Path, split: str) -> list[Path]:
         return []
     image_dir = find_image_dir(root, sorted(entries))
     return [image_dir / key for key in sorted(entries)]
+
+
+def predicts_every_named_class(root: Path) -> bool:
+    """True for a prepared VTAB-1k task (its ``prepared.json`` says so): a model of it predicts every class the task
+    names, also classes without a training image (SUN397: 397 classes, 800 training images). FGVC roots are not:
+    there a class without training images is a broken split."""
+    try:
+        marker = json.loads((Path(root) / MARKER_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(marker, dict) and marker.get("benchmark") == VTAB_BENCHMARK

@@ -66,7 +66,7 @@ from PIL import Image
 from data_prep import download
 from data_prep.download import DISK_FULL, UnsafeArchiveError
 from data_prep.fgvc import CLASS_NAMES, FINGERPRINTS, MARKER, RootStateError, _write_json
-from data_prep.layout import UNREADABLE_IMAGE_ERRORS, DatasetLayoutError, read_split
+from data_prep.layout import UNREADABLE_IMAGE_ERRORS, VTAB_BENCHMARK, DatasetLayoutError, read_split
 from data_prep.splits import fingerprint
 
 logger = logging.getLogger(__name__)
@@ -452,7 +452,8 @@ def _finish(task: VtabTask, build: Path, splits: dict[str, dict[str, int]], name
         logger.warning("%s: test has %d images; with the TFDS version VPT used (%s %s) it has %d", task.name,
                        len(splits["test"]), task.tfds_builder.split(":")[0], task.tfds_version, task.expected_test)
     _warn_missing_classes(task, splits)
-    return {"task": task.name, "group": task.group, "source": source, "format_version": FORMAT_VERSION,
+    return {"benchmark": VTAB_BENCHMARK, "task": task.name, "group": task.group, "source": source,
+            "format_version": FORMAT_VERSION,
             "classes": task.num_classes, "splits": dict(SPLIT_FILES),
             "counts": {name: len(splits[name]) for name in SPLIT_FILES}, **extra}
 

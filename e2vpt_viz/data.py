@@ -18,8 +18,8 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from torchvision.transforms import v2
 
 from data_prep.layout import (CLASS_NAMES_FILE, IMAGE_DIRS, SPLITS, SUBSET_FILE, UNREADABLE_IMAGE_ERRORS,
-                              CUBAnnotations, DatasetLayoutError, find_image_dir, load_rgb, read_class_names,
-                              read_cub_table, read_split, source_root)
+                              CUBAnnotations, DatasetLayoutError, find_image_dir, load_rgb,
+                              predicts_every_named_class, read_class_names, read_cub_table, read_split, source_root)
 
 from .backbones import IMAGENET_MEAN, IMAGENET_STD
 
@@ -76,8 +76,8 @@ class FGVCDataset(Dataset):
         fixed_transform: a deterministic transform applied before ``transform`` (e.g. :func:`fixed_transforms`,
             with :func:`random_transforms` as ``transform``); None = none.
 
-    Items are ``(image, label)``; labels are contiguous 0..C-1 in the sorted order of the class ids: every class a
-    prepared root names (``class_names.json``), else the training set's. ``split="trainval"`` is train + val in one
+    Items are ``(image, label)``; labels are contiguous 0..C-1 in the sorted order of the training set's class ids
+    (a VTAB-1k task: of every class it names, also those without a training image). ``split="trainval"`` is train + val in one
     split, for roots that have ``trainval.json`` (VTAB-1k's train800val200, the split its final runs train on).
     An image that cannot be read is skipped with a RuntimeWarning naming the file. With ``substitute_unreadable``
     (training splits) the item is the next readable sample (wrapping around), so an epoch never stops on a corrupt
@@ -124,16 +124,13 @@ class FGVCDataset(Dataset):
         self.max_unreadable = max_unreadable
 
     def _class_ids(self) -> list[int]:
-        """The classes a model of this root predicts: every class the prepared root names (a VTAB-1k task may have
-        classes with no image among its 800 training images), else (subsets, hand-made roots) the training ids."""
+        """The classes a model of this root predicts: for a VTAB-1k task every class it names (a class may have no
+        image among its 800 training images), else the training ids (a class without training images is refused)."""
         train = sorted(set(read_split(self.root, "train").values()))
-        if (self.root / SUBSET_FILE).is_file():
+        if not predicts_every_named_class(self.root):
             return train
-        try:
-            names = read_class_names(self.root)
-        except DatasetLayoutError:
-            return train
-        return sorted(names) if names and set(train) <= set(names) else train
+        names = read_class_names(self.root)
+        return sorted(names) if set(train) <= set(names) else train
 
     def _check_class_range(self) -> None:
         """Every training class id must have a name, when the root names its classes (data_prep roots do)."""

@@ -5,7 +5,8 @@ For every notebook, from "Run All" in a started kernel (nbclient, the notebook's
 * the first figure: seconds until the first output that is a figure (plotly, a widget view that is not a progress
   bar, an image) reaches the notebook;
 * the lesson's central element: seconds until the cell that builds it has finished (01 pruning slider, 02 attention
-  explorer, 03 score heatmap and slider, 04 accuracy-vs-parameters, 05 few-shot curves);
+  explorer, 03 score heatmap and slider, 04 accuracy-vs-parameters, 05 few-shot curves, 06
+  accuracy by backbone);
 * the whole notebook;
 * every cell over 10 s, and whether it showed progress (a progress bar or a figure updated while it ran).
 
@@ -32,10 +33,10 @@ from timing import Record
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ("01_train_cub.ipynb", "02_kv_prompt_attention.ipynb", "03_pruning_tradeoffs.ipynb",
-             "04_method_zoo.ipynb", "05_pvp_few_shot.ipynb")
+             "04_method_zoo.ipynb", "05_pvp_few_shot.ipynb", "06_backbones.ipynb")
 # The call that builds each lesson's central interactive element (the first code cell containing it).
 CENTRAL = {"01": "PruningSlider(", "02": "AttentionExplorer(", "03": "PruningSlider(", "04": "accuracy_vs_parameters(",
-           "05": "few_shot_curves("}
+           "05": "few_shot_curves(", "06": "accuracy_by_backbone("}
 BUDGETS = {"first_figure_s": 30, "central_s": 60, "total_s": 180}
 FIGURE_MIMES = ("application/vnd.plotly.v1+json", "application/vnd.jupyter.widget-view+json", "image/png")
 PROGRESS_MARKS = ("application/vnd.jupyter.widget-view+json", "%|")  # tqdm.auto's widget or text bar, a live figure

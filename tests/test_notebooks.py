@@ -1,4 +1,4 @@
-"""The five lessons, each executed once per test session in their default mode (``TRAIN="auto"``: on the offline
+"""The six lessons, each executed once per test session in their default mode (``TRAIN="auto"``: on the offline
 starter on a CPU, the shipped runs of ``e2vpt_viz/lesson_results/starter`` evaluated now) with ``E2VPT_NOTEBOOK_SMOKE=1``
 (fewer images, ratios and steps), then read: the checks a lesson used to assert in its own cells live here, on the values its
 cells left in the kernel. The lessons keep only the checks that teach (a count derived by hand, the exercises).
@@ -260,6 +260,39 @@ def test_05_compares_both_initialisations_on_every_seed_and_retrains_one_row_now
         assert abs(live[init][0] - shipped[init][0]) <= 0.03, (init, live[init][0], shipped[init][0])
 
 
+@on("06_backbones.ipynb")
+def test_06_compares_both_methods_on_both_starter_backbones_from_their_shipped_runs(lesson):
+    got = lesson.value('{"backbones": backbones, "mode": mode, "runs": [{"backbone": r["config"]["backbone"]["name"], '
+                       '"method": r["method"], "source": r["source"], "acc": r["test_acc"], "recorded": '
+                       'r["recorded_test_acc"], "seeds": list(r["seed_test_acc"]), "epochs": len(r["history"])} '
+                       'for r in results], "figure": [[list(t.x), t.name] for t in accuracy_by_backbone(results).data]}')
+    assert got["mode"] == "shipped" and got["backbones"] == ["starter-vit", "starter-vit-reg4"]
+    assert [(r["backbone"], r["method"]) for r in got["runs"]] == [
+        (b, m) for b in got["backbones"] for m in ("vpt-shallow", "e2vpt")]
+    for run in got["runs"]:  # the shipped runs, evaluated now: equal to what the command recorded
+        assert run["source"] == "shipped" and run["epochs"] == 100 and run["seeds"] == [42, 1, 2], run
+        assert abs(run["acc"] - run["recorded"]) <= 0.005, run
+    assert got["figure"] == [[got["backbones"], "vpt-shallow"], [got["backbones"], "e2vpt"]]
+
+
+@on("06_backbones.ipynb")
+def test_06_token_layouts_and_attention_shares_come_from_each_model(lesson):
+    got = lesson.value('{"layouts": {f"{b} {m}": [l.num_prefix, l.num_registers, l.num_prompts, l.num_tokens] '
+                       'for (b, m), l in layouts.items()}, "P": {m: cfg.with_presets(m).method.num_prompts '
+                       'for m in METHODS}, "shares": {f"{b} {k}": [a["mean_shares"], a["shares"], '
+                       'list(a["last_block"].shape)] for (b, k), a in attention.items()}, "images": NUM_IMAGES}')
+    for method, P in got["P"].items():
+        assert got["layouts"][f"starter-vit {method}"] == [1, 0, P, 1 + P + 64]
+        assert got["layouts"][f"starter-vit-reg4 {method}"] == [5, 4, P, 5 + P + 64]
+    for name, (mean, blocks, shape) in got["shares"].items():
+        assert len(blocks) == 12 and shape == [got["images"], 8, 8], name
+        assert all(sum(row.values()) == pytest.approx(1, abs=1e-4) for row in blocks), name
+        assert sum(mean.values()) == pytest.approx(1, abs=1e-4), name
+        assert (mean["registers"] > 0) == name.startswith("starter-vit-reg4"), name  # registers only where they are
+        assert (mean["visual_prompts"] > 0) != name.endswith("frozen"), name  # prompts off: no prompt share
+        assert (mean["kv_prompts"] > 0) == name.endswith("e2vpt"), name
+
+
 # ------------------------------------------------------------------------------------------ the exercises
 
 def argmax_kv_share(lesson) -> str:
@@ -279,6 +312,8 @@ SOLUTIONS = {
     "03_pruning_tradeoffs.ipynb": lambda lesson: "[1, 2, 3, 4, 5, 6, 7, 8, 9]",
     "04_method_zoo.ipynb": lambda lesson: "L * r * (D + 3 * D)",
     "05_pvp_few_shot.ipynb": pvp_gain,
+    "06_backbones.ipynb": lambda lesson: "1 + 4 + P_SHALLOW + 64".replace(
+        "P_SHALLOW", str(lesson.value('cfg.with_presets("vpt-shallow").method.num_prompts'))),
 }
 
 

@@ -42,7 +42,8 @@ def test_notebooks_are_stripped_and_parameterised():
     import nbformat
 
     notebooks = sorted((ROOT / "notebooks").glob("*.ipynb"))
-    lessons = {"01_train_cub", "02_kv_prompt_attention", "03_pruning_tradeoffs", "04_method_zoo", "05_pvp_few_shot"}
+    lessons = {"01_train_cub", "02_kv_prompt_attention", "03_pruning_tradeoffs", "04_method_zoo", "05_pvp_few_shot",
+               "06_backbones"}
     assert lessons <= {p.stem for p in notebooks}, f"missing lessons: {lessons - {p.stem for p in notebooks}}"
     for path in notebooks:
         nb = nbformat.read(path, as_version=4)

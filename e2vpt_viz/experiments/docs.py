@@ -349,19 +349,23 @@ def lesson_results_text(root: Path) -> str:
     if not manifest_path.is_file():
         return "No lesson results ship in this checkout."
     manifest = json.loads(manifest_path.read_text())
+    from .lesson_results import OTHER_BACKBONES, STARTER_BACKBONE, runs_dir
+
     rows = []
-    for method in manifest["methods"]:
-        records = [json.loads((folder / "runs" / f"{method}-seed{seed}.json").read_text())
-                   for seed in manifest["seeds"] if (folder / "runs" / f"{method}-seed{seed}.json").is_file()]
-        if not records:
-            continue
-        accs = [100 * r["test_acc"] for r in records]
-        mean, sd = mean_std(accs)
-        shipped = "record and tensors" if (folder / "runs" / f"{method}-seed{manifest['seeds'][0]}.safetensors").is_file() \
-            else "record only"
-        rows.append([method, f"{_f(mean)} ± {_f(sd)}", " / ".join(_f(a) for a in accs),
-                     " / ".join(str(r["config"]["train"]["seed"]) for r in records),
-                     f"{records[0]['parameters']['tunable']:,}", shipped])
+    for backbone, methods in [(STARTER_BACKBONE, manifest["methods"]), *OTHER_BACKBONES.items()]:
+        runs = runs_dir(folder, backbone)
+        for method in methods:
+            records = [json.loads((runs / f"{method}-seed{seed}.json").read_text())
+                       for seed in manifest["seeds"] if (runs / f"{method}-seed{seed}.json").is_file()]
+            if not records:
+                continue
+            accs = [100 * r["test_acc"] for r in records]
+            mean, sd = mean_std(accs)
+            shipped = "record and tensors" if (runs / f"{method}-seed{manifest['seeds'][0]}.safetensors").is_file() \
+                else "record only"
+            rows.append([backbone, method, f"{_f(mean)} ± {_f(sd)}", " / ".join(_f(a) for a in accs),
+                         " / ".join(str(r["config"]["train"]["seed"]) for r in records),
+                         f"{records[0]['parameters']['tunable']:,}", shipped])
     epoch_minutes = {}  # per methods stage: the epochs' own seconds, summed over every run (resumptions included)
     for seed in manifest["seeds"]:
         histories = [json.loads(p.read_text())["history"] for p in sorted((folder / "runs").glob(f"*-seed{seed}.json"))]
@@ -376,7 +380,8 @@ def lesson_results_text(root: Path) -> str:
             f"methods per seed, summed over their epochs: {methods}. Wall-clock time of the other stages (as "
             f"recorded by the processes that finished them): {others}. Test accuracy on the starter's 600 test "
             "images, 100 epochs:\n\n")
-    text += markdown_table(["method", "test acc (%), mean ± sd", "per seed", "seeds", "tunable params", "shipped"], rows)
+    text += markdown_table(["backbone", "method", "test acc (%), mean ± sd", "per seed", "seeds", "tunable params",
+                            "shipped"], rows)
     rewind = folder / "prune" / "rewind.json"
     if rewind.is_file():
         r = json.loads(rewind.read_text())

@@ -109,9 +109,13 @@ def scan(names: Optional[Sequence[str]] = None, workers: int = 2, progress: bool
     return entries
 
 
+def user_cache_dir() -> Path:
+    """The user's e2vpt-viz cache: ``$XDG_CACHE_HOME/e2vpt-viz`` (else ``~/.cache/e2vpt-viz``)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "e2vpt-viz"
+
+
 def _cache_path() -> Path:
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "e2vpt-viz" / f"backbones-timm-{timm.__version__}.json"
+    return user_cache_dir() / f"backbones-timm-{timm.__version__}.json"
 
 
 def all_names() -> list[str]:

@@ -13,7 +13,6 @@ import datetime
 import hashlib
 import json
 import logging
-import os
 import sys
 import time
 from dataclasses import asdict, replace
@@ -119,9 +118,10 @@ def pretrain_prompts(cfg: "RunConfig", source_root: Union[str, Path], out: Union
 def subset_cache(root: Path) -> Path:
     """Where the K-shot split files of a read-only data ``root`` go: ``$XDG_CACHE_HOME`` (else ``~/.cache``)
     ``/e2vpt-viz/subsets/<root's name>-<digest of its absolute path>``."""
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    from .backbone_support import user_cache_dir
+
     resolved = str(Path(root).resolve())
-    return base / "e2vpt-viz" / "subsets" / f"{Path(resolved).name}-{hashlib.sha256(resolved.encode()).hexdigest()[:12]}"
+    return user_cache_dir() / "subsets" / f"{Path(resolved).name}-{hashlib.sha256(resolved.encode()).hexdigest()[:12]}"
 
 
 def _subset_folder(root: Path, shots: int, seed: int) -> Path:

@@ -39,10 +39,22 @@ percentage of N, eurosat/resisc45/dsprites test ``train[m:]``) are written out f
 
 :func:`summary` averages per-task accuracies the two ways papers do: the mean of the three group means
 (VPT, E²VPT, NOAH) and the flat mean over the 19 tasks (SSF arXiv 2210.08823, V-PETL).
+
+Offline task (no download; not one of the 19)
+
+``python -m data_prep vtab --root R --tasks starter_distance`` (no ``--archive`` / ``--tfds-data-dir``) prepares
+``starter_distance``, a VTAB-1k-shaped "structured" task drawn by the offline starter's bird generator
+(:mod:`data_prep.synthetic`): the label is the beak-to-tail distance in pixels binned into 4 classes (a bird-size
+quantity, like KITTI-distance or dSprites-location), not the species. It has the same files, marker and guarantees as
+the 19 tasks, plus the CUB-format ``images.txt``, ``bounding_boxes.txt`` and ``parts/`` of its images (so the labels
+can be recomputed from the part locations), so the whole VTAB code path runs in CI and on a laptop. It lives in
+:data:`OFFLINE_TASKS`, not in :data:`TASKS`: :func:`summary` reports its accuracy under ``"offline"``, apart from the
+VTAB-1k means.
 """
 from __future__ import annotations
 
 import argparse
+import bisect
 import hashlib
 import importlib
 import itertools
@@ -66,8 +78,9 @@ from PIL import Image
 from data_prep import download
 from data_prep.download import DISK_FULL, UnsafeArchiveError
 from data_prep.fgvc import CLASS_NAMES, FINGERPRINTS, MARKER, RootStateError, _write_json
-from data_prep.layout import UNREADABLE_IMAGE_ERRORS, VTAB_BENCHMARK, DatasetLayoutError, read_split
+from data_prep.layout import UNREADABLE_IMAGE_ERRORS, VTAB_BENCHMARK, DatasetLayoutError, read_cub_table, read_split
 from data_prep.splits import fingerprint
+from data_prep.synthetic import MANIFEST_NAME, SyntheticSpec, generate_synthetic
 
 logger = logging.getLogger(__name__)
 
@@ -266,6 +279,59 @@ TASKS: dict[str, VtabTask] = {t.name: t for t in (
 _FOLDER_TO_TASK = {folder: t.name for t in TASKS.values() for folder in (t.name, *t.folders)}
 
 
+# ----------------------------------------------------------------------------- the offline task (not one of the 19)
+
+# starter_distance: images of the offline starter's bird generator (data_prep.synthetic, task "target", 80 px),
+# labelled by the distance in pixels between the beak and tail keypoints, in 4 bins.
+#
+# How the bin edges were chosen: every target species keeps the default short beak, whose "beak" keypoint lies
+# 37.59 px from the "tail" keypoint in the generator's canonical 80-px frame (synthetic_render._canonical_keypoints);
+# the pose multiplies lengths by a scale drawn uniformly from SyntheticSpec.scale_range = (0.75, 1.15), while rotation,
+# mirroring and translation keep them. The distance is therefore uniform on [28.19, 43.23] px; the interior edges are
+# its quartiles (31.95, 35.71, 39.47) rounded to 0.5 px, for expected shares 25.3 / 23.3 / 26.6 / 24.8 %. The outer
+# edges only name the classes: a distance below 28 or above 44 px (which the default spec cannot draw) goes to the
+# nearest end class. A distance on an interior edge goes to the upper class ([32, 35.5) is class 1).
+# Both parts are always visible in this generator (only left/right eye, leg and wing are hidden); an image without
+# both would be skipped, deterministically, and since the split sizes are exact the preparation would then stop
+# with an error instead of writing smaller splits.
+STARTER_DISTANCE = "starter_distance"
+STARTER_DISTANCE_PARTS = ("beak", "tail")
+STARTER_DISTANCE_EDGES = (28.0, 32.0, 35.5, 39.5, 44.0)
+STARTER_DISTANCE_SEED = 1  # generator seed (the starter's own datasets use 0, so the images differ from theirs)
+# Per species (the target task's 20): the generator's own stratified splits give train800 / val200 / test 1000.
+STARTER_DISTANCE_SPEC = {"train_per_class": 40, "val_per_class": 10, "test_per_class": 50}
+_GENERATOR_SPLITS = {"train": "train", "val": "val", "test": "test"}  # generator split -> ours
+
+
+def starter_distance_label(distance: float) -> int:
+    """Class of a beak-tail distance in px: 0..3 over STARTER_DISTANCE_EDGES (upper bin on an edge)."""
+    return bisect.bisect_right(STARTER_DISTANCE_EDGES[1:-1], float(distance))
+
+
+def starter_distance(parts: Mapping[str, Optional[tuple[float, float]]]) -> Optional[float]:
+    """Distance in px between the two STARTER_DISTANCE_PARTS of {part name: (x, y), or None if hidden}; None when
+    either is hidden or absent."""
+    points = [parts.get(name) for name in STARTER_DISTANCE_PARTS]
+    if any(point is None for point in points):
+        return None
+    (x0, y0), (x1, y1) = points
+    return math.hypot(float(x1) - float(x0), float(y1) - float(y0))
+
+
+OFFLINE_TASKS: dict[str, VtabTask] = {STARTER_DISTANCE: VtabTask(
+    STARTER_DISTANCE, "structured", len(STARTER_DISTANCE_EDGES) - 1, folders=(), tfds_builder="", tfds_version="",
+    val200="", test="", expected_test=SyntheticSpec.for_task("target", **STARTER_DISTANCE_SPEC).num_classes
+    * STARTER_DISTANCE_SPEC["test_per_class"],
+    source="data_prep/synthetic.py (offline, no download)",
+    class_names=tuple(f"{'-'.join(STARTER_DISTANCE_PARTS)} {a:g}-{b:g} px"
+                      for a, b in itertools.pairwise(STARTER_DISTANCE_EDGES)))}
+
+
+def is_offline(task: VtabTask) -> bool:
+    """True for a task of OFFLINE_TASKS (generated here, needs no source, not one of the 19)."""
+    return task.name in OFFLINE_TASKS
+
+
 def tasks_in_group(group: str) -> list[str]:
     """Canonical names of the tasks of ``group`` in table order."""
     if group not in GROUPS:
@@ -274,17 +340,21 @@ def tasks_in_group(group: str) -> list[str]:
 
 
 def resolve_task(name: str) -> VtabTask:
-    """The task named ``name``: a canonical name or a community folder name (``cifar`` -> cifar100)."""
+    """The task named ``name``: a canonical name or a community folder name (``cifar`` -> cifar100), or an offline
+    task (OFFLINE_TASKS)."""
     key = name.strip().lower().replace("-", "_")
+    if key in OFFLINE_TASKS:
+        return OFFLINE_TASKS[key]
     if key not in _FOLDER_TO_TASK:
         valid = "; ".join(f"{t.name}" + (f" (also {', '.join(f for f in t.folders if f != t.name)})"
                                          if any(f != t.name for f in t.folders) else "") for t in TASKS.values())
-        raise ValueError(f"unknown VTAB task {name!r}; valid names: {valid}")
+        raise ValueError(f"unknown VTAB task {name!r}; valid names: {valid}; offline (no download, not one of the "
+                         f"19): {', '.join(OFFLINE_TASKS)}")
     return TASKS[_FOLDER_TO_TASK[key]]
 
 
 def resolve_tasks(names: Optional[Iterable[str]]) -> list[VtabTask]:
-    """The tasks named (all 19 for None), without repeats, in the order given."""
+    """The tasks named (all 19 for None; offline tasks only when named), without repeats, in the order given."""
     if names is None:
         return list(TASKS.values())
     chosen: dict[str, VtabTask] = {}
@@ -306,19 +376,23 @@ def summary(accuracies: Mapping[str, float]) -> dict:
     """Group means, the mean of the group means and the flat mean of per-task accuracies (any scale, e.g. %).
 
     Returns {"natural" / "specialized" / "structured": {"label", "value", "complete", "tasks", "missing",
-    "partial_value"}, "mean_of_groups": {...}, "flat_mean": {...}, "missing": [tasks]}. A group with a missing task has
-    ``value`` None and ``complete`` False (``partial_value`` is the mean over the tasks present, not comparable with
-    published numbers); so do the two overall means when any task is missing. Task names may be folder variants.
+    "partial_value"}, "mean_of_groups": {...}, "flat_mean": {...}, "missing": [tasks], "offline": {task: accuracy}}.
+    A group with a missing task has ``value`` None and ``complete`` False (``partial_value`` is the mean over the tasks
+    present, not comparable with published numbers); so do the two overall means when any task is missing. Task names
+    may be folder variants. Accuracies of OFFLINE_TASKS (e.g. starter_distance) are only listed under "offline": they
+    are not VTAB-1k tasks and never enter a group mean, the mean of groups or the flat mean.
     """
     values: dict[str, float] = {}
+    offline: dict[str, float] = {}
     for name, accuracy in accuracies.items():
         task = resolve_task(name)
-        if task.name in values:
+        into = offline if is_offline(task) else values
+        if task.name in into:
             raise ValueError(f"{name!r} and another name both give {task.name}'s accuracy")
         accuracy = float(accuracy)
         if not math.isfinite(accuracy):
             raise ValueError(f"{task.name}'s accuracy is {accuracy}")
-        values[task.name] = accuracy
+        into[task.name] = accuracy
     result: dict = {}
     for group in GROUPS:
         names = tasks_in_group(group)
@@ -340,6 +414,7 @@ def summary(accuracies: Mapping[str, float]) -> dict:
         "label": f"flat mean over the {len(TASKS)} tasks (SSF / V-PETL 'mean')",
         "value": sum(values.values()) / len(values) if complete else None, "complete": complete}
     result["missing"] = missing
+    result["offline"] = offline
     return result
 
 
@@ -348,13 +423,17 @@ def summary(accuracies: Mapping[str, float]) -> dict:
 
 def prepare_vtab(root: PathLike, archive: Optional[PathLike] = None, tfds_data_dir: Optional[PathLike] = None,
                  tasks: Optional[Iterable[str]] = None) -> dict[str, Path]:
-    """Prepares ``tasks`` (default: all 19) in ``root/<task>`` from the community ``archive`` or from TFDS.
+    """Prepares ``tasks`` (default: all 19) in ``root/<task>`` from the community ``archive`` or from TFDS; offline
+    tasks (``starter_distance``) come from the synthetic generator and need neither (a source passed is not used
+    for them).
 
     Returns {task: its folder}. A task already prepared is left as it is.
     """
-    if (archive is None) == (tfds_data_dir is None):
-        raise ValueError("pass exactly one source: --archive (the community VTAB-1k archive) or --tfds-data-dir")
     chosen = resolve_tasks(tasks)
+    needs_source = any(not is_offline(task) for task in chosen)
+    if (archive is not None and tfds_data_dir is not None) or (needs_source and archive is None
+                                                                and tfds_data_dir is None):
+        raise ValueError("pass exactly one source: --archive (the community VTAB-1k archive) or --tfds-data-dir")
     root = Path(root).expanduser()
     if root.exists() and not root.is_dir():
         raise RootStateError(f"--root {root} is a file; pass a folder")
@@ -370,12 +449,13 @@ def prepare_vtab(root: PathLike, archive: Optional[PathLike] = None, tfds_data_d
             pending.append(task)
     if not pending:
         return done
+    real = [task for task in pending if not is_offline(task)]
     tfds = None
-    if archive is not None:
+    if real and archive is not None:
         archive = Path(archive).expanduser()
         if not archive.exists():
             raise FileNotFoundError(f"--archive {archive} does not exist")
-    else:
+    elif real:
         tfds = _import_tfds()
         tfds_data_dir = Path(tfds_data_dir).expanduser()
     created = root if not root.exists() else None
@@ -386,11 +466,14 @@ def prepare_vtab(root: PathLike, archive: Optional[PathLike] = None, tfds_data_d
             shutil.rmtree(stale, ignore_errors=True)
         staging = Path(tempfile.mkdtemp(prefix=_STAGING_PREFIX, dir=root))
         try:
-            folders, owned = (_locate_archive(archive, pending, staging) if archive is not None else ({}, False))
+            folders, owned = (_locate_archive(archive, real, staging) if real and archive is not None
+                              else ({}, False))
             for task in pending:
                 build = staging / task.name
                 build.mkdir()
-                if tfds is None:
+                if is_offline(task):
+                    marker = _from_generator(task, build, staging / f"generator-{task.name}")
+                elif tfds is None:
                     marker = _from_archive(task, folders[task.name], build, owned, archive)
                 else:
                     marker = _from_tfds(tfds, task, tfds_data_dir, build)
@@ -438,6 +521,9 @@ def _is_prepared(root: Path, task: VtabTask) -> bool:
     if not intact:
         raise RootStateError(f"{folder} holds a VTAB-1k task whose {MARKER} or split files are missing, changed or "
                              f"not {task.name}'s; move it away and run again to prepare {task.name} afresh")
+    if is_offline(task) and {key: marker.get(key) for key in _offline_settings()} != _offline_settings():
+        raise RootStateError(f"{folder} holds {task.name} generated with other settings (generator seed, bin edges "
+                             "or spec of another version); move it away and run again to generate it afresh")
     return True
 
 
@@ -470,6 +556,86 @@ def _warn_missing_classes(task: VtabTask, splits: dict[str, dict[str, int]]) -> 
         logger.warning("%s: label statistics: of the %d classes in test, %s; expected for tasks with many classes, "
                        "but a loader that numbers classes by the training split (e.g. e2vpt_viz.data.FGVCDataset) "
                        "refuses test images of such classes", task.name, len(in_test), "; ".join(gaps))
+
+
+# ----------------------------------------------------------------------------- offline: the synthetic generator
+
+
+def _offline_settings() -> dict:
+    """What determines starter_distance's files, as recorded in (and compared with) its marker."""
+    return json.loads(json.dumps({
+        "generator": "data_prep.synthetic", "generator_task": "target", "generator_seed": STARTER_DISTANCE_SEED,
+        "generator_spec": STARTER_DISTANCE_SPEC, "parts": STARTER_DISTANCE_PARTS,
+        "bin_edges_px": STARTER_DISTANCE_EDGES}))
+
+
+def _from_generator(task: VtabTask, build: Path, generated: Path) -> dict:
+    """Draws starter_distance's birds into ``generated`` (inside the staging folder), labels them by the beak-tail
+    distance of their keypoints, moves the images into ``build/images/<train800|val200|test>/NNNNNN.png``, writes the
+    split files and the CUB-format tables of the images (images.txt, bounding_boxes.txt, parts/); returns the marker.
+    The generator's stratified splits (STARTER_DISTANCE_SPEC per species) are ours, in its image-id order."""
+    generate_synthetic(generated, task="target", seed=STARTER_DISTANCE_SEED, workers=1, **STARTER_DISTANCE_SPEC)
+    images = read_cub_table(generated / "images.txt")
+    boxes = read_cub_table(generated / "bounding_boxes.txt")
+    part_names = read_cub_table(generated / "parts" / "parts.txt")  # {part id: name}
+    locations: dict[str, dict[str, str]] = {image_id: {} for image_id in images}  # {image id: {part id: line}}
+    for line in (generated / "parts" / "part_locs.txt").read_text().splitlines():
+        if line.strip():
+            locations[line.split()[0]][line.split()[1]] = line
+    generator_json = {split: json.loads((generated / f"{split}.json").read_text()) for split in _GENERATOR_SPLITS}
+    split_of = {path: split for split, entries in generator_json.items() for path in entries}
+    splits: dict[str, dict[str, int]] = {split: {} for split in ("train", "val", "test")}
+    table: list[tuple[str, str]] = []  # (our key, generator image id)
+    skipped = 0
+    for image_id in sorted(images, key=int):
+        path = images[image_id]
+        parts = {}
+        for part_id, name in part_names.items():
+            _, _, x, y, visible = locations[image_id][part_id].split()[:5]
+            parts[name] = (float(x), float(y)) if visible == "1" else None
+        distance = starter_distance(parts)
+        if distance is None:
+            skipped += 1
+            continue
+        split = _GENERATOR_SPLITS[split_of[path]]
+        key = f"{SPLIT_FILES[split]}/{len(splits[split]):06d}.png"
+        destination = build / "images" / key
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(generated / "images" / path, destination)
+        splits[split][key] = starter_distance_label(distance)
+        table.append((key, image_id))
+    expected = {**SPLIT_SIZES, "test": task.expected_test}
+    if any(len(splits[split]) != expected[split] for split in splits):
+        raise VtabSourceError(f"{task.name}: {skipped} generated images lack a visible "
+                              f"{' or '.join(STARTER_DISTANCE_PARTS)}, leaving "
+                              f"{', '.join(f'{s} {len(e)}' for s, e in splits.items())} images instead of "
+                              f"{', '.join(f'{s} {n}' for s, n in expected.items() if s in splits)}; the generator has "
+                              "changed: adjust STARTER_DISTANCE_SPEC")
+    splits["trainval"] = {**splits["train"], **splits["val"]}
+    order = sorted(table, key=lambda row: (list(SPLIT_FILES.values()).index(row[0].split("/")[0]), row[0]))
+    ids = {image_id: str(new_id) for new_id, (_, image_id) in enumerate(order, start=1)}
+    (build / "parts").mkdir()
+    _write_lines(build / "images.txt", (f"{ids[image_id]} {key}" for key, image_id in order))
+    _write_lines(build / "bounding_boxes.txt", (f"{ids[image_id]} {boxes[image_id]}" for _, image_id in order))
+    _write_lines(build / "parts" / "parts.txt", (f"{part_id} {name}" for part_id, name in part_names.items()))
+    _write_lines(build / "parts" / "part_locs.txt",
+                 (" ".join([ids[image_id], *locations[image_id][part_id].split()[1:]])
+                  for _, image_id in order for part_id in part_names))
+    manifest = json.loads((generated / MANIFEST_NAME).read_text())
+    shutil.rmtree(generated)
+    train = Counter(splits["train"].values())
+    logger.info("%s: train800 class shares %s", task.name,
+                ", ".join(f"{name} {100 * train[k] / len(splits['train']):.1f}%"
+                          for k, name in enumerate(task.names())))
+    return _finish(task, build, splits, task.names(), "synthetic", {
+        **_offline_settings(), "synthetic_spec": manifest.get("spec"), "skipped_images": skipped,
+        "image_format": "png", "vtab_1k_task": False,
+        "label": f"distance in px between the {' and '.join(STARTER_DISTANCE_PARTS)} keypoints (parts/part_locs.txt), "
+                 "binned over bin_edges_px (upper bin on an edge, outer edges only name the classes)"})
+
+
+def _write_lines(path: Path, lines: Iterable[str]) -> None:
+    path.write_text("".join(f"{line}\n" for line in lines))
 
 
 # ----------------------------------------------------------------------------- source A: the community archive
@@ -780,14 +946,16 @@ def add_cli_subcommand(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "vtab", help="prepare the 19 VTAB-1k tasks (community archive or TensorFlow Datasets)",
         description="Prepare VTAB-1k tasks in --root/<task> with train (train800), val (val200), trainval "
-                    "(train800val200) and test splits.")
+                    "(train800val200) and test splits. The offline task starter_distance (synthetic birds, no "
+                    "download, not one of the 19) needs no --archive / --tfds-data-dir.")
     parser.add_argument("--root", required=True, type=Path, help="folder that receives one folder per task")
-    source = parser.add_mutually_exclusive_group(required=True)
+    source = parser.add_mutually_exclusive_group()  # required unless only offline tasks are named
     source.add_argument("--archive", type=Path, metavar="PATH",
                         help="the community VTAB-1k archive: its folder, or a .zip / .tar(.gz) of it")
     source.add_argument("--tfds-data-dir", type=Path, metavar="DIR",
                         help="TensorFlow Datasets data_dir (needs tensorflow-datasets; lossless images)")
     parser.add_argument("--tasks", nargs="+", metavar="TASK", default=None,
-                        help="tasks to prepare (default: all 19); community folder names such as 'cifar' work too")
+                        help="tasks to prepare (default: all 19); community folder names such as 'cifar' work too; "
+                             f"offline (no source needed): {', '.join(OFFLINE_TASKS)}")
     parser.set_defaults(run=lambda args: prepare_vtab(args.root, archive=args.archive,
                                                       tfds_data_dir=args.tfds_data_dir, tasks=args.tasks))

@@ -14,7 +14,7 @@ from typing import Sequence
 import torch
 
 from .attention import record_attention
-from .data import fixed_transforms, random_transforms, resize_size
+from .data import FGVC, Preprocessing, fixed_transforms, random_transforms, resize_size
 from .model import PromptedViT
 
 KEY_GROUPS = ("kv_prompts", "prefix", "registers", "visual_prompts", "patches")
@@ -126,12 +126,17 @@ def _query_slice(layout: TokenLayout, queries: str) -> slice:
     raise ValueError(f"queries must be 'cls', 'patches' or 'all', got {queries!r}.")
 
 
-def parts_to_input(parts: torch.Tensor, image_size: tuple[int, int], crop_size: int) -> torch.Tensor:
+def parts_to_input(parts: torch.Tensor, image_size: tuple[int, int], crop_size: int,
+                   preprocessing: Preprocessing = FGVC) -> torch.Tensor:
     """Part keypoints (K, 3) x, y, visible in original-image pixels -> the model input's pixels after the eval
-    transform (resize the short side to crop·256/224, centre crop); parts cropped away become invisible."""
+    transform (crop pipeline: resize the short side to crop·256/224, centre crop; square: resize to crop × crop);
+    parts cropped away become invisible."""
     width, height = image_size
-    scale = resize_size(crop_size) / min(width, height)
-    new_w, new_h = round(width * scale), round(height * scale)
+    if preprocessing.resize == "square":
+        new_w = new_h = crop_size
+    else:
+        scale = resize_size(crop_size) / min(width, height)
+        new_w, new_h = round(width * scale), round(height * scale)
     left, top = (new_w - crop_size) // 2, (new_h - crop_size) // 2
     x = parts[:, 0] * new_w / width - left
     y = parts[:, 1] * new_h / height - top
@@ -213,8 +218,10 @@ def grounding_chance(parts: torch.Tensor, grid: tuple[int, int], patch_size: int
     return float(sum(hits) / max(1, len(hits)))
 
 
-def annotated_batch(dataset, indices: Sequence[int], crop_size: int) -> dict[str, torch.Tensor]:
-    """Eval-transformed images of an FGVC dataset (built without a transform) with what the figures need.
+def annotated_batch(dataset, indices: Sequence[int], crop_size: int,
+                    preprocessing: Preprocessing = FGVC) -> dict[str, torch.Tensor]:
+    """Eval-transformed images of an FGVC dataset (built without a transform) with what the figures need;
+    ``preprocessing`` as the model was trained with (a run config's ``cfg.data.preprocessing(cfg.backbone.name)``).
 
     Returns ``images`` (B, 3, crop, crop) normalised model input, ``views`` (B, crop, crop, 3) uint8 of the same
     crop for display, ``labels`` (B,), and ``parts`` (B, K, 3) keypoints in input pixels (CUB-format roots only;
@@ -223,7 +230,8 @@ def annotated_batch(dataset, indices: Sequence[int], crop_size: int) -> dict[str
     from PIL import Image
 
 
-    view, normalise = fixed_transforms(crop_size, False), random_transforms(crop_size, False)  # show and feed one crop
+    view = fixed_transforms(crop_size, False, preprocessing)  # show and feed one crop
+    normalise = random_transforms(crop_size, False, preprocessing)
     batch: dict[str, list] = {"images": [], "views": [], "labels": [], "parts": []}
     for i in indices:
         image, label = dataset[i]
@@ -234,7 +242,8 @@ def annotated_batch(dataset, indices: Sequence[int], crop_size: int) -> dict[str
         batch["views"].append(crop.permute(1, 2, 0))
         batch["labels"].append(label)
         try:
-            batch["parts"].append(parts_to_input(torch.from_numpy(dataset.parts(i)), image.size, crop_size))
+            batch["parts"].append(parts_to_input(torch.from_numpy(dataset.parts(i)), image.size, crop_size,
+                                                 preprocessing))
         except FileNotFoundError:  # not a CUB-format root: no part annotations
             pass
     out = {"images": torch.stack(batch["images"]), "views": torch.stack(batch["views"]),

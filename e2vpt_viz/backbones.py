@@ -32,7 +32,8 @@ STARTER_BACKBONES: dict[str, dict] = {
     "starter-vit-reg4": dict(_STARTER_ARCH, reg_tokens=4),
 }
 
-# Normalisation used for every backbone, as in the VPT code (ImageNet statistics, also for the JAX weights).
+# Normalisation used for every backbone by default, as in the VPT code (ImageNet statistics, also for the JAX
+# weights); ``data.normalize=backbone`` uses each backbone's own (backbone_mean_std).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -87,6 +88,20 @@ def check_backbone_name(name: str) -> None:
     if not isinstance(name, str) or not (name in STARTER_BACKBONES or timm.is_model(name)):
         raise BackboneError(f"Unknown backbone {name!r}. Close matches: {_close_vit_names(str(name))}. Any timm ViT "
                             "name works (timm.list_models('vit_*')), or 'starter-vit' offline.")
+
+
+def backbone_mean_std(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The per-channel (mean, std) a backbone's weights were pre-trained with: timm's ``pretrained_cfg`` of ``name``
+    (e.g. CLIP's (0.481, 0.458, 0.408) / (0.269, 0.261, 0.276), SigLIP's and the original ImageNet-21k ViT-B/16's
+    0.5 / 0.5); ImageNet's for the starters, which were pre-trained with it."""
+    check_backbone_name(name)
+    if name in STARTER_BACKBONES:
+        return IMAGENET_MEAN, IMAGENET_STD
+    cfg = timm.models.get_pretrained_cfg(name)
+    mean, std = getattr(cfg, "mean", None), getattr(cfg, "std", None)
+    if mean is None or std is None:
+        return IMAGENET_MEAN, IMAGENET_STD
+    return tuple(float(v) for v in mean), tuple(float(v) for v in std)
 
 
 def load_backbone(name: str, pretrained: bool = True,

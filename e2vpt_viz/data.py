@@ -8,6 +8,7 @@ starter's synthetic dataset (``python -m data_prep synthetic --root DIR``). A te
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Callable, Optional, Union
@@ -23,12 +24,13 @@ from data_prep.layout import (CLASS_NAMES_FILE, IMAGE_DIRS, SPLITS, SUBSET_FILE,
 
 from .backbones import IMAGENET_MEAN, IMAGENET_STD
 
-TRAINVAL = "trainval"  # train + val in one split (VTAB-1k's train800val200), in roots that have trainval.json
 from .checks import non_negative_int, positive_int
+
+TRAINVAL = "trainval"  # train + val in one split (VTAB-1k's train800val200), in roots that have trainval.json
 
 __all__ = ["CLASS_NAMES_FILE", "IMAGE_DIRS", "SPLITS", "SUBSET_FILE", "UNREADABLE_IMAGE_ERRORS", "CUBAnnotations",
            "DatasetLayoutError", "FGVCDataset", "build_transforms", "check_readable", "collate_readable",
-           "fgvc_datasets", "fixed_transforms", "load_rgb",
+           "FGVC", "Preprocessing", "TRAINVAL", "fgvc_datasets", "loader_splits", "fixed_transforms", "load_rgb",
            "make_loaders", "random_transforms", "read_class_names", "read_cub_table", "read_split", "resize_size",
            "source_root", "split_loader"]
 
@@ -38,27 +40,71 @@ def resize_size(crop_size: int) -> int:
     return round(positive_int("crop_size", crop_size) * 256 / 224)
 
 
-def build_transforms(crop_size: int, train: bool) -> v2.Compose:
-    """VPT's FGVC transforms, scaled to ``crop_size``: resize the short side to crop·256/224, then crop.
+RESIZES = ("crop", "square")
 
-    train: resize → random crop → horizontal flip; eval: resize → centre crop. Both end with ImageNet normalisation.
-    Output: float tensor (3, crop_size, crop_size).
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How an image file becomes a model input: the resize rule and the per-channel normalisation.
+
+    Attributes:
+        resize: "crop", VPT's FGVC pipeline: the short side resized to round(crop · 256 / 224), then a random
+            ``crop × crop`` crop and horizontal flip (training) or the centre crop (evaluation); "square", VPT's
+            VTAB-1k pipeline: the whole image resized to ``crop × crop`` (bilinear, as ``tf.image.resize``), no
+            augmentation in any split.
+        mean, std: per-channel statistics applied after scaling to [0, 1]. ImageNet's by default, as the VPT code
+            uses for every backbone; :func:`~e2vpt_viz.backbones.backbone_mean_std` gives a backbone's own.
+
+    ``crop_size`` is passed beside it, as the run's ``data.crop_size``.
     """
-    return v2.Compose([*fixed_transforms(crop_size, train).transforms, *random_transforms(crop_size, train).transforms])
+
+    resize: str = "crop"
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    def __post_init__(self) -> None:
+        if self.resize not in RESIZES:
+            raise ValueError(f"resize must be one of {RESIZES} (crop: FGVC, square: VTAB-1k), got {self.resize!r}.")
+        for name in ("mean", "std"):
+            value = tuple(float(v) for v in getattr(self, name))
+            if len(value) != 3 or (name == "std" and min(value) <= 0):
+                raise ValueError(f"{name} must be 3 numbers, one per RGB channel{' (> 0)' if name == 'std' else ''}, "
+                                 f"got {getattr(self, name)!r}.")
+            object.__setattr__(self, name, value)
+
+    def augments(self, train: bool) -> bool:
+        """Whether ``train``-split images are randomly cropped and flipped (the crop pipeline's training split)."""
+        return train and self.resize == "crop"
 
 
-def fixed_transforms(crop_size: int, train: bool) -> v2.Compose:
-    """The deterministic first part of :func:`build_transforms`, which a cache may keep: PIL image → uint8 tensor
-    (3, H', W') with the short side resized (train), or the (3, crop, crop) centre crop (eval)."""
+FGVC = Preprocessing()  # VPT's FGVC pipeline with ImageNet statistics: the default everywhere
+
+
+def build_transforms(crop_size: int, train: bool, preprocessing: Preprocessing = FGVC) -> v2.Compose:
+    """The whole transform of ``preprocessing`` (default VPT's FGVC pipeline), scaled to ``crop_size``.
+
+    crop: train: resize → random crop → horizontal flip; eval: resize → centre crop. square: resize to
+    crop × crop. Both end with scaling to [0, 1] and normalisation. Output: float tensor (3, crop_size, crop_size).
+    """
+    return v2.Compose([*fixed_transforms(crop_size, train, preprocessing).transforms,
+                       *random_transforms(crop_size, train, preprocessing).transforms])
+
+
+def fixed_transforms(crop_size: int, train: bool, preprocessing: Preprocessing = FGVC) -> v2.Compose:
+    """The deterministic first part of :func:`build_transforms`, which a cache may keep: PIL image → uint8 tensor,
+    (3, H', W') with the short side resized (crop pipeline, train) or (3, crop, crop) (the centre crop, or square)."""
+    if preprocessing.resize == "square":
+        return v2.Compose([v2.ToImage(), v2.Resize((crop_size, crop_size), antialias=False)])
     steps = [v2.ToImage(), v2.Resize(resize_size(crop_size), antialias=True)]
     return v2.Compose(steps if train else [*steps, v2.CenterCrop(crop_size)])
 
 
-def random_transforms(crop_size: int, train: bool) -> v2.Compose:
-    """The rest of :func:`build_transforms`, run on every access: random crop and flip (train), then scaling to
-    [0, 1] and ImageNet normalisation. uint8 (3, H', W') → float (3, crop, crop)."""
-    crop = [v2.RandomCrop(crop_size), v2.RandomHorizontalFlip()] if train else []
-    return v2.Compose([*crop, v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+def random_transforms(crop_size: int, train: bool, preprocessing: Preprocessing = FGVC) -> v2.Compose:
+    """The rest of :func:`build_transforms`, run on every access: random crop and flip (crop pipeline, train), then
+    scaling to [0, 1] and normalisation. uint8 (3, H', W') → float (3, crop, crop)."""
+    crop = [v2.RandomCrop(crop_size), v2.RandomHorizontalFlip()] if preprocessing.augments(train) else []
+    return v2.Compose([*crop, v2.ToDtype(torch.float32, scale=True),
+                       v2.Normalize(preprocessing.mean, preprocessing.std)])
 
 
 MAX_UNREADABLE = 0.05  # the share of a split's listed images evaluation may skip unless a run config says otherwise
@@ -199,12 +245,25 @@ class FGVCDataset(Dataset):
         return [names.get(c, str(c)) for c in self.class_ids]
 
 
-def fgvc_datasets(root: Union[str, Path], crop_size: int, cache: bool = False) -> dict[str, FGVCDataset]:
-    """The train / val / test datasets of an FGVC root with VPT's transforms (the deterministic part cached with
-    ``cache``); only the training split substitutes unreadable images."""
-    return {split: FGVCDataset(root, split, random_transforms(crop_size, split == "train"), cache=cache,
-                               fixed_transform=fixed_transforms(crop_size, split == "train"),
-                               substitute_unreadable=split == "train") for split in SPLITS}
+def loader_splits(train_split: str = "train") -> dict[str, str]:
+    """{loader role: split of the root}: train / val / test; with ``train_split="trainval"`` (VTAB-1k's final runs:
+    train800val200) the training role reads trainval and there is no val role (its images are training images)."""
+    if train_split == "train":
+        return {split: split for split in SPLITS}
+    if train_split == TRAINVAL:
+        return {"train": TRAINVAL, "test": "test"}
+    raise ValueError(f"train_split must be 'train' or '{TRAINVAL}' (VTAB-1k's train800val200), got {train_split!r}.")
+
+
+def fgvc_datasets(root: Union[str, Path], crop_size: int, cache: bool = False, preprocessing: Preprocessing = FGVC,
+                  train_split: str = "train") -> dict[str, FGVCDataset]:
+    """The datasets of an FGVC root by role (:func:`loader_splits`: train / val / test) with ``preprocessing``'s
+    transforms (the deterministic part cached with ``cache``); only the training role substitutes unreadable
+    images."""
+    return {role: FGVCDataset(root, split, random_transforms(crop_size, role == "train", preprocessing), cache=cache,
+                              fixed_transform=fixed_transforms(crop_size, role == "train", preprocessing),
+                              substitute_unreadable=role == "train")
+            for role, split in loader_splits(train_split).items()}
 
 
 def collate_readable(batch: list) -> tuple[torch.Tensor, torch.Tensor]:
@@ -227,10 +286,12 @@ def check_readable(datasets: dict[str, FGVCDataset], max_unreadable: float) -> N
 
 
 def make_loaders(root: Union[str, Path], crop_size: int, batch_size: int, num_workers: int = 0,
-                 cache: bool = False, seed: int = 0, pin_memory: bool = False) -> dict[str, DataLoader]:
-    """Train / val / test loaders of an FGVC root with VPT transforms; train is shuffled with a seeded generator."""
-    return {split: split_loader(dataset, split == "train", batch_size, num_workers, seed, pin_memory)
-            for split, dataset in fgvc_datasets(root, crop_size, cache).items()}
+                 cache: bool = False, seed: int = 0, pin_memory: bool = False,
+                 preprocessing: Preprocessing = FGVC, train_split: str = "train") -> dict[str, DataLoader]:
+    """Loaders of an FGVC root by role (train / val / test, see :func:`loader_splits`) with ``preprocessing``
+    (default VPT's FGVC transforms); the training loader is shuffled with a seeded generator."""
+    return {role: split_loader(dataset, role == "train", batch_size, num_workers, seed, pin_memory)
+            for role, dataset in fgvc_datasets(root, crop_size, cache, preprocessing, train_split).items()}
 
 
 def split_loader(dataset: Dataset, train: bool, batch_size: int, num_workers: int = 0, seed: int = 0,

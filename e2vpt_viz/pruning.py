@@ -273,7 +273,7 @@ class RewindRun:
 
     num_tokens: int
     num_segments: int
-    val_acc: float
+    val_acc: Optional[float]
     tunable: int
     test_acc: Optional[float] = None
 
@@ -283,7 +283,7 @@ def _select(runs: Sequence[RewindRun]) -> RewindRun:
     return max(runs, key=lambda r: (r.val_acc, r.num_tokens, r.num_segments))
 
 
-def prune_and_rewind(make_model: Callable[[], PromptedViT], train_loader: DataLoader, val_loader: DataLoader,
+def prune_and_rewind(make_model: Callable[[], PromptedViT], train_loader: DataLoader, val_loader: Optional[DataLoader],
                      config: TrainConfig, scores: ImportanceScores, out_dir: Union[str, Path],
                      num_tokens: Optional[Sequence[int]] = None, num_segments: Optional[Sequence[int]] = None,
                      test_loader: Optional[DataLoader] = None, progress: bool = False) -> dict:
@@ -294,6 +294,8 @@ def prune_and_rewind(make_model: Callable[[], PromptedViT], train_loader: DataLo
         make_model: builds a new, untrained model each call (e.g. ``lambda: build_model(cfg, num_classes)``).
         num_tokens / num_segments: candidate budgets; default :func:`token_budgets` (P) and :func:`segment_budgets`.
         test_loader: if given, each candidate's test accuracy is recorded too (never used for selection).
+        val_loader: selects the candidate; None only for one candidate (a final run with the chosen budgets on
+            VTAB-1k's train800val200, which leaves no validation split), recorded with ``val_acc`` None.
         out_dir: each candidate trains in ``out_dir/t{n}_s{m}`` (resumable); the summary goes to ``rewind.json``
             after every candidate, so an interrupted search continues where it stopped.
 
@@ -313,6 +315,9 @@ def prune_and_rewind(make_model: Callable[[], PromptedViT], train_loader: DataLo
         done = {(r["num_tokens"], r["num_segments"]): RewindRun(**r) for r in previous["runs"]}
     runs = []
     pairs = [(t, s) for t in num_tokens for s in num_segments]
+    if val_loader is None and len(pairs) > 1:
+        raise PruningError(f"{len(pairs)} rewinding candidates need a validation loader to choose among them; pass "
+                           "val_loader, or one token budget and one segment budget.")
     for t, s in tqdm(pairs, disable=not progress, desc="rewinding"):
         if (t, s) not in done:
             model = make_model()
@@ -321,7 +326,7 @@ def prune_and_rewind(make_model: Callable[[], PromptedViT], train_loader: DataLo
             set_masks(model, *pruning_masks(scores, t, s), frozen=True)
             history = fit(model, train_loader, val_loader, config, out_dir / f"t{t}_s{s}")
             test_acc = evaluate(model, test_loader)["acc"] if test_loader is not None else None
-            done[(t, s)] = RewindRun(t, s, history[-1]["val_acc"], count_parameters(model)["tunable"], test_acc)
+            done[(t, s)] = RewindRun(t, s, history[-1].get("val_acc"), count_parameters(model)["tunable"], test_acc)
         runs.append(done[(t, s)])
         summary = {"scores": scores.to_dict(), "runs": [asdict(r) for r in runs]}
         write_json(summary_path, summary)

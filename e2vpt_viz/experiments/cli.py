@@ -64,7 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     reproduce = sub.add_parser("reproduce", help="the papers' protocol: lr x wd grid, pruning + rewinding (E2VPT), "
                                                  "5 final seeds, a table beside the papers' numbers; resumable")
-    reproduce.add_argument("--dataset", required=True, choices=("cub", "nabirds", "flowers", "dogs", "cars", "starter"))
+    reproduce.add_argument("--dataset", required=True, metavar="DATASET",
+                           help="cub, nabirds, flowers, dogs, cars, starter; vtab (VTAB-1k: every task of --tasks, then "
+                                "the group means) or one task, vtab-<task> (vtab-dtd, vtab-starter_distance offline)")
+    reproduce.add_argument("--tasks", nargs="+", default=None, metavar="TASK",
+                           help="with --dataset vtab: the tasks (default all 19; starter_distance runs offline)")
+    reproduce.add_argument("--vtab-root", default="data/vtab-1k",
+                           help="with --dataset vtab: the folder `python -m data_prep vtab --root` prepared")
     reproduce.add_argument("--method", required=True,
                            choices=("e2vpt", "vpt-deep", "vpt-shallow", "linear", "full", "bias", "partial"))
     reproduce.add_argument("--backbone", default=None, choices=("in21k", "in21k-ft-in1k"),
@@ -189,6 +195,19 @@ def run_command(args: argparse.Namespace) -> int:
               f"instant test {100 * result['instant_test_acc']:.2f}%, rewound test {100 * rewound['test_acc']:.2f}% "
               f"with {rewound['parameters']['tunable']:,} tunable parameters")
         print(f"written to {result['config'].get('output_dir')}/prune.json and sweep.json")
+    elif args.command == "reproduce" and args.dataset == "vtab":
+        if args.plan:
+            raise ValueError("--plan shows one dataset's plan: pass --dataset vtab-<task> (e.g. vtab-dtd).")
+        from .vtab import reproduce_vtab, summary_markdown
+
+        result = reproduce_vtab(args.method, args.tasks, args.vtab_root, args.out, args.overrides, config=args.config,
+                                tiny=args.tiny, lrs=args.lrs, wds=args.wds, seeds=args.seeds,
+                                prompt_lengths=args.prompt_lengths, progress=not args.quiet, backbone=args.backbone)
+        print(summary_markdown(result))
+        out = args.out or "results/reproduce/vtab-1k"
+        print(f"written to {out}/{args.method}-summary.md and .json (per task: {out}/<task>/{args.method}/)")
+    elif args.command == "reproduce" and args.tasks:
+        raise ValueError(f"--tasks applies to --dataset vtab, not {args.dataset}.")
     elif args.command == "reproduce" and args.plan:
         from .reproduce import reproduction_plan
 

@@ -44,14 +44,16 @@ from omegaconf import OmegaConf
 from omegaconf.errors import (ConfigAttributeError, ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException)
 
 from .. import pruning
-from ..backbones import STARTER_BACKBONES, BackboneError, check_backbone_name, load_backbone
-from ..data import MAX_UNREADABLE
+from ..backbones import (IMAGENET_MEAN, IMAGENET_STD, STARTER_BACKBONES, BackboneError, backbone_mean_std,
+                         check_backbone_name, load_backbone)
+from ..data import MAX_UNREADABLE, RESIZES, TRAINVAL, Preprocessing
 from ..methods import METHODS, MethodConfig
 from ..training import TrainConfig, result_settings
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 SECTIONS = ("data", "backbone", "method", "train", "prune", "compare", "output_dir")
 REQUIRED_SECTIONS = ("data", "backbone", "method", "train")
+NORMALIZATIONS = ("imagenet", "backbone")  # data.normalize: the papers' ImageNet statistics, or the backbone's own
 
 
 @dataclass
@@ -70,6 +72,14 @@ class DataConfig:
         max_unreadable: the share of a split's listed images that may be missing or unreadable (0.05: 5%); more is
             refused before training (missing files) or at evaluation (undecodable ones). Evaluation never
             substitutes an image: it reports how many it skipped.
+        resize: "crop", VPT's FGVC pipeline (short side to crop·256/224, random crop and flip in training, centre
+            crop otherwise), or "square", VPT's VTAB-1k pipeline (the whole image to crop × crop, no augmentation);
+            see :class:`~e2vpt_viz.data.Preprocessing`.
+        normalize: "imagenet" (ImageNet mean/std for every backbone, as the VPT code and the papers do) or
+            "backbone" (the statistics the backbone was pre-trained with: CLIP's, SigLIP's 0.5 / 0.5, ...; see
+            :func:`~e2vpt_viz.backbones.backbone_mean_std`).
+        train_split: "train", or "trainval" (VTAB-1k's final runs train on train800val200 and have no validation
+            split; the root needs ``trainval.json``).
     """
 
     root: str
@@ -80,8 +90,20 @@ class DataConfig:
     on_device: Union[bool, str] = "auto"
     device_budget_mb: Optional[float] = None
     max_unreadable: float = MAX_UNREADABLE
+    resize: str = "crop"
+    normalize: str = "imagenet"
+    train_split: str = "train"
 
     def __post_init__(self) -> None:
+        if self.resize not in RESIZES:
+            raise ValueError(f"data.resize must be one of {', '.join(RESIZES)} (crop: VPT's FGVC pipeline, square: "
+                             f"its VTAB-1k pipeline), got {self.resize!r}.")
+        if self.normalize not in NORMALIZATIONS:
+            raise ValueError(f"data.normalize must be imagenet (the papers' choice) or backbone (the statistics the "
+                             f"backbone was pre-trained with), got {self.normalize!r}.")
+        if self.train_split not in ("train", TRAINVAL):
+            raise ValueError(f"data.train_split must be train or {TRAINVAL} (VTAB-1k's final runs), "
+                             f"got {self.train_split!r}.")
         if self.crop_size < 1:
             raise ValueError(f"data.crop_size must be a positive number of pixels (224 for ViT-B/16, 64 for the "
                              f"starter), got {self.crop_size!r}.")
@@ -96,6 +118,11 @@ class DataConfig:
         if not 0 <= self.max_unreadable <= 1:
             raise ValueError(f"data.max_unreadable is a share of a split's images in [0, 1] (0.05 = 5%), "
                              f"got {self.max_unreadable!r}.")
+
+    def preprocessing(self, backbone: str) -> Preprocessing:
+        """The resize rule and the normalisation of this config for the backbone named ``backbone``."""
+        mean, std = backbone_mean_std(backbone) if self.normalize == "backbone" else (IMAGENET_MEAN, IMAGENET_STD)
+        return Preprocessing(self.resize, mean, std)
 
 
 @dataclass

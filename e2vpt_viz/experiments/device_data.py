@@ -8,8 +8,10 @@ threads, the DataLoader path's own decoder), resizes the short side to ``resize_
 with tensor ops on the device:
 
 * training: random crop of ``crop × crop`` anywhere in the resized image, horizontal flip with probability 1/2
-  (one gather does both), scaling to [0, 1] and ImageNet normalisation: VPT's train transform;
-* evaluation: the centre crop is cut once at decode time; batches are only scaled and normalised.
+  (one gather does both), scaling to [0, 1] and normalisation: VPT's train transform;
+* evaluation: the centre crop is cut once at decode time; batches are only scaled and normalised;
+* the square pipeline (``Preprocessing(resize="square")``, VPT's VTAB-1k one): every split is resized to
+  ``crop × crop`` at decode time and never augmented, so training batches are only shuffled, scaled and normalised.
 
 The random order, crop offsets and flips of an epoch are drawn at its start from the loader's own generator, which
 :func:`~e2vpt_viz.training.seed_epoch` re-seeds from (seed, epoch), so a resumed run continues exactly. The step
@@ -27,15 +29,14 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from itertools import accumulate
 from pathlib import Path
-from typing import Iterator, Optional, Sequence, Union
+from typing import Iterator, Optional, Union
 
 import torch
 from PIL import Image
 from torchvision.transforms import v2
 
-from ..backbones import IMAGENET_MEAN, IMAGENET_STD
-from ..data import (SPLITS, UNREADABLE_IMAGE_ERRORS, DatasetLayoutError, FGVCDataset, build_transforms, load_rgb,
-                   resize_size)
+from ..data import (FGVC, UNREADABLE_IMAGE_ERRORS, DatasetLayoutError, FGVCDataset, Preprocessing, build_transforms,
+                   load_rgb, loader_splits, resize_size)
 from .distributed import ShardPlan
 
 log = logging.getLogger(__name__)
@@ -62,16 +63,17 @@ def image_size(path: Path) -> Optional[tuple[int, int]]:
         return None
 
 
-def estimate_bytes(root: Union[str, Path], crop_size: int, splits: Sequence[str] = SPLITS,
-                   workers: int = 8) -> int:
-    """Device bytes the splits would take: resized training images (uint8, 3 channels) and centre crops of the
-    evaluation splits, plus labels. Reads image headers only."""
+def estimate_bytes(root: Union[str, Path], crop_size: int, splits: Optional[dict[str, str]] = None,
+                   workers: int = 8, preprocessing: Preprocessing = FGVC) -> int:
+    """Device bytes the splits would take (``splits``: {role: split}, default train / val / test): resized training
+    images (uint8, 3 channels) and ``crop × crop`` images of the others (every split with the square pipeline),
+    plus labels. Reads image headers only."""
     total = 0
     size = resize_size(crop_size)
-    for split in splits:
+    for role, split in (splits or loader_splits()).items():
         dataset = FGVCDataset(root, split)
         total += 8 * len(dataset)
-        if split != "train":
+        if not preprocessing.augments(role == "train"):
             total += 3 * crop_size * crop_size * len(dataset)
             continue
         with ThreadPoolExecutor(max(1, workers)) as pool:
@@ -131,8 +133,10 @@ class DeviceImages:
     """
 
     def __init__(self, dataset: FGVCDataset, crop_size: int, train: bool, device: Union[str, torch.device],
-                 workers: int = 4) -> None:
+                 workers: int = 4, preprocessing: Preprocessing = FGVC) -> None:
         self.dataset, self.crop_size, self.train = dataset, crop_size, train
+        self.preprocessing = preprocessing
+        self.augment = preprocessing.augments(train)  # random crops and flips: whole resized images are kept
         self.device = torch.device(device)
         self.resize = resize_size(crop_size)
         decoded = self._decode([path for path, _ in dataset.samples], max(1, workers))
@@ -152,7 +156,7 @@ class DeviceImages:
             source = readable
         labels = [dataset.samples[j][1] for j in source]
         self.labels = torch.tensor(labels, dtype=torch.int64, device=self.device)
-        if train:
+        if self.augment:
             sizes = [decoded[j].numel() for j in readable]
             starts = dict(zip(readable, [0, *accumulate(sizes)][:-1]))
             self.storage = torch.cat([decoded[j].reshape(-1) for j in readable])
@@ -164,6 +168,7 @@ class DeviceImages:
         else:
             self.images = torch.stack([decoded[j] for j in source])
             self.storage = None
+            self.heights_cpu = self.widths_cpu = None
         del decoded
 
     def __len__(self) -> int:
@@ -171,13 +176,17 @@ class DeviceImages:
 
     @property
     def nbytes(self) -> int:
-        data = self.storage if self.train else self.images
+        data = self.storage if self.augment else self.images
         return data.numel() + 8 * len(self.labels)
 
     def _prepare(self, image: torch.Tensor) -> torch.Tensor:
-        """Decoded uint8 (3, H, W) -> resized (training) or centre-cropped (evaluation), on the target device."""
+        """Decoded uint8 (3, H, W) -> as :func:`~e2vpt_viz.data.fixed_transforms` leaves it: resized (training with
+        augmentation), centre-cropped (evaluation) or resized to crop × crop (square), on the target device."""
+        if self.preprocessing.resize == "square":
+            image = v2.functional.resize(image, [self.crop_size, self.crop_size], antialias=False)
+            return image.to(self.device).contiguous()
         image = v2.functional.resize(image, self.resize, antialias=True)
-        if not self.train:
+        if not self.augment:
             image = v2.functional.center_crop(image, self.crop_size)
         return image.to(self.device).contiguous()
 
@@ -210,10 +219,10 @@ class DeviceImages:
 
     def batch(self, items: torch.Tensor, tops: Optional[torch.Tensor] = None, lefts: Optional[torch.Tensor] = None,
               flips: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Float (B, 3, crop, crop) normalised images of ``items`` (device tensor); training needs crop offsets
-        ``tops`` / ``lefts`` and ``flips`` (bool), all (B,) device tensors."""
+        """Float (B, 3, crop, crop) normalised images of ``items`` (device tensor); augmented training needs crop
+        offsets ``tops`` / ``lefts`` and ``flips`` (bool), all (B,) device tensors."""
         c = self.crop_size
-        if self.train:
+        if self.augment:
             ar = torch.arange(c, device=self.device)
             widths = self.widths[items]
             rows = tops[:, None] + ar  # (B, c)
@@ -226,7 +235,7 @@ class DeviceImages:
         else:
             images = self.images[items]
         images = v2.functional.to_dtype(images, torch.float32, scale=True)
-        return v2.functional.normalize(images, IMAGENET_MEAN, IMAGENET_STD)
+        return v2.functional.normalize(images, list(self.preprocessing.mean), list(self.preprocessing.std))
 
 
 class DeviceLoader:
@@ -257,9 +266,12 @@ class DeviceLoader:
         return self.plan.step_slice(step)
 
     def epoch_plan(self) -> torch.Tensor:
-        """(4, N) int64 on the device: order, crop tops, crop lefts, flips of one epoch, drawn from ``generator``."""
+        """(4, N) int64 on the device: order, crop tops, crop lefts, flips of one epoch, drawn from ``generator``
+        (without augmentation, the square pipeline: the order only, (1, N))."""
         n, g, crop = len(self.images), self.generator, self.images.crop_size
         order = torch.randperm(n, generator=g)
+        if not self.images.augment:
+            return order[None].to(self.images.device)
         u = torch.rand(3, n, generator=g, dtype=torch.float64)
         heights, widths = self.images.heights_cpu[order], self.images.widths_cpu[order]
         tops = (u[0] * (heights - crop + 1)).long().clamp(max=heights - crop)
@@ -279,31 +291,40 @@ class DeviceLoader:
             return
         epoch = self.epoch_plan()
         for lo, hi in self.plan.batches():
+            if not images.augment:
+                order = epoch[0, lo:hi]
+                yield images.batch(order), images.labels[order]
+                continue
             order, tops, lefts, flips = epoch[:, lo:hi]
             yield images.batch(order, tops, lefts, flips.bool()), images.labels[order]
 
 
-def _cache_key(dataset: FGVCDataset, split: str, crop_size: int, device: Union[str, torch.device]) -> tuple:
-    split_file = Path(dataset.root) / f"{split}.json"
-    return (str(Path(dataset.root).resolve()), split, crop_size, str(torch.device(device)),
+def _cache_key(root: Union[str, Path], split: str, train: bool, crop_size: int, device: Union[str, torch.device],
+               preprocessing: Preprocessing) -> tuple:
+    split_file = Path(root) / f"{split}.json"
+    return (str(Path(root).resolve()), split, train, crop_size, str(torch.device(device)), preprocessing,
             split_file.stat().st_mtime_ns)
 
 
 def load_split(root: Union[str, Path], split: str, crop_size: int, device: Union[str, torch.device],
-               workers: int = 4) -> DeviceImages:
-    """A decoded split, reused from this process's cache when the same root, split, size and device were loaded."""
-    dataset = FGVCDataset(root, split, build_transforms(crop_size, split == "train"))
-    key = _cache_key(dataset, split, crop_size, device)
+               workers: int = 4, preprocessing: Preprocessing = FGVC, train: Optional[bool] = None) -> DeviceImages:
+    """A decoded split, reused from this process's cache when the same root, split, role, size, preprocessing and
+    device were loaded. ``train`` (default: split is "train"): whether the split is trained on."""
+    train = split == "train" if train is None else train
+    dataset = FGVCDataset(root, split, build_transforms(crop_size, train, preprocessing))
+    key = _cache_key(root, split, train, crop_size, device, preprocessing)
     if key not in _CACHE:
         while len(_CACHE) >= _CACHE_SIZE:
             _CACHE.pop(next(iter(_CACHE)))
-        _CACHE[key] = DeviceImages(dataset, crop_size, split == "train", device, workers)
+        _CACHE[key] = DeviceImages(dataset, crop_size, train, device, workers, preprocessing)
     return _CACHE[key]
 
 
-def _cached(root: Union[str, Path], crop_size: int, device: torch.device) -> bool:
+def _cached(root: Union[str, Path], crop_size: int, device: torch.device, splits: dict[str, str],
+            preprocessing: Preprocessing) -> bool:
     """Every split of ``root`` is already decoded for ``device`` (no need to estimate again)."""
-    return all(_cache_key(FGVCDataset(root, split), split, crop_size, device) in _CACHE for split in SPLITS)
+    return all(_cache_key(root, split, role == "train", crop_size, device, preprocessing) in _CACHE
+               for role, split in splits.items())
 
 
 def clear_cache() -> None:
@@ -313,14 +334,18 @@ def clear_cache() -> None:
 
 def make_device_loaders(root: Union[str, Path], crop_size: int, batch_size: int, seed: int,
                         device: Union[str, torch.device], budget_mb: Optional[float] = None, workers: int = 4,
-                        shard: Optional[tuple[int, int]] = None) -> Optional[dict[str, DeviceLoader]]:
-    """Train / val / test :class:`DeviceLoader`s, or None (with a logged note) when the images would not fit.
+                        shard: Optional[tuple[int, int]] = None, preprocessing: Preprocessing = FGVC,
+                        train_split: str = "train") -> Optional[dict[str, DeviceLoader]]:
+    """:class:`DeviceLoader`s by role (train / val / test, see :func:`~e2vpt_viz.data.loader_splits`), or None (with
+    a logged note) when the images would not fit.
 
     The estimate (:func:`estimate_bytes`, headers only) is compared with :func:`budget_bytes`; running out of
     device memory while uploading also falls back.
     """
     device = torch.device(device)
-    needed = 0 if _cached(root, crop_size, device) else estimate_bytes(root, crop_size, workers=workers)
+    splits = loader_splits(train_split)
+    needed = (0 if _cached(root, crop_size, device, splits, preprocessing)
+              else estimate_bytes(root, crop_size, splits, workers, preprocessing))
     budget = budget_bytes(device, budget_mb)
     if needed > budget:
         log.warning("note: the images of %s need about %.2f GB on %s, more than the budget of %.2f GB "
@@ -328,8 +353,8 @@ def make_device_loaders(root: Union[str, Path], crop_size: int, batch_size: int,
                     budget / 1e9)
         return None
     try:
-        return {split: DeviceLoader(load_split(root, split, crop_size, device, workers), batch_size,
-                                    split == "train", seed, shard) for split in SPLITS}
+        return {role: DeviceLoader(load_split(root, split, crop_size, device, workers, preprocessing, role == "train"),
+                                   batch_size, role == "train", seed, shard) for role, split in splits.items()}
     except torch.OutOfMemoryError:
         clear_cache()
         if device.type == "cuda":

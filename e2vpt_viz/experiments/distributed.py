@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ..data import fgvc_datasets
+from ..data import FGVC, Preprocessing, fgvc_datasets
 from ..model import PromptedViT
 from ..training import ONE_PROCESS, Processes, TrainConfig
 
@@ -203,11 +203,11 @@ def sharded_loader(dataset: Dataset, train: bool, batch_size: int, shard: tuple[
 
 
 def make_sharded_loaders(root: Union[str, Path], crop_size: int, batch_size: int, shard: tuple[int, int],
-                         num_workers: int = 0, cache: bool = False, seed: int = 0,
-                         pin_memory: bool = False) -> dict[str, "ShardedDataLoader"]:
+                         num_workers: int = 0, cache: bool = False, seed: int = 0, pin_memory: bool = False,
+                         preprocessing: Preprocessing = FGVC, train_split: str = "train") -> dict[str, "ShardedDataLoader"]:
     """:func:`~e2vpt_viz.data.make_loaders` for process ``rank`` of ``world`` (``shard``)."""
-    return {split: sharded_loader(dataset, split == "train", batch_size, shard, num_workers, seed, pin_memory)
-            for split, dataset in fgvc_datasets(root, crop_size, cache).items()}
+    return {role: sharded_loader(dataset, role == "train", batch_size, shard, num_workers, seed, pin_memory)
+            for role, dataset in fgvc_datasets(root, crop_size, cache, preprocessing, train_split).items()}
 
 
 class ShardPlan:

@@ -25,7 +25,7 @@ from torchvision.datasets import ImageFolder
 
 from .. import tables
 from ..tables import mean_std
-from ..data import DatasetLayoutError, build_transforms, load_rgb, make_loaders, split_loader
+from ..data import FGVC, DatasetLayoutError, Preprocessing, build_transforms, load_rgb, make_loaders, split_loader
 from ..checkpoint import write_json
 from ..pvp import load_prompt_modules, save_prompt_modules
 from ..training import evaluate, fit, result_settings
@@ -60,14 +60,15 @@ def packaged_prompts(cfg: "RunConfig") -> Path:
 
 
 def source_loaders(root: Union[str, Path], crop_size: int, batch_size: int, seed: int = 0,
-                   cache: bool = True) -> dict[str, DataLoader]:
+                   cache: bool = True, preprocessing: Preprocessing = FGVC) -> dict[str, DataLoader]:
     """Train / val loaders of a source task: an FGVC root (train/val/test.json) or an ImageNet-format folder
-    (``train/<class>/*`` and ``val/<class>/*``), both with the VPT transforms."""
+    (``train/<class>/*`` and ``val/<class>/*``), both with ``preprocessing`` (default VPT's FGVC transforms)."""
     root = Path(root)
     if (root / "train.json").is_file():
-        return make_loaders(root, crop_size, batch_size, num_workers=0, cache=cache, seed=seed)
+        return make_loaders(root, crop_size, batch_size, num_workers=0, cache=cache, seed=seed,
+                            preprocessing=preprocessing)
     if (root / "train").is_dir() and (root / "val").is_dir():
-        folders = {split: _RGBImageFolder(root / split, build_transforms(crop_size, split == "train"))
+        folders = {split: _RGBImageFolder(root / split, build_transforms(crop_size, split == "train", preprocessing))
                    for split in ("train", "val")}
         train, val = set(folders["train"].classes), set(folders["val"].classes)
         if train != val:  # ImageFolder numbers each split's folders on its own: the labels would not match
@@ -99,7 +100,8 @@ def pretrain_prompts(cfg: "RunConfig", source_root: Union[str, Path], out: Union
         ensure_synthetic(source_root, task="source", workers=1)  # the starter's source species
     schedule = {"epochs": epochs, "warmup_epochs": min(cfg.train.warmup_epochs, epochs - 1)} if epochs else {}
     config = replace(cfg.train, progress=progress, **schedule)
-    loaders = source_loaders(source_root, cfg.data.crop_size, config.batch_size, config.seed)
+    loaders = source_loaders(source_root, cfg.data.crop_size, config.batch_size, config.seed,
+                             preprocessing=cfg.data.preprocessing(cfg.backbone.name))
     model = build_model(cfg, loaders["train"].dataset.num_classes)
     started = time.perf_counter()
     if run_dir is None:

@@ -41,6 +41,17 @@ Settings per method, each with its source (``docs/protocol.md`` lists them and e
 - backbone (``--backbone``): ``in21k``, the VPT paper's ImageNet-21k ViT-B/16, by default; ``in21k-ft-in1k``, the
   ImageNet-21k checkpoint fine-tuned on ImageNet-1k that E²VPT's released commands load (``BACKBONES``).
 
+**VTAB-1k** (``--dataset vtab-<task>``, roots prepared by ``python -m data_prep vtab``; all tasks and the group
+means: :mod:`e2vpt_viz.experiments.vtab`), as VPT's ``tune_vtab.py`` and E²VPT's VTAB scripts do it: the input
+pipeline resizes every image to 224 × 224 (bilinear, aspect ignored), scales to [0, 1] and normalises with ImageNet's
+statistics, without augmentation (VPT ``src/data/datasets/tf_dataset.py``; ``data.resize=square``); the grid trains on
+``train`` (train800) and selects on the **last-epoch** ``val`` (val200) accuracy, ties to the smaller lr, with 0.05
+added to the prompt lrs (``tune_vtab.py``); E²VPT prunes and rewinds on train800 / val200 as above; the five final
+runs train on ``trainval`` (train800val200) with the selected settings (and masks) and report the last-epoch test
+top-1, so none of them is read back from the grid. Batch 64 for the prompt methods (E²VPT's VTAB commands); E²VPT's
+prompt counts per task are its released ones (``VTAB_E2VPT_PROMPTS``). ``vtab-starter_distance`` is the offline
+structured task (the starter backbone, 64 px), prepared on first use.
+
 Resuming: every stage writes its result atomically (``grid.json``, ``prune/prune.json``, ``final/seed*/result.json``)
 and every run checkpoints each epoch, so running the same command again continues where it stopped and retrains
 nothing that finished. ``--tiny`` shrinks everything (2 × 1 grid, 2 epochs, 2 seeds, 2 rewinding candidates) for CI.
@@ -52,6 +63,8 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 from typing import Optional, Sequence, Union
+
+from data_prep.vtab import OFFLINE_TASKS, TASKS as VTAB_TASKS, prepare_vtab
 
 from . import run as runs
 from .config import PruneConfig, RunConfig, load_run_config
@@ -92,6 +105,23 @@ DATASETS = {
     "starter": ("data/starter", "offline starter"),
 }
 FGVC = ("cub", "nabirds", "flowers", "dogs", "cars")
+# VTAB-1k: one dataset per task, "vtab-<task>", in the folders `python -m data_prep vtab --root data/vtab-1k` writes.
+VTAB_PREFIX, VTAB_ROOT = "vtab-", "data/vtab-1k"
+DATASETS.update({f"{VTAB_PREFIX}{task}": (f"{VTAB_ROOT}/{task}", f"VTAB-1k {task}") for task in VTAB_TASKS})
+DATASETS.update({f"{VTAB_PREFIX}{task}": (f"{VTAB_ROOT}/{task}", f"{task} (offline, VTAB-1k layout)")
+                 for task in OFFLINE_TASKS})
+OFFLINE = ("starter", *(f"{VTAB_PREFIX}{task}" for task in OFFLINE_TASKS))  # the starter backbone, no --backbone
+VTAB_BATCH = 64  # E²VPT's VTAB commands (VPT's demo uses 64 or 128 per task) for the prompt methods
+VTAB_PROMPT_LRS = PROMPT_LRS + (0.05,)  # VPT tune_vtab.py and E²VPT's VTAB script add 0.05
+# E²VPT's released VTAB commands: (visual prompts P, key-value prompts T) per task; (10, 5) for the others.
+VTAB_E2VPT_PROMPTS = {"caltech101": (32, 5), "cifar100": (5, 5), "oxford_flowers102": (1, 1),
+                      "patch_camelyon": (10, 10), "dsprites_loc": (5, 5), "dsprites_ori": (5, 5)}
+VTAB_E2VPT_DEFAULT_PROMPTS = (10, 5)
+
+
+def vtab_task(dataset: str) -> Optional[str]:
+    """The VTAB-1k task of a ``vtab-<task>`` dataset name (None for the others)."""
+    return dataset[len(VTAB_PREFIX):] if dataset.startswith(VTAB_PREFIX) else None
 
 # Test top-1 (%) of ViT-B/16 (supervised ImageNet-21k) on FGVC in the papers, only where a row can be cited: the
 # per-dataset values of VPT's per-task FGVC results (arXiv:2203.12119, Tables 1 and 14) and each method's FGVC mean
@@ -112,6 +142,32 @@ PAPER_SOURCE = {
     "vpt-shallow": "VPT (arXiv:2203.12119) Table 1, row VPT-Shallow, FGVC mean",
     "vpt-deep": "VPT (arXiv:2203.12119) Tables 1 and 14, row VPT-Deep",
     "e2vpt": "E²VPT (arXiv:2307.13770) Table 1, row E²VPT, FGVC mean",
+}
+
+# VTAB-1k test top-1 (%) per task of ViT-B/16 (ImageNet-21k), VPT (arXiv:2203.12119) Table 13, in the task order
+# of data_prep.vtab.TASKS (natural, specialized, structured); each row gives VPT Table 1's group means.
+_VTAB_ORDER = tuple(VTAB_TASKS)
+VTAB_PAPER = {
+    "full": dict(zip(_VTAB_ORDER, (68.9, 87.7, 64.3, 97.2, 86.9, 87.4, 38.8, 79.7, 95.7, 84.2, 73.9,
+                                   56.3, 58.6, 41.7, 65.5, 57.5, 46.7, 25.7, 29.1))),
+    "vpt-shallow": dict(zip(_VTAB_ORDER, (77.7, 86.9, 62.6, 97.5, 87.3, 74.5, 51.2, 78.2, 92.0, 75.6, 72.9,
+                                          50.5, 58.6, 40.5, 67.1, 68.7, 36.1, 20.2, 34.1))),
+    "vpt-deep": dict(zip(_VTAB_ORDER, (78.8, 90.8, 65.8, 98.0, 88.3, 78.1, 49.6, 81.8, 96.1, 83.4, 68.4,
+                                       68.5, 60.0, 46.5, 72.8, 73.6, 47.9, 32.9, 37.8))),
+}
+VTAB_PAPER_SOURCE = "VPT (arXiv:2203.12119) Table 13"
+# The papers' VTAB-1k group means (natural, specialized, structured) and how their overall mean is formed.
+VTAB_PAPER_GROUPS = {
+    "full": {"groups": (75.88, 83.36, 47.64), "source": "VPT (arXiv:2203.12119) Table 1, row Full"},
+    "linear": {"groups": (68.93, 77.16, 26.84), "source": "VPT (arXiv:2203.12119) Table 1, row Linear"},
+    "partial": {"groups": (69.44, 78.53, 34.17), "source": "VPT (arXiv:2203.12119) Table 1, row Partial-1"},
+    "bias": {"groups": (73.30, 78.25, 44.09), "source": "VPT (arXiv:2203.12119) Table 1, row Bias"},
+    "vpt-shallow": {"groups": (76.81, 79.66, 46.98), "source": "VPT (arXiv:2203.12119) Table 1, row VPT-Shallow"},
+    "vpt-deep": {"groups": (78.48, 82.43, 54.98), "source": "VPT (arXiv:2203.12119) Table 1, row VPT-Deep"},
+    "e2vpt": {"groups": (80.01, 84.43, 57.39), "source": "E²VPT (arXiv:2307.13770) Table 1, row E²VPT"},
+    "pvp": {"groups": None, "mean": 78.02,
+            "source": "PVP (arXiv:2304.13639), VTAB-1k mean as listed by Papers with Code; the paper's per-group "
+                      "numbers and its mean convention could not be checked"},
 }
 
 # Per-method settings on the real datasets (the starter keeps its own batch size; every method gets the official
@@ -209,8 +265,8 @@ def _read_json(path: Path) -> Optional[dict]:
 
 
 def backbone_choice(dataset: str, backbone: Optional[str]) -> Optional[str]:
-    """The ``--backbone`` name a reproduction uses: the default for real datasets, none for the starter."""
-    if dataset == "starter":
+    """The ``--backbone`` name a reproduction uses: the default for real datasets, none for the offline ones."""
+    if dataset in OFFLINE:
         if backbone is not None:
             raise ValueError(f"--backbone {backbone} applies to the FGVC datasets; the offline starter has its own "
                              "backbone (starter-vit). Leave --backbone out.")
@@ -224,7 +280,7 @@ def backbone_choice(dataset: str, backbone: Optional[str]) -> Optional[str]:
 
 def long_prompt_batch(dataset: str, method: str, num_prompts: Optional[int], batch_size: int) -> int:
     """The batch size VPT Table 8 gives a VPT run with ``num_prompts`` prompts: 64 from 100 prompts on."""
-    if dataset != "starter" and method.startswith("vpt") and num_prompts is not None and num_prompts >= LONG_PROMPTS:
+    if dataset not in OFFLINE and method.startswith("vpt") and num_prompts is not None and num_prompts >= LONG_PROMPTS:
         return LONG_PROMPT_BATCH
     return batch_size
 
@@ -239,17 +295,25 @@ def base_config(dataset: str, method: str, config: Union[str, Path, dict, RunCon
     backbone = backbone_choice(dataset, backbone)
     settings = METHOD_SETTINGS[method]
     if config is None:
-        config = "starter" if dataset == "starter" else "cub_e2vpt"
+        config = "starter" if dataset in OFFLINE else "cub_e2vpt"
     options = dict(settings["method"])
+    task = vtab_task(dataset)
+    if method == "e2vpt" and task in VTAB_TASKS:
+        options["num_prompts"], options["num_kv_prompts"] = VTAB_E2VPT_PROMPTS.get(task, VTAB_E2VPT_DEFAULT_PROMPTS)
     changes: dict = {"method": method_config(options.pop("name"), **options), "prune": PruneConfig(), "compare": {}}
     train: dict = {"schedule": "epoch", "amp": False}  # the official code trains in fp32 (docs/results/precision.json)
-    if dataset != "starter":
+    if dataset not in OFFLINE:
         changes["data"] = {"root": DATASETS[dataset][0]}
         changes["backbone"] = {"name": BACKBONES[backbone]["timm"]}
         train.update(settings["train"], epochs=100, warmup_epochs=10)
+        if task is not None and settings["train"]["optimizer"] == "sgd" and method != "linear":
+            train["batch_size"] = VTAB_BATCH
         train["batch_size"] = long_prompt_batch(dataset, method, options.get("num_prompts"), train["batch_size"])
     elif settings["train"]["optimizer"] != "sgd":
         train["optimizer"] = settings["train"]["optimizer"]
+    if task is not None:  # VPT's VTAB pipeline: the whole image to crop x crop, no augmentation; tuned on train800
+        changes["data"] = {**changes.get("data", {}), "root": DATASETS[dataset][0], "resize": "square",
+                           "train_split": "train", **({"synthetic": False} if dataset in OFFLINE else {})}
     if tiny:
         train.update(epochs=TINY["epochs"], warmup_epochs=1)
     return load_run_config(config).replace(**changes, train=train).with_overrides(overrides)
@@ -267,8 +331,7 @@ def prompt_length_config(cfg: RunConfig, dataset: str, method: str, length: Opti
     """``cfg`` with ``length`` prompts and the batch size VPT uses for that length (unchanged for None)."""
     if length is None:
         return cfg
-    batch = long_prompt_batch(dataset, method, length, METHOD_SETTINGS[method]["train"]["batch_size"]
-                              if dataset != "starter" else cfg.train.batch_size)
+    batch = long_prompt_batch(dataset, method, length, cfg.train.batch_size)
     return cfg.replace(method={"num_prompts": length}, train={"batch_size": batch})
 
 
@@ -293,21 +356,25 @@ def _plan(dataset: str, method: str, cfg: RunConfig, lrs, wds, seeds, prompt_len
 
 
 def _grid(cfg: RunConfig, out: Path, lrs, wds, prompt_lengths, progress: bool, dataset: str, method: str) -> dict:
-    """Stage 1: the lr × wd (× prompt length) grid, selected on the best validation accuracy of any epoch."""
+    """Stage 1: the lr × wd (× prompt length) grid, selected on the best validation accuracy of any epoch (FGVC,
+    E²VPT's script) or on the last epoch's (VTAB-1k, VPT's and E²VPT's VTAB scripts)."""
     path = out / "grid.json"
     if path.is_file():
         return json.loads(path.read_text())
+    select = "last" if vtab_task(dataset) else "best"
     searches = []
     for length in prompt_lengths or [None]:
         run_cfg = prompt_length_config(cfg, dataset, method, length)
         folder = out / "grid" if length is None else out / "grid" / f"p{length}"
-        search = runs.grid_search(run_cfg, lrs, wds, folder, progress=progress, select="best")
+        search = runs.grid_search(run_cfg, lrs, wds, folder, progress=progress, select=select)
         for r in search["runs"]:
             r["num_prompts"] = length
         searches.append(search)
     all_runs = [r for s in searches for r in s["runs"]]
-    best = max(all_runs, key=lambda r: (r["best_val_acc"], -r["base_lr"]))
-    grid = {"best": best, "runs": all_runs, "select": "best validation accuracy of any epoch; ties: smaller lr"}
+    key = "val_acc" if select == "last" else "best_val_acc"
+    best = max(all_runs, key=lambda r: (r[key], -r["base_lr"]))
+    grid = {"best": best, "runs": all_runs, "select": (f"{'last-epoch' if select == 'last' else 'best of any epoch'} "
+                                                       "validation accuracy; ties: smaller lr")}
     write_json(path, grid)
     return grid
 
@@ -333,13 +400,16 @@ def _prune(cfg: RunConfig, grid: dict, out: Path, tiny: bool, progress: bool) ->
     return {k: v for k, v in result.items() if k not in ("model", "sweep")}
 
 
-def _final_run(cfg: RunConfig, seed: int, grid: dict, pruned: Optional[dict], out: Path, progress: bool) -> dict:
-    """Stage 3: one final seed; its result.json marks it done."""
+def _final_run(cfg: RunConfig, seed: int, grid: dict, pruned: Optional[dict], out: Path, progress: bool,
+               trainval: bool = False) -> dict:
+    """Stage 3: one final seed; its result.json marks it done. ``trainval``: train on train + val (VTAB-1k's
+    train800val200), so no final run is the grid's or the rewinding's run."""
     path = out / "final" / f"seed{seed}" / "result.json"
     if path.is_file():
         return json.loads(path.read_text())
-    seed_cfg = cfg.replace(train={"seed": seed}, output_dir=str(path.parent))
-    same_as_selected = seed == cfg.train.seed
+    seed_cfg = cfg.replace(train={"seed": seed}, output_dir=str(path.parent),
+                           **({"data": {"train_split": "trainval"}} if trainval else {}))
+    same_as_selected = seed == cfg.train.seed and not trainval
     if pruned is None:
         if same_as_selected:  # the grid's best run is this very run
             seed_cfg = seed_cfg.replace(output_dir=grid["best"]["output_dir"])
@@ -359,7 +429,7 @@ def _final_run(cfg: RunConfig, seed: int, grid: dict, pruned: Optional[dict], ou
             loaders = runs.prepare_data(seed_cfg, train_config.batch_size, seed)
             num_classes = loaders["train"].dataset.num_classes
             rewound = prune_and_rewind(lambda: runs.build_model(seed_cfg, num_classes), loaders["train"],
-                                       loaders["val"], train_config, scores, path.parent,
+                                       loaders.get("val"), train_config, scores, path.parent,
                                        [budgets["num_tokens"]], [budgets["num_segments"]],
                                        test_loader=loaders["test"], progress=progress)["best"]
             result = {"seed": seed, "test_acc": rewound["test_acc"], "val_acc": rewound["val_acc"],
@@ -375,8 +445,15 @@ def _number(value: Optional[float], fmt: str = ".1f") -> str:
 def paper_numbers(method: str, dataset: str) -> dict:
     """The papers' numbers a result is shown beside: ``paper`` (this dataset, or None where no row can be cited),
     ``paper_mean`` (the method's FGVC mean over the five datasets, FGVC only) and ``paper_source``."""
+    task = vtab_task(dataset)
+    if task in VTAB_TASKS:
+        paper = VTAB_PAPER.get(method, {}).get(task)
+        return {"paper": paper, "paper_mean": None, "paper_source": (
+            VTAB_PAPER_SOURCE if paper is not None else
+            "no per-task VTAB-1k number of this method can be cited; group means: the VTAB summary")}
     if dataset not in FGVC:
-        return {"paper": None, "paper_mean": None, "paper_source": "no paper number (offline starter)"}
+        return {"paper": None, "paper_mean": None,
+                "paper_source": f"no paper number (offline {'starter' if dataset == 'starter' else 'task'})"}
     paper = PAPER[method].get(dataset)
     source = PAPER_SOURCE[method] + ("" if paper is not None else
                                      "; no citable per-dataset number, so only the FGVC mean is shown")
@@ -409,16 +486,19 @@ def markdown(results: dict) -> str:
     mean, std, paper = results["test_acc_mean"], results["test_acc_std"], results["paper"]
     best = grid["best"]
     seeds = ", ".join(str(s) for s in p["seeds"])
-    per_seed = ", ".join(f"{r['seed']}: {100 * r['test_acc']:.1f} / {100 * r['val_acc']:.1f}" for r in final)
+    per_seed = ", ".join(f"{r['seed']}: {100 * r['test_acc']:.1f} / "
+                         f"{'—' if r['val_acc'] is None else format(100 * r['val_acc'], '.1f')}" for r in final)
     prompts = f", {best['num_prompts']} prompts" if best.get("num_prompts") else ""
     table = markdown_table(
         ("method", "dataset", f"test top-1 (%), mean ± std over seeds {seeds}", "paper (%)", "difference (points)",
          "paper source"),
         [(results["method"], p["dataset"], f"{mean:.1f} ± {std:.1f}", _number(paper),
           _number(None if paper is None else mean - paper, "+.1f"), results["paper_source"])])
+    trained_on = (" Final runs train on train800val200 (no validation split: — marks it)."
+                  if vtab_task(p["dataset"]) else "")
     lines = [f"# {results['method']} on {DATASETS[p['dataset']][1]}: the papers' protocol", "", table, "",
-             f"Per seed (test / val %): {per_seed}.",
-             f"Selected on validation (best of any epoch over {len(grid['runs'])} grid runs): base_lr "
+             f"Per seed (test / val %): {per_seed}.{trained_on}",
+             f"Selected on validation ({grid['select'].split(';')[0]} over {len(grid['runs'])} grid runs): base_lr "
              f"{best['base_lr']}, weight_decay {best['weight_decay']}{prompts} (val {100 * best['best_val_acc']:.1f}%).",
              f"Tunable parameters: {_percentages(results)}."]
     if results.get("paper_mean") is not None:
@@ -472,6 +552,20 @@ def prompt_length_list(method: str, prompt_lengths: Union[str, Sequence[int], No
     return lengths
 
 
+def ensure_vtab_task(task: str, root: Path) -> None:
+    """Refuse, in one line and before any training, a VTAB-1k task root that is not prepared; prepare the offline
+    task (generated, no download) when its folder is missing."""
+    if (root / "trainval.json").is_file():
+        return
+    if task in OFFLINE_TASKS and root.name == task:
+        prepare_vtab(root.parent, tasks=[task])
+        return
+    source = "" if task in OFFLINE_TASKS else " (--archive DIR | --tfds-data-dir DIR)"
+    raise ValueError(f"VTAB-1k task {task} is not prepared at {root} (no trainval.json); prepare it with "
+                     f"`python -m data_prep vtab --root {root.parent}{source} --tasks {task}`, or point data.root "
+                     "at its folder.")
+
+
 def reproduction_plan(dataset: str, method: str, config: Union[str, Path, dict, RunConfig, None] = None,
                       overrides: Sequence[str] = (), tiny: bool = False, lrs: Optional[Sequence[float]] = None,
                       wds: Optional[Sequence[float]] = None, seeds: Optional[Sequence[int]] = None,
@@ -483,7 +577,8 @@ def reproduction_plan(dataset: str, method: str, config: Union[str, Path, dict, 
     cfg = base_config(dataset, method, config, overrides, tiny, backbone)
     backbone = backbone_choice(dataset, backbone)
     lengths = prompt_length_list(method, prompt_lengths)
-    lrs = list(lrs or METHOD_SETTINGS[method]["lrs"][:TINY["lrs"] if tiny else None])
+    grid_lrs = VTAB_PROMPT_LRS if vtab_task(dataset) and METHOD_SETTINGS[method]["lrs"] == PROMPT_LRS else None
+    lrs = list(lrs or (grid_lrs or METHOD_SETTINGS[method]["lrs"])[:TINY["lrs"] if tiny else None])
     wds = grid_weight_decays(cfg, wds or (TINY["wds"] if tiny else WEIGHT_DECAYS))
     seeds = list(seeds or (TINY["seeds"] if tiny else FINAL_SEEDS))
     return cfg, _plan(dataset, method, cfg, lrs, wds, seeds, lengths, tiny, backbone)
@@ -497,7 +592,8 @@ def reproduce(dataset: str, method: str, out: Union[str, Path, None] = None,
     """Run (or resume) the protocol for one method on one dataset; returns what ``results.json`` holds.
 
     Args:
-        dataset: cub, nabirds, flowers, dogs, cars (prepared with ``python -m data_prep``) or starter.
+        dataset: cub, nabirds, flowers, dogs, cars (prepared with ``python -m data_prep``), starter, or a VTAB-1k
+            task ``vtab-<task>`` (``python -m data_prep vtab``; ``vtab-starter_distance`` offline).
         method: one of ``METHODS`` (e2vpt, vpt-deep, vpt-shallow, linear, full, bias, partial).
         out: output folder (default ``results/reproduce/<dataset>/<method>``).
         config / overrides: base run config (default: ``cub_e2vpt`` for real data, ``starter``) and
@@ -508,6 +604,8 @@ def reproduce(dataset: str, method: str, out: Union[str, Path, None] = None,
     """
     cfg, plan = reproduction_plan(dataset, method, config, overrides, tiny, lrs, wds, seeds, prompt_lengths, backbone)
     lrs, wds, lengths, seeds = plan["lrs"], plan["wds"], plan["prompt_lengths"], plan["seeds"]
+    if vtab_task(dataset) is not None:
+        ensure_vtab_task(vtab_task(dataset), Path(cfg.data.root))
     out = Path(out or f"results/reproduce/{dataset}/{method}")
     previous = _read_json(out / "protocol.json")
     if previous is not None and previous != plan:
@@ -519,7 +617,8 @@ def reproduce(dataset: str, method: str, out: Union[str, Path, None] = None,
     grid = _grid(cfg.replace(output_dir=str(out)), out, lrs, wds, lengths, progress, dataset, method)
     selected = _selected_config(cfg, grid, dataset, method)
     pruned = _prune(selected, grid, out, tiny, progress) if method == "e2vpt" else None
-    final = [_final_run(selected, seed, grid, pruned, out, progress) for seed in seeds]
+    final = [_final_run(selected, seed, grid, pruned, out, progress, trainval=vtab_task(dataset) is not None)
+             for seed in seeds]
     mean, std = mean_std([100 * r["test_acc"] for r in final])
     best_metrics = _read_json(Path(grid["best"]["output_dir"]) / "metrics.json") or {}
     counts = best_metrics.get("parameters") or {}

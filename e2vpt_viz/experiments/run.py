@@ -19,7 +19,7 @@ import torch
 from . import distributed as dist
 from .config import RunConfig, load_run_config, packaged_configs  # noqa: F401 (load_run_config is read from here too)
 from ..checkpoint import load_prompts, write_json
-from ..data import SPLITS, DatasetLayoutError, FGVCDataset, check_readable, make_loaders
+from ..data import DatasetLayoutError, FGVCDataset, check_readable, loader_splits, make_loaders
 from ..methods import apply_prompts, count_parameters
 from ..model import PromptedViT
 from ..run_folder import owning
@@ -49,7 +49,9 @@ def prepare_data(cfg: RunConfig, batch_size: int, seed: int) -> dict:
                     f"written there ({type(error).__name__}: {error.strerror or error}); set data.root to a folder "
                     "you can write, or generate it once with: python -m data_prep synthetic --root <folder>") from None
         dist.barrier()
-    check_readable({split: FGVCDataset(root, split) for split in SPLITS}, data.max_unreadable)
+    check_readable({role: FGVCDataset(root, split) for role, split in loader_splits(data.train_split).items()},
+                   data.max_unreadable)
+    preprocessing = data.preprocessing(cfg.backbone.name)
     device = dist.processes().device(cfg.train)
     shard = (dist.rank(), dist.world_size()) if dist.is_distributed() else None
     loaders = None
@@ -57,13 +59,13 @@ def prepare_data(cfg: RunConfig, batch_size: int, seed: int) -> dict:
         from .device_data import make_device_loaders
 
         loaders = make_device_loaders(root, data.crop_size, batch_size, seed, device, data.device_budget_mb,
-                                      max(1, data.num_workers), shard)
+                                      max(1, data.num_workers), shard, preprocessing, data.train_split)
     if loaders is None and shard is not None:
         loaders = dist.make_sharded_loaders(root, data.crop_size, batch_size, shard, data.num_workers, data.cache,
-                                            seed, pin_memory=device.type == "cuda")
+                                            seed, device.type == "cuda", preprocessing, data.train_split)
     if loaders is None:
         loaders = make_loaders(root, data.crop_size, batch_size, data.num_workers, data.cache, seed,
-                               pin_memory=device.type == "cuda")
+                               device.type == "cuda", preprocessing, data.train_split)
     for loader in loaders.values():
         loader.dataset.max_unreadable = data.max_unreadable  # the share evaluation may skip (see evaluate)
     return loaders
@@ -108,7 +110,7 @@ def train_run(cfg: RunConfig, callbacks: Sequence[Callable] = (), progress: bool
         train_config, loaders, model, out = _setup(cfg, progress)
         started = time.perf_counter()
         processes = dist.processes()
-        history = fit(model, loaders["train"], loaders["val"], train_config, out, callbacks, processes)
+        history = fit(model, loaders["train"], loaders.get("val"), train_config, out, callbacks, processes)
         seconds = time.perf_counter() - started
         test = evaluate(model, loaders["test"], amp=train_config.amp, processes=processes)
         metrics = {"method": model.method_config.method_name(), "backbone": cfg.backbone.name,
@@ -140,6 +142,9 @@ def finished_run(cfg: RunConfig) -> Optional[dict]:
 def evaluate_run(cfg: RunConfig, checkpoint: Union[str, Path, None] = None, split: str = "test") -> dict:
     """Accuracy of the prompts saved by a run (default ``output_dir/prompts.safetensors``) on one split."""
     train_config, loaders, model, out = _setup(cfg, progress=False)
+    if split not in loaders:
+        raise ValueError(f"split {split!r}: this run trained on data.train_split={cfg.data.train_split}, which holds "
+                         f"the validation images; evaluate {' or '.join(loaders)} instead.")
     load_prompts(model, checkpoint or out / PROMPTS_FILE)
     model.to(train_config.resolve_device())
     return evaluate(model, loaders[split], amp=train_config.amp)
@@ -217,7 +222,13 @@ def grid_search(cfg: RunConfig, base_lrs: Sequence[float], weight_decays: Sequen
 
 def check_prunable(cfg: RunConfig) -> None:
     """Refuse, before any training, a prune run that cannot work: a method without pruning masks, or candidate
-    budgets that would remove every prompt or every segment."""
+    budgets that would remove every prompt or every segment, or training on train + val (nothing left to choose
+    the budgets on)."""
+    if cfg.data.train_split != "train":
+        raise pruning.PruningError(
+            f"prune chooses its budgets on the validation split, but data.train_split={cfg.data.train_split} trains "
+            "on it; prune with data.train_split=train (VTAB-1k: train800 / val200) and train the final runs on "
+            "trainval with the chosen budgets, as `reproduce` does.")
     method = cfg.method
     if not getattr(method, "masks", False):
         raise pruning.PruningError(

@@ -17,7 +17,8 @@ from .conftest import TRAIN, run_args
 # Values outside each field's range (a wrong type is generated from the field's annotation).
 OUT_OF_RANGE = {
     "data.crop_size": "-1", "data.num_workers": "-1", "data.on_device": "sometimes", "data.device_budget_mb": "-1",
-    "data.max_unreadable": "1.5", "data.root": "/nonexistent/e2vpt-data",
+    "data.max_unreadable": "1.5", "data.root": "/nonexistent/e2vpt-data", "data.resize": "bicubic",
+    "data.normalize": "clip", "data.train_split": "val",
     "backbone.name": "vit_nonexistent_model", "backbone.checkpoint": "/nonexistent/weights.pth",
     "train.epochs": "0", "train.warmup_epochs": "-1", "train.batch_size": "0", "train.base_lr": "-1",
     "train.weight_decay": "-1", "train.optimizer": "adam", "train.momentum": "1.5", "train.seed": "-1",

@@ -57,7 +57,8 @@ def integrated_gradients(model: PromptedViT, images: torch.Tensor, target: Optio
     """Integrated Gradients along the straight path from a constant ``baseline`` image to ``images``.
 
     Args:
-        images: (B, 3, H, W) normalised model input; ``baseline`` 0 is the dataset's mean colour.
+        images: (B, 3, H, W) normalised model input; ``baseline`` 0 is the normalisation's mean colour (ImageNet's,
+            or the backbone's own with ``data.normalize=backbone``).
         target: (B,) class per image; None explains the predicted class.
         steps: Gauss-Legendre points on the path; more steps give a smaller completeness error.
 

@@ -58,6 +58,20 @@ def tiny_root(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def vtab_offline_root(tmp_path_factory) -> tuple[Path, float]:
+    """A root prepared by ``python -m data_prep vtab --root R --tasks starter_distance`` (the offline VTAB-shaped
+    task, no source), once per session, and the seconds the command took. Read it; do not write into it."""
+    import time
+
+    from data_prep.__main__ import main as data_prep_main
+
+    root = tmp_path_factory.mktemp("vtab-offline") / "vtab-1k"
+    started = time.perf_counter()
+    assert data_prep_main(["vtab", "--root", str(root), "--tasks", "starter_distance"]) == 0
+    return root, time.perf_counter() - started
+
+
+@pytest.fixture(scope="session")
 def lesson_workspace(tmp_path_factory):
     """A copy of the lessons beside a link to the repository's ``data/`` (see tests/notebook_kernel.py)."""
     from notebook_kernel import make_workspace

@@ -57,13 +57,11 @@ def expected_label(distance: float) -> int:
     return sum(distance >= edge for edge in vtab.STARTER_DISTANCE_EDGES[1:-1])
 
 
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    """``python -m data_prep vtab --root R --tasks starter_distance`` (no source), and the seconds it took."""
-    root = tmp_path_factory.mktemp("offline") / "root"
-    started = time.perf_counter()
-    assert run_cli(["--root", root, "--tasks", TASK]) == 0
-    return root, time.perf_counter() - started
+@pytest.fixture
+def prepared(vtab_offline_root):
+    """``python -m data_prep vtab --root R --tasks starter_distance`` (no source; tests/conftest.py), and the seconds
+    it took."""
+    return vtab_offline_root
 
 
 def test_the_cli_prepares_it_without_a_source_in_vtab_1k_shape(prepared):

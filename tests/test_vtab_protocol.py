@@ -14,7 +14,6 @@ from e2vpt_viz.experiments.reproduce import (FINAL_SEEDS, VTAB_PAPER, VTAB_PAPER
 from e2vpt_viz.experiments.vtab import summary_document, summary_markdown
 from e2vpt_viz.methods import E2VPTConfig
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("method", ["full", "vpt-shallow", "vpt-deep"])
@@ -27,7 +26,7 @@ def test_vpt_per_task_table_gives_its_group_means(method):
     assert set(VTAB_PAPER[method]) == set(TASKS)
 
 
-def test_vtab_settings_follow_the_official_vtab_scripts():
+def test_vtab_settings_follow_the_official_vtab_scripts(one_thread):
     cfg, plan = reproduction_plan("vtab-dtd", "e2vpt")
     assert cfg.data.root == "data/vtab-1k/dtd" and cfg.backbone.name == "vit_base_patch16_224.orig_in21k"
     assert (cfg.data.resize, cfg.data.normalize, cfg.data.train_split, cfg.data.crop_size) == (
@@ -76,10 +75,11 @@ def test_summary_labels_both_means_and_marks_an_incomplete_group():
     assert "mean of the 3 group means (VPT / E²VPT / NOAH 'mean'): —" in partial
 
 
-def test_vtab_runner_end_to_end_on_the_offline_task(tmp_path, capsys):
-    """The VTAB code path in CI: prepare the offline structured task, grid on train800 / val200 (last-epoch
-    selection), a final run on train800val200, the summary; a rerun trains nothing."""
-    root, out = tmp_path / "vtab", tmp_path / "out"
+def test_vtab_runner_end_to_end_on_the_offline_task(vtab_offline_root, tmp_path, capsys):
+    """The VTAB code path in CI: the offline structured task as `python -m data_prep vtab` prepared it, the grid on
+    train800 / val200 (last-epoch selection), a final run on train800val200, the summary; a rerun trains nothing.
+    (All the machine's threads: nothing else runs beside it, and it trains 4 epochs on 800-1,000 images.)"""
+    root, out = vtab_offline_root[0], tmp_path / "out"
     args = ["reproduce", "--dataset", "vtab", "--tasks", "starter_distance", "--method", "vpt-deep", "--tiny",
             "--quiet", "--lrs", "2.5", "--seeds", "42", "--vtab-root", str(root), "--out", str(out)]
     assert main(args) == 0
@@ -118,7 +118,7 @@ def trainval_root(tiny_root, tmp_path):
     return root
 
 
-def test_e2vpt_prunes_on_train_and_val_then_trains_its_final_runs_on_both(trainval_root, tmp_path):
+def test_e2vpt_prunes_on_train_and_val_then_trains_its_final_runs_on_both(trainval_root, tmp_path, one_thread):
     """E²VPT on a VTAB task: budgets chosen on val200 after rewinding on train800; each final seed then trains under
     the chosen masks on train800val200 (one candidate, no validation), none of them read back from the rewinding."""
     out = tmp_path / "e2vpt"

@@ -457,10 +457,31 @@ def paper_numbers_text(r: dict[str, dict]) -> str:
     return markdown_table(["method", *(DATASETS[d][1] for d in FGVC), "FGVC mean", "source"], rows)
 
 
+def vtab_paper_numbers_text(r: dict[str, dict]) -> str:
+    """The papers' VTAB-1k numbers the VTAB summary shows: group means, the mean of the three group means (the VPT /
+    E²VPT convention) and, where every task has a cited number, the flat mean over the 19 tasks; each cited."""
+    from data_prep.vtab import GROUPS, summary
+    from .reproduce import VTAB_PAPER, VTAB_PAPER_GROUPS
+
+    rows = []
+    for method, paper in VTAB_PAPER_GROUPS.items():
+        groups = paper.get("groups")
+        flat = summary(VTAB_PAPER[method])["flat_mean"]["value"] if method in VTAB_PAPER else None
+        mean = sum(groups) / 3 if groups else None
+        rows.append([method, *(_f(g, ".2f") for g in (groups or (None,) * len(GROUPS))),
+                     _f(mean, ".2f") if mean is not None else "—",
+                     _f(flat, ".2f") if flat is not None else "—",
+                     f"{paper['mean']:.2f}, convention not stated" if paper.get("mean") else "—", paper["source"]
+                     + ("; flat mean from VPT Table 13's per-task row" if flat is not None else "")])
+    return markdown_table(["method", "natural", "specialized", "structured", "mean of the 3 group means",
+                           "flat mean of 19 tasks", "other reported mean", "source"], rows)
+
+
 BLOCKS: dict[str, Callable[[dict[str, dict]], str]] = {
     "main-job": main_job_text, "tests": tests_text, "calibration": calibration_text, "baselines": baselines_text,
     "settings-sweep": sweep_text, "pruning": pruning_text, "pvp": pvp_text, "starter": starter_text,
     "performance": performance_text, "backbones": backbones_text, "deviations": deviations_text, "paper-numbers": paper_numbers_text,
+    "vtab-paper-numbers": vtab_paper_numbers_text,
 }
 
 

@@ -81,7 +81,8 @@ def test_vtab_runner_end_to_end_on_the_offline_task(vtab_offline_root, tmp_path,
     (All the machine's threads: nothing else runs beside it, and it trains 4 epochs on 800-1,000 images.)"""
     root, out = vtab_offline_root[0], tmp_path / "out"
     args = ["reproduce", "--dataset", "vtab", "--tasks", "starter_distance", "--method", "vpt-deep", "--tiny",
-            "--quiet", "--lrs", "2.5", "--seeds", "42", "--vtab-root", str(root), "--out", str(out)]
+            "--quiet", "--lrs", "2.5", "--seeds", "42", "--vtab-root", str(root), "--out", str(out),
+            "train.epochs=1", "train.warmup_epochs=0"]
     assert main(args) == 0
     printed = capsys.readouterr().out
     task_root = root / "starter_distance"
@@ -94,7 +95,7 @@ def test_vtab_runner_end_to_end_on_the_offline_task(vtab_offline_root, tmp_path,
     final_run = json.loads((folder / "final" / "seed42" / "metrics.json").read_text())
     assert grid_run["config"]["data"]["train_split"] == "train" and grid_run["val_acc"] is not None
     assert final_run["config"]["data"]["train_split"] == "trainval" and final_run["config"]["data"]["resize"] == "square"
-    assert len(final_run["history"]) == 2 and results["final"][0]["test_acc"] == final_run["test_acc"]
+    assert len(final_run["history"]) == 1 and results["final"][0]["test_acc"] == final_run["test_acc"]
     document = json.loads((out / "vpt-deep-summary.json").read_text())
     assert document["summary"]["offline"] == {"starter_distance": pytest.approx(results["test_acc_mean"])}
     assert document["summary"]["mean_of_groups"]["value"] is None  # the offline task is in none of the 19-task means
@@ -132,3 +133,13 @@ def test_e2vpt_prunes_on_train_and_val_then_trains_its_final_runs_on_both(trainv
         (chosen["num_tokens"], chosen["num_segments"], None)]
     assert results["final"][0]["run_dir"] == str(out / "final" / "seed42")
     assert results["final"][0]["test_acc"] == rewind["runs"][0]["test_acc"]
+
+
+def test_the_packaged_vtab_config_is_the_protocols_setting_for_dtd(one_thread):
+    from e2vpt_viz.experiments.config import load_run_config
+
+    packaged, protocol = load_run_config("vtab"), base_config("vtab-dtd", "e2vpt")
+    assert packaged.data == protocol.data and packaged.method == protocol.method
+    assert packaged.backbone.name == protocol.backbone.name
+    for field in ("epochs", "warmup_epochs", "schedule", "batch_size", "optimizer", "amp"):
+        assert getattr(packaged.train, field) == getattr(protocol.train, field), field

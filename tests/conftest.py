@@ -58,6 +58,20 @@ def tiny_root(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def trainval_root(tiny_root, tmp_path_factory) -> Path:
+    """The tiny root with a trainval.json (train + val), as a VTAB-1k task folder of `python -m data_prep vtab` has;
+    named like the offline task's folder. Read it; do not write into it."""
+    import json
+    import shutil
+
+    root = tmp_path_factory.mktemp("trainval") / "starter_distance"
+    shutil.copytree(tiny_root, root)
+    both = {**json.loads((root / "train.json").read_text()), **json.loads((root / "val.json").read_text())}
+    (root / "trainval.json").write_text(json.dumps(both))
+    return root
+
+
+@pytest.fixture(scope="session")
 def vtab_offline_root(tmp_path_factory) -> tuple[Path, float]:
     """A root prepared by ``python -m data_prep vtab --root R --tasks starter_distance`` (the offline VTAB-shaped
     task, no source), once per session, and the seconds the command took. Read it; do not write into it."""

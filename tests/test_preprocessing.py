@@ -3,8 +3,6 @@ normalisation (ImageNet's, as the papers, or the backbone's own pre-training sta
 (train, or VTAB-1k's train800val200), through the DataLoader path, the device-resident path and a run."""
 from __future__ import annotations
 
-import json
-import shutil
 
 import numpy as np
 import pytest
@@ -87,16 +85,6 @@ def test_device_path_gives_the_dataloader_path_images_with_any_statistics(tiny_r
                               atol=1e-5)
         batches = list(make_device_loaders(tiny_root, 32, 8, 0, "cpu", preprocessing=pre)["train"])
         assert sum(len(y) for _, y in batches) == len(dataset)
-
-
-@pytest.fixture(scope="module")
-def trainval_root(tiny_root, tmp_path_factory):
-    """The tiny root with a trainval.json (train + val), as `python -m data_prep vtab` writes it."""
-    root = tmp_path_factory.mktemp("trainval") / "tiny"
-    shutil.copytree(tiny_root, root)
-    both = {**json.loads((root / "train.json").read_text()), **json.loads((root / "val.json").read_text())}
-    (root / "trainval.json").write_text(json.dumps(both))
-    return root
 
 
 def test_trainval_runs_train_on_train_and_val_and_refuse_what_needs_validation(trainval_root, tmp_path):

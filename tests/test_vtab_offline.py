@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -15,27 +14,12 @@ import pytest
 from PIL import Image
 
 from data_prep import vtab
-from data_prep.__main__ import main
 from data_prep.layout import read_cub_table, read_split
 from data_prep.splits import fingerprint
+from test_data_prep_vtab import one_error_line, run_cli, snapshot
 
 TASK = "starter_distance"
 SPLITS = ("train", "val", "trainval", "test")
-
-
-def run_cli(args) -> int:
-    return main(["vtab", *map(str, args)])
-
-
-def one_error_line(capsys) -> str:
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1, lines
-    assert lines[0].startswith("python -m data_prep vtab: error: ")
-    return lines[0]
-
-
-def snapshot(root: Path) -> dict[str, tuple[int, bytes]]:
-    return {str(p.relative_to(root)): (p.stat().st_mtime_ns, p.read_bytes()) for p in root.rglob("*") if p.is_file()}
 
 
 def distances(folder: Path) -> dict[str, float]:

@@ -107,18 +107,6 @@ def test_vtab_runner_end_to_end_on_the_offline_task(vtab_offline_root, tmp_path,
     assert stamps and {p: p.stat().st_mtime_ns for p in out.rglob("*.safetensors")} == stamps
 
 
-@pytest.fixture
-def trainval_root(tiny_root, tmp_path):
-    """The tiny synthetic root with a trainval.json, as a VTAB task folder has one."""
-    import shutil
-
-    root = tmp_path / "starter_distance"
-    shutil.copytree(tiny_root, root)
-    both = {**json.loads((root / "train.json").read_text()), **json.loads((root / "val.json").read_text())}
-    (root / "trainval.json").write_text(json.dumps(both))
-    return root
-
-
 def test_e2vpt_prunes_on_train_and_val_then_trains_its_final_runs_on_both(trainval_root, tmp_path, one_thread):
     """E²VPT on a VTAB task: budgets chosen on val200 after rewinding on train800; each final seed then trains under
     the chosen masks on train800val200 (one candidate, no validation), none of them read back from the rewinding."""

@@ -256,11 +256,25 @@ def _differences(found, expected, prefix: str = "") -> list[str]:
     return []
 
 
+def _method_with_defaults(signature: dict) -> dict:
+    """``signature`` with its method config read back and written again, so that a file saved before a method
+    gained an option (stored without it) compares with that option's default; left as it is when unreadable."""
+    from .methods import config_from_dict  # methods builds models; this module only reads their signatures
+
+    method = signature.get("method")
+    try:
+        method = json.loads(json.dumps(config_from_dict(method).to_dict()))
+    except (TypeError, ValueError, KeyError, AttributeError):
+        return signature
+    return {**signature, "method": method}
+
+
 def check_signature(found: dict, expected: dict, source: str,
                     fix: str = "Build the model with the same backbone, method config and classes.") -> None:
     """Raise :class:`CheckpointMismatchError` naming each field that differs, with both sides' values, then ``fix``."""
     expected = json.loads(json.dumps(expected))  # as stored: tuples (e.g. LoRA's target modules) become lists
-    diffs = _differences(found if isinstance(found, dict) else {}, expected)
+    found = _method_with_defaults(found) if isinstance(found, dict) else {}
+    diffs = _differences(found, expected)
     if diffs:
         raise CheckpointMismatchError(f"{source} was made for another model; " + "; ".join(diffs) + f". {fix}")
 

@@ -29,3 +29,11 @@ def non_negative_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError(f"{name} must be an integer >= 0, got {value!r}.")
     return value
+
+
+def dropout_rate(value: Any, name: str = "dropout") -> float:
+    """``value`` as a dropout probability in [0, 1) (numpy / torch scalars accepted; bools are not)."""
+    value = plain_scalar(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        raise ValueError(f"{name} must be a number in [0, 1), got {value!r}.")
+    return value

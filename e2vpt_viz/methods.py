@@ -8,54 +8,17 @@ them by name::
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Optional
 
-import numpy as np
 import torch
 from torch import nn
 
-from .checks import plain_scalar, positive_int
+from .adapters import AdapterConfig, AdaptFormerConfig, SSFConfig
+from .checks import dropout_rate, positive_int
+from .method_base import MethodConfig
 from .model import ModelOptions, PromptedViT, PromptLayout, check_supported_backbone, require_prompted
-
-
-def _check_dropout(value: Any) -> float:
-    value = plain_scalar(value)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-        raise ValueError(f"dropout must be a number in [0, 1), got {value!r}.")
-    return value
-
-
-@dataclass
-class MethodConfig:
-    """Base of all method configs: what to add to the backbone and which backbone weights to train."""
-
-    name: ClassVar[str] = ""
-
-    def layout(self, depth: int) -> PromptLayout:
-        """Prompts to add to a backbone with ``depth`` blocks."""
-        return PromptLayout()
-
-    def prepare_backbone(self, backbone: nn.Module) -> nn.Module:
-        """Modify the backbone before wrapping (LoRA injects adapters here)."""
-        return backbone
-
-    def trains_backbone_param(self, param_name: str, depth: int) -> bool:
-        """Whether a backbone parameter stays trainable."""
-        return False
-
-    def backbone_train_mode(self) -> bool:
-        """Whether the backbone runs in train mode (its dropout on) while the model trains; every method but full
-        fine-tuning keeps it in eval mode, as the official VPT code does (``froze_enc``, and the prompted
-        transformer's ``train()``)."""
-        return False
-
-    def method_name(self) -> str:
-        return self.name
-
-    def to_dict(self) -> dict:
-        """Serialisable form, read back by :func:`config_from_dict`."""
-        return {"method": self.method_name(), **asdict(self)}
+from .peft_tuners import PEFT_METHODS, LoRAConfig  # noqa: F401 (LoRAConfig is imported from here too)
 
 
 @dataclass
@@ -90,7 +53,7 @@ class FullConfig(MethodConfig):
 
     def __post_init__(self) -> None:
         if self.dropout is not None:
-            self.dropout = _check_dropout(self.dropout)
+            self.dropout = dropout_rate(self.dropout)
 
     def prepare_backbone(self, backbone: nn.Module) -> nn.Module:
         if self.dropout is not None:
@@ -132,31 +95,13 @@ class PartialConfig(MethodConfig):
         return param_name.startswith(tuned_blocks + ("norm.", "fc_norm."))
 
 
-@dataclass
-class LoRAConfig(MethodConfig):
-    """LoRA on the fused ``qkv`` projection through HF peft (rank ``rank``, scaling ``alpha / rank``)."""
+PROMPT_INITS = ("random", "spt")  # visual prompts: VPT's random start, or data prototypes (Self-Prompt Tuning)
 
-    name: ClassVar[str] = "lora"
-    rank: int = 8
-    alpha: int = 8
-    dropout: float = 0.0
-    target_modules: tuple[str, ...] = ("qkv",)
 
-    def __post_init__(self) -> None:
-        self.rank = positive_int("rank", self.rank)
-        self.alpha = positive_int("alpha", self.alpha)
-        self.dropout = _check_dropout(self.dropout)
-        self.target_modules = tuple(self.target_modules)
-
-    def prepare_backbone(self, backbone: nn.Module) -> nn.Module:
-        from peft import LoraConfig as PeftLoraConfig, inject_adapter_in_model
-
-        peft_config = PeftLoraConfig(r=self.rank, lora_alpha=self.alpha, lora_dropout=self.dropout,
-                                     target_modules=list(self.target_modules))
-        return inject_adapter_in_model(peft_config, backbone)
-
-    def trains_backbone_param(self, param_name: str, depth: int) -> bool:
-        return "lora_" in param_name
+def check_prompt_init(value: str) -> None:
+    if value not in PROMPT_INITS:
+        raise ValueError(f"prompt_init must be random (VPT's uniform init) or spt (prototypes of the training "
+                         f"images' tokens), got {value!r}.")
 
 
 @dataclass
@@ -164,19 +109,23 @@ class VPTConfig(MethodConfig):
     """Visual Prompt Tuning: ``num_prompts`` learned tokens after the prefix tokens, no position embedding.
 
     Shallow prompts enter before block 0 and flow through; deep prompts are replaced before every block.
-    ``dropout`` defaults to 0.1 for deep and 0 for shallow prompts (the paper's settings).
+    ``dropout`` defaults to 0.1 for deep and 0 for shallow prompts (the paper's settings). ``prompt_init``: "random"
+    (VPT's uniform init) or "spt" (Self-Prompt Tuning: prototypes of the training images' tokens, set by the run
+    before training; see :mod:`e2vpt_viz.self_prompt`).
     """
 
     name: ClassVar[str] = "vpt"
     num_prompts: int = 50
     deep: bool = False
     dropout: Optional[float] = None
+    prompt_init: str = "random"
 
     def __post_init__(self) -> None:
         self.num_prompts = positive_int("num_prompts", self.num_prompts)
         if self.dropout is None:
             self.dropout = 0.1 if self.deep else 0.0
-        self.dropout = _check_dropout(self.dropout)
+        self.dropout = dropout_rate(self.dropout)
+        check_prompt_init(self.prompt_init)
 
     def method_name(self) -> str:
         return "vpt-deep" if self.deep else "vpt-shallow"
@@ -197,6 +146,8 @@ class E2VPTConfig(MethodConfig):
         shared_kv: one tensor is both the key and the value prompt (paper setting); False gives separate ones.
         kv_layers: "all" blocks or only the "first" get key-value prompts.
         masks: learnable token (P,) and segment (P, 16) masks, the handles for pruning.
+        prompt_init: "random" or "spt" (the visual prompts start as prototypes of the training images' tokens; the
+            key-value prompts stay random), as for :class:`VPTConfig`.
     """
 
     name: ClassVar[str] = "e2vpt"
@@ -206,11 +157,13 @@ class E2VPTConfig(MethodConfig):
     shared_kv: bool = True
     kv_layers: Literal["all", "first"] = "all"
     masks: bool = True
+    prompt_init: str = "random"
 
     def __post_init__(self) -> None:
         self.num_prompts = positive_int("num_prompts", self.num_prompts)
         self.num_kv_prompts = positive_int("num_kv_prompts", self.num_kv_prompts)
-        self.dropout = _check_dropout(self.dropout)
+        self.dropout = dropout_rate(self.dropout)
+        check_prompt_init(self.prompt_init)
         if self.kv_layers not in ("all", "first"):
             raise ValueError(f"kv_layers must be 'all' or 'first', got {self.kv_layers!r}.")
 
@@ -225,10 +178,13 @@ METHODS: dict[str, tuple[type[MethodConfig], dict]] = {
     "full": (FullConfig, {}),
     "bias": (BiasConfig, {}),
     "partial": (PartialConfig, {}),
-    "lora": (LoRAConfig, {}),
     "vpt-shallow": (VPTConfig, {"deep": False}),
     "vpt-deep": (VPTConfig, {"deep": True}),
     "e2vpt": (E2VPTConfig, {}),
+    **PEFT_METHODS,
+    "adaptformer": (AdaptFormerConfig, {}),
+    "adapter": (AdapterConfig, {}),
+    "ssf": (SSFConfig, {}),
 }
 
 
@@ -280,8 +236,10 @@ def apply_prompts(backbone: nn.Module, config: MethodConfig, num_classes: int,
     backbone.reset_classifier(0)
     backbone = config.prepare_backbone(backbone)
     depth = len(backbone.blocks)
+    own_dropout = [name for name, module in backbone.named_modules()
+                   if isinstance(module, nn.Dropout) and config.is_method_part(name)]  # follows the model's mode
     model = PromptedViT(backbone, num_classes, config.layout(depth), options, method_config=config,
-                        backbone_train_mode=config.backbone_train_mode())
+                        backbone_train_mode=config.backbone_train_mode(), mode_following=own_dropout)
     for name, param in backbone.named_parameters():
         param.requires_grad_(config.trains_backbone_param(name, depth))
     setattr(backbone, WRAPPED, True)
@@ -293,7 +251,8 @@ def count_parameters(model: PromptedViT) -> dict[str, Any]:
 
     Visual prompts count ``layers × non-zero entries of (γ_k · Γ_{k,r})`` when masks exist, so pruned entries are
     subtracted; masks count while they are trainable (before pruning). ``backbone`` is the pre-trained backbone
-    (adapter weights excluded), ``backbone_tuned`` its trainable part (full, bias, partial, LoRA),
+    (the weights a method added are excluded: peft tuners', adapters', SSF's), ``backbone_tuned`` the trainable
+    backbone weights (full, bias, partial; the added weights of peft tuners, adapters and SSF),
     ``tunable_pct`` = 100 · tunable / backbone (ours). The official VPT / E²VPT code logs "tuned percent" over every
     parameter the model holds (VPT ``src/models/build_model.py``): ``model_total`` and
     ``tunable_pct_model`` = 100 · tunable / model_total give that convention beside ours.
@@ -307,7 +266,8 @@ def count_parameters(model: PromptedViT) -> dict[str, Any]:
     kv = sum(p.numel() for p in (model.kv_prompts, model.value_prompts) if p is not None)
     masks = sum(p.numel() for p in (model.token_mask, model.segment_mask) if p is not None and p.requires_grad)
     head = sum(p.numel() for p in model.head.parameters())
-    backbone = sum(p.numel() for n, p in model.backbone.named_parameters() if "lora_" not in n)
+    added = model.method_config.is_method_part if model.method_config is not None else (lambda name: False)
+    backbone = sum(p.numel() for n, p in model.backbone.named_parameters() if not added(n))
     backbone_tuned = sum(p.numel() for p in model.backbone.parameters() if p.requires_grad)
     tunable = visual + kv + masks + head + backbone_tuned
     model_total = sum(p.numel() for p in model.parameters())

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Sequence
 
 import torch
 from torch import nn
@@ -143,6 +143,16 @@ def check_supported_backbone(backbone: nn.Module) -> None:
                         f"{i} of this ViT ({kind}) is not one: {why}. These work, e.g.: {SUPPORTED_EXAMPLES}.")
 
 
+def attention_head_dim(attn: nn.Module) -> int:
+    """The width of one attention head of a timm attention module (``head_dim``, or its projections' width over the
+    heads: the fused qkv holds 3 · heads · head_dim outputs), also when a method has wrapped the projections."""
+    if getattr(attn, "head_dim", None):
+        return attn.head_dim
+    qkv = getattr(attn, "qkv", None)
+    proj = getattr(qkv if qkv is not None else attn.q_proj, "base_layer", qkv if qkv is not None else attn.q_proj)
+    return proj.weight.shape[0] // (3 if qkv is not None else 1) // attn.num_heads
+
+
 def position_bias(blk: nn.Module, shared: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
     """The relative position bias ((1,) heads, N0, N0) a BEiT or relative-position ViT block adds over the backbone's
     own N0 tokens (its own table and the backbone's shared one, as the block adds them); None for other blocks."""
@@ -194,6 +204,8 @@ class PromptedViT(nn.Module):
             checkpoints).
         backbone_train_mode: the backbone follows the model into train mode (its dropout on; full fine-tuning);
             by default it stays in eval mode and only the prompt dropout follows.
+        mode_following: names of backbone submodules that follow the model's train / eval mode even while the
+            backbone stays in eval mode: the dropout of parts a method added (an adapter's, LoRA's).
 
     Temporary modes are context managers that restore the model on exit: :meth:`evaluating` (eval mode),
     :meth:`disable_prompts` (the plain backbone), :meth:`recording_attention` (the explicit path, probabilities
@@ -209,7 +221,7 @@ class PromptedViT(nn.Module):
 
     def __init__(self, backbone: nn.Module, num_classes: int, layout: PromptLayout = PromptLayout(),
                  options: ModelOptions = ModelOptions(), method_config: Optional[object] = None,
-                 backbone_train_mode: bool = False) -> None:
+                 backbone_train_mode: bool = False, mode_following: Sequence[str] = ()) -> None:
         super().__init__()
         check_supported_backbone(backbone)
         self.backbone = backbone
@@ -217,11 +229,11 @@ class PromptedViT(nn.Module):
         self.options = options
         self.method_config = method_config
         self.backbone_train_mode = backbone_train_mode
+        self.mode_following = tuple(mode_following)
         self.num_classes = num_classes
         embed_dim = backbone.embed_dim
         attn = backbone.blocks[0].attn
-        qkv = getattr(attn, "qkv", None)  # fused (3 · heads · head_dim outputs), else separate q / k / v projections
-        head_dim = (qkv.out_features // 3 if qkv is not None else attn.q_proj.out_features) // attn.num_heads
+        head_dim = attention_head_dim(attn)
         self.num_backbone_prefix = backbone.num_prefix_tokens
         self.family = backbone_family(backbone)  # vit, eva (rotary positions), beit / relpos (position bias)
         self.num_prompts = layout.num_prompts if layout.prompt_depth else 0
@@ -254,9 +266,12 @@ class PromptedViT(nn.Module):
         self.backbone.eval()
 
     def train(self, mode: bool = True) -> "PromptedViT":
-        """Train mode for the prompt dropout; the backbone stays in eval mode unless ``backbone_train_mode``."""
+        """Train mode for the prompt dropout; the backbone stays in eval mode unless ``backbone_train_mode`` (the
+        :attr:`mode_following` parts of it follow ``mode``)."""
         super().train(mode)
         self.backbone.train(mode and self.backbone_train_mode)
+        for name in self.mode_following:
+            self.backbone.get_submodule(name).train(mode)
         return self
 
     @contextmanager

@@ -251,7 +251,11 @@ def test_every_shipped_record_was_trained_with_todays_settings_of_its_method():
             assert found[section] == result_settings_of(expected)[section], f"{path.name}: {section}"
 
 
-REPLAYED_EPOCHS = 12  # of the shipped run's 100: two minutes on one core
+# Of the shipped run's 100 epochs, the first 6 (half a minute on one core). Another CPU's arithmetic (AVX2 vs AVX-512
+# kernels) differs in the last bits, and this run's large early learning rate amplifies that: replayed on an AMD EPYC
+# (AVX-512) it matched the shipped history to four digits through epoch 5 and was 5% off at epoch 9. A change to what
+# the code computes shows in the first epochs, bitwise.
+REPLAYED_EPOCHS = 6
 
 
 class _Enough(Exception):

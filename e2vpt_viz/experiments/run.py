@@ -23,6 +23,7 @@ from ..data import DatasetLayoutError, FGVCDataset, check_readable, loader_split
 from ..methods import apply_prompts, count_parameters
 from ..model import PromptedViT
 from ..run_folder import owning
+from ..self_prompt import init_prompts_from_data
 from ..training import PROMPTS_FILE, TrainConfig, evaluate, fit
 from .. import pruning
 
@@ -98,6 +99,9 @@ def _setup(cfg: RunConfig, progress: bool) -> tuple[TrainConfig, dict, PromptedV
     train_config = replace(cfg.train, progress=progress)
     loaders = prepare_data(cfg, train_config.batch_size, train_config.seed)
     model = build_model(cfg, loaders["train"].dataset.num_classes)
+    if getattr(cfg.method, "prompt_init", "random") == "spt":  # Self-Prompt Tuning: prompts from the data's tokens
+        model.to(dist.processes().device(cfg.train))  # under torchrun, DDP then starts every process from rank 0's
+        init_prompts_from_data(model, loaders["train"], seed=train_config.seed)
     return train_config, loaders, model, output_dir(cfg)
 
 

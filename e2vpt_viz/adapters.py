@@ -28,7 +28,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from .checks import dropout_rate, positive_int
+from .checks import dropout_rate, positive_int, positive_number
 from .method_base import MethodConfig
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
@@ -123,8 +123,7 @@ class AdaptFormerConfig(MethodConfig):
     def __post_init__(self) -> None:
         self.rank = positive_int("rank", self.rank)
         self.dropout = dropout_rate(self.dropout)
-        if isinstance(self.scale, bool) or not isinstance(self.scale, (int, float)) or not self.scale > 0:
-            raise ValueError(f"scale must be a number > 0 (AdaptFormer's s, 0.1), got {self.scale!r}.")
+        self.scale = positive_number("scale", self.scale)
 
     def prepare_backbone(self, backbone: nn.Module) -> nn.Module:
         for blk in backbone.blocks:

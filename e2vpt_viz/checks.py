@@ -37,3 +37,11 @@ def dropout_rate(value: Any, name: str = "dropout") -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
         raise ValueError(f"{name} must be a number in [0, 1), got {value!r}.")
     return value
+
+
+def positive_number(name: str, value: Any) -> float:
+    """``value`` as a number > 0 (numpy / torch scalars accepted; bools are not)."""
+    value = plain_scalar(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"{name} must be a number > 0, got {value!r}.")
+    return value

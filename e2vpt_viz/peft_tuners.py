@@ -34,11 +34,11 @@ import re
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar, Iterator, Optional
 
 from torch import nn
 
-from .checks import dropout_rate, positive_int
+from .checks import dropout_rate, non_negative_int, positive_int, positive_number
 from .method_base import MethodConfig
 
 TARGET_ROLES = {  # role -> the names of a timm block's linear layers that play it (relative to the block)
@@ -206,7 +206,8 @@ class LoHaConfig(PeftTunerConfig):
 
 @dataclass
 class LoKrConfig(PeftTunerConfig):
-    """LoKr through peft: a Kronecker-product update ``W1 ⊗ (B2 A2)``, zero at init."""
+    """LoKr through peft: a Kronecker-product update ``W1 ⊗ (B2 A2)``, zero at init (``decompose_factor``: None lets
+    peft choose the factorisation, its -1)."""
 
     name: ClassVar[str] = "lokr"
     part_prefix: ClassVar[str] = "lokr_"
@@ -215,7 +216,7 @@ class LoKrConfig(PeftTunerConfig):
     rank_dropout: float = 0.0
     module_dropout: float = 0.0
     decompose_both: bool = False
-    decompose_factor: int = -1
+    decompose_factor: Optional[int] = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -223,16 +224,16 @@ class LoKrConfig(PeftTunerConfig):
         self.alpha = positive_int("alpha", self.alpha)
         self.rank_dropout = dropout_rate(self.rank_dropout, "rank_dropout")
         self.module_dropout = dropout_rate(self.module_dropout, "module_dropout")
-        if self.decompose_factor != -1 and self.decompose_factor < 1:
-            raise ValueError(f"decompose_factor must be -1 (peft's choice) or a positive integer, "
-                             f"got {self.decompose_factor!r}.")
+        if self.decompose_factor is not None:
+            self.decompose_factor = positive_int("decompose_factor", self.decompose_factor)
 
     def peft_config(self, target_names: list[str]):
         from peft import LoKrConfig as PeftLoKrConfig
 
         return PeftLoKrConfig(r=self.rank, alpha=self.alpha, rank_dropout=self.rank_dropout,
                               module_dropout=self.module_dropout, decompose_both=self.decompose_both,
-                              decompose_factor=self.decompose_factor, target_modules=target_names)
+                              decompose_factor=-1 if self.decompose_factor is None else self.decompose_factor,
+                              target_modules=target_names)
 
 
 @dataclass
@@ -250,6 +251,7 @@ class OFTConfig(PeftTunerConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         self.block_size = positive_int("block_size", self.block_size)
+        self.eps = positive_number("eps", self.eps)
 
     def peft_config(self, target_names: list[str]):
         from peft import OFTConfig as PeftOFTConfig
@@ -299,6 +301,8 @@ class VeRAConfig(PeftTunerConfig):
         super().__post_init__()
         self.rank = positive_int("rank", self.rank)
         self.dropout = dropout_rate(self.dropout)
+        self.d_initial = positive_number("d_initial", self.d_initial)
+        self.projection_prng_key = non_negative_int("projection_prng_key", self.projection_prng_key)
 
     def peft_config(self, target_names: list[str]):
         from peft import VeraConfig as PeftVeraConfig
@@ -326,6 +330,8 @@ class FourierFTConfig(PeftTunerConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         self.n_frequency = positive_int("n_frequency", self.n_frequency)
+        self.scaling = positive_number("scaling", self.scaling)
+        self.random_loc_seed = non_negative_int("random_loc_seed", self.random_loc_seed)
 
     def peft_config(self, target_names: list[str]):
         from peft import FourierFTConfig as PeftFourierFTConfig

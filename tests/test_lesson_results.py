@@ -158,6 +158,8 @@ def test_train_modes_resolve_or_stop_with_one_line(tiny_set):
         lr.choose_train_mode(cfg, "fast", root)
     with pytest.raises(LessonSettingsError, match="no shipped results"):
         lr.choose_train_mode(cfg, "quick", root / "missing")
+    other = cfg.replace(backbone={"name": "vit_tiny_patch16_224"})  # no shipped runs on it: 'full' reads none
+    assert lr.choose_train_mode(other, "full", root)[0] == lr.choose_train_mode(cfg, "full", root / "missing")[0] == "full"
 
 
 def test_full_mode_trains_in_a_folder_per_settings_and_reads_finished_runs_back(tiny_set, tmp_path, monkeypatch):

@@ -289,6 +289,8 @@ def choose_train_mode(cfg: RunConfig, train: str = "auto", root: Union[str, Path
     if train in ("shipped", "quick") and reason:
         raise LessonSettingsError(f"TRAIN={train!r} needs the shipped starter results, but {reason}; set "
                                   "TRAIN='full' to train with these settings.")
+    if train == "full":  # nothing shipped is read: also for backbones and data that have no shipped runs
+        return train, "TRAIN='full': every method trains now with these settings (finished runs are read back)."
     seeds = shipped_seeds(QUICK_METHOD, root, cfg.backbone.name)
     epochs = json.loads((runs_dir(root, cfg.backbone.name) / f"{run_name(QUICK_METHOD, SEEDS[0])}.json").read_text()
                         )["epochs"]
@@ -298,7 +300,6 @@ def choose_train_mode(cfg: RunConfig, train: str = "auto", root: Union[str, Path
                    f"{', '.join(map(str, seeds))} from their records; the curves are their recorded training histories.",
         "quick": f"TRAIN='quick': {QUICK_METHOD} trains now for {QUICK_SCHEDULE['epochs']} epochs; the other methods "
                  f"are the shipped {epochs}-epoch runs (seed {seeds[0]} evaluated now).",
-        "full": "TRAIN='full': every method trains now with these settings (finished runs are read back).",
     }
     return train, notes[train]
 

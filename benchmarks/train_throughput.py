@@ -31,11 +31,11 @@ from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
-from torch.utils.flop_counter import FlopCounterMode, flop_registry, sdpa_backward_flop_count, sdpa_flop_count
 
 from timing import Record
 
 from e2vpt_viz import ModelOptions, apply_prompts, load_backbone, method_config
+from e2vpt_viz.experiments.costs import PeakMemory, flops_per_image, saved_activation_bytes, synchronize
 
 # (label, method, options) — the issue's list: full, linear, VPT-shallow, VPT-deep P = 5, 50, 200, E²VPT P = T = 5, LoRA.
 METHODS = [
@@ -66,49 +66,6 @@ def bf16_peak(device: torch.device) -> Optional[float]:
         return None
     name = torch.cuda.get_device_name(device)
     return next((tflops * 1e12 for key, tflops in BF16_PEAK_TFLOPS if key in name), None)
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-class PeakMemory:
-    """Peak CUDA memory over a block (``torch.cuda.max_memory_allocated``, weights included); None on the CPU."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device, self.bytes, self.oom = device, None, False
-
-    def __enter__(self) -> "PeakMemory":
-        gc.collect()
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats(self.device)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.device.type == "cuda":
-            synchronize(self.device)
-            self.bytes = torch.cuda.max_memory_allocated(self.device)
-
-
-def saved_activation_bytes(model, forward, images, labels, amp: bool) -> int:
-    """Bytes of the tensors one training step saves for its backward pass (parameters excluded, each storage once):
-    the activation memory, measured where no allocator statistics exist (CPU)."""
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    seen: dict[int, int] = {}
-
-    def pack(tensor: torch.Tensor) -> torch.Tensor:
-        storage = tensor.untyped_storage()
-        if storage.data_ptr() not in params:
-            seen[storage.data_ptr()] = storage.nbytes()
-        return tensor
-
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp and images.is_cuda)
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), autocast:
-        loss = F.cross_entropy(forward(images).float(), labels)
-    del loss
-    return sum(seen.values())
 
 
 def memory_text(memory: "PeakMemory", activations: Optional[int]) -> str:
@@ -180,38 +137,6 @@ def interleaved_rates(steps: dict, batch: int, block: int, rounds: int, device: 
             synchronize(device)
             rates[name].append(batch * block / (time.perf_counter() - started))
     return {name: statistics.median(values) for name, values in rates.items()}
-
-
-def _cpu_sdpa_flop(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
-    return sdpa_flop_count(query_shape, key_shape, value_shape)
-
-
-def _cpu_sdpa_backward_flop(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
-    return sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
-
-
-# CPU fused attention, which some torch releases (2.14) leave out of FlopCounterMode: the same formulas as on CUDA.
-_CPU_SDPA = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_sdpa_flop,
-             torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_sdpa_backward_flop}
-MISSING_FLOP_FORMULAS = {op: formula for op, formula in _CPU_SDPA.items() if op not in flop_registry}
-
-
-def flops_per_image(model, images, labels, train: bool, amp: bool) -> float:
-    """FLOPs of one step per image, counted by FlopCounterMode on a batch of at most 4 (every op is per image)."""
-    small, small_labels = images[:4], labels[:4]
-    counter = FlopCounterMode(display=False, custom_mapping=MISSING_FLOP_FORMULAS)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp and images.is_cuda)
-    model.train(train)
-    with counter:
-        if train:
-            with autocast:
-                logits = model(small)
-            F.cross_entropy(logits.float(), small_labels).backward()
-        else:
-            with torch.no_grad(), autocast:
-                model(small)
-    model.zero_grad(set_to_none=True)
-    return counter.get_total_flops() / small.shape[0]
 
 
 def main(argv: Optional[list[str]] = None) -> list[dict]:

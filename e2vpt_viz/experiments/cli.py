@@ -1,4 +1,4 @@
-"""Command line: ``python -m e2vpt_viz {train,eval,report,sweep,prune,reproduce,pvp-pretrain,pvp-fewshot,lesson-results,pretrain-starter,backbones,docs,record}``.
+"""Command line: ``python -m e2vpt_viz {train,eval,report,sweep,prune,reproduce,pvp-pretrain,pvp-fewshot,lesson-results,costs,pretrain-starter,backbones,docs,record}``.
 
 Errors a user can fix (bad config, missing data, unusable backbone, mismatched or damaged checkpoint, full disk,
 diverged training, out of GPU memory) are printed as one line starting with ``error:`` and exit with status 2.
@@ -138,6 +138,15 @@ def build_parser() -> argparse.ArgumentParser:
                               "processes split one seed")
     lessons.add_argument("--quiet", action="store_true")
 
+    costs = sub.add_parser("costs", help="each method's training images/s, peak training memory and inference cost, "
+                                          "measured in one run through the training loop")
+    _add_config(costs, default="starter")
+    costs.add_argument("--methods", nargs="+", default=None, help="methods to measure (default: every method)")
+    costs.add_argument("--out", required=True, help="the JSON file to write (never replaced)")
+    costs.add_argument("--batches", type=int, default=3, help="training batches per turn (of train.batch_size)")
+    costs.add_argument("--rounds", type=int, default=3, help="timed turns per method, after one warm-up (median kept)")
+    costs.add_argument("--quiet", action="store_true")
+
     docs = sub.add_parser("docs", help="regenerate docs/*.md and the README's marked blocks from docs/results/*.json")
     docs.add_argument("--check", action="store_true", help="write nothing; exit 1 naming the pages that are not current")
 
@@ -246,6 +255,15 @@ def run_command(args: argparse.Namespace) -> int:
 
         make_lesson_results(args.out, args.work, stages=args.stages or STAGES,
                             methods=args.methods or LESSON_METHODS, progress=not args.quiet)
+    elif args.command == "costs":
+        from ..methods import METHODS
+        from .costs import costs_markdown, write_method_costs
+
+        path = write_method_costs(load_run_config(args.config, args.overrides), args.methods or list(METHODS),
+                                  args.out, num_batches=args.batches, rounds=args.rounds, progress=not args.quiet,
+                                  command=" ".join(["python -m e2vpt_viz", *sys.argv[1:]]))
+        print(costs_markdown(json.loads(path.read_text())))
+        print(f"written to {path}")
     elif args.command == "docs":
         from .docs import stale, write_docs
 

@@ -423,6 +423,39 @@ def accuracy_vs_parameters(results: Sequence[Mapping]) -> go.Figure:
     return fig
 
 
+COST_AXES = (("tunable", "tunable parameters (log)", "log"),
+             ("peak_train_bytes", "peak training memory (MiB)", "linear"),
+             ("train_images_per_s", "training images/s", "linear"))
+
+
+def accuracy_vs_cost(results: Sequence[Mapping], costs: Sequence[Mapping]) -> go.Figure:
+    """Test accuracy against what each method costs, three panels: tunable parameters (log), peak training memory and
+    training images/s. ``results``: rows with ``method`` and ``test_acc`` (the mean over seeds, ``mean_test_acc``,
+    when a row has it); ``costs``: the rows of a cost file (:func:`~e2vpt_viz.experiments.costs.measure_method_costs`).
+    A method is drawn where it has both, in its colour."""
+    check_rows("method results", results, ("method", "test_acc"), "train or load the methods first.")
+    check_rows("cost rows", costs, ("method", "tunable", "peak_train_bytes", "train_images_per_s"),
+               "measure them with `python -m e2vpt_viz costs` or read the shipped costs.json.")
+    by_method = {c["method"]: c for c in costs}
+    fig = make_subplots(rows=1, cols=len(COST_AXES), shared_yaxes=True,
+                        subplot_titles=[title for _, title, _ in COST_AXES], horizontal_spacing=0.04)
+    for r in results:
+        cost = by_method.get(r["method"])
+        if cost is None:
+            continue
+        accuracy = 100 * r.get("mean_test_acc", r["test_acc"])
+        for col, (key, _, _) in enumerate(COST_AXES, start=1):
+            x = cost[key] / 2 ** 20 if key == "peak_train_bytes" else cost[key]
+            fig.add_trace(go.Scatter(x=[x], y=[accuracy], mode="markers+text", name=r["method"], text=[r["method"]],
+                                     textposition="top center", showlegend=False, legendgroup=r["method"],
+                                     marker=dict(size=10, color=method_color(r["method"]))), row=1, col=col)
+    for col, (_, _, scale) in enumerate(COST_AXES, start=1):
+        fig.update_xaxes(type=scale, row=1, col=col)
+    fig.update_yaxes(title_text="test accuracy (%)", row=1, col=1)
+    fig.update_layout(height=420, margin=dict(t=40, b=40, l=50, r=20))
+    return fig
+
+
 def accuracy_by_backbone(results: Sequence[Mapping]) -> go.Figure:
     """Test accuracy of each method on each backbone, as grouped bars: x the backbones (in the order met), one bar per
     method in its colour; the bar is the mean over the shipped seeds with their sd as error bar when the row has them

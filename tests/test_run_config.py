@@ -145,7 +145,8 @@ def test_round_trip_yaml_object_dict_object(tmp_path):
                                       "prune.sweep_ratios=[0, 0.5]", "output_dir=/runs/base #2"])
     plain = cfg.to_dict()
     assert json.loads(json.dumps(plain)) == plain  # what metrics.json stores
-    assert plain["method"] == {"name": "vpt-deep", "num_prompts": 10, "dropout": 0.1}  # deep is fixed by the name
+    assert plain["method"] == {"name": "vpt-deep", "num_prompts": 10, "dropout": 0.1,
+                               "prompt_init": "random"}  # deep is fixed by the name
     assert plain["train"]["warmup_epochs"] == 3 and plain["prune"]["sweep_ratios"] == [0.0, 0.5]
     assert RunConfig.from_dict(plain) == cfg
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(plain))

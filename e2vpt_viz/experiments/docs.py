@@ -341,6 +341,33 @@ def _threads(manifest: dict) -> str:
     return f"{common}" + (f" ({others})" if others else "")
 
 
+def method_costs_text(root: Path) -> str:
+    """Every method's cost on the offline starter (the shipped ``costs.json``) beside its test accuracy over the
+    shipped seeds (mean ± sd of the run records; "not shipped yet" for a method without runs)."""
+    from .costs import COST_COLUMNS
+    from .lesson_results import runs_dir
+
+    folder = root / "e2vpt_viz" / "lesson_results" / "starter"
+    if not (folder / "costs.json").is_file():
+        return "No cost file ships in this checkout: `python -m e2vpt_viz lesson-results --out ... --stages costs`."
+    costs = json.loads((folder / "costs.json").read_text())
+    rows = []
+    for r in costs["rows"]:
+        records = sorted(runs_dir(folder).glob(f"{r['method']}-seed*.json"))
+        accs = [100 * json.loads(path.read_text())["test_acc"] for path in records]
+        accuracy = f"{_f(mean_std(accs)[0])} ± {_f(mean_std(accs)[1])} ({len(accs)})" if accs else "not shipped yet"
+        rows.append([r["method"], accuracy, f"{r['tunable']:,}", f"{r['train_images_per_s']:.0f}",
+                     f"{r['peak_train_bytes'] / 2 ** 20:.1f}", f"{r['eval_images_per_s']:.0f}",
+                     f"{r['inference_gflops_per_image']:.3f}"])
+    header = [COST_COLUMNS[0], "test acc (%), mean ± sd (seeds)", *COST_COLUMNS[1:]]
+    kinds = sorted({r["memory_kind"] for r in costs["rows"]})
+    return (markdown_table(header, rows) + f"\n\nMeasured {costs['date']} on {costs['device']} (torch {costs['torch']}), "
+            f"{costs['backbone']} at {costs['crop_size']} px, batch {costs['batch_size']}, the median of "
+            f"{costs['rounds']} turns of {costs['batches']} batches per method; `{costs['command']}`. Peak memory: "
+            + "; ".join(costs["memory"][k] for k in kinds) + ". Accuracy: the shipped 100-epoch runs' test accuracy "
+            "(`e2vpt_viz/lesson_results/starter/runs`).")
+
+
 def lesson_results_text(root: Path) -> str:
     """The lessons' shipped results (``e2vpt_viz/lesson_results/starter``): the command that re-makes them, its run
     time, their size, and every method's test accuracy over the shipped seeds, from the manifest and run records."""
@@ -509,7 +536,8 @@ def render(root: Union[str, Path] = ROOT) -> dict[Path, str]:
         raise FileNotFoundError(f"no result files in {root / RESULTS_DIR}: run `python -m e2vpt_viz docs` from a "
                                 "source checkout of the repository (pip install -e .).")
     blocks = {**{name: fn(results) for name, fn in BLOCKS.items()}, "benchmarks": benchmarks_text(root),
-              "lesson-results": lesson_results_text(root), "lesson-timings": lesson_timings_text(root)}
+              "lesson-results": lesson_results_text(root), "lesson-timings": lesson_timings_text(root),
+              "method-costs": method_costs_text(root)}
     pages = {root / "docs" / "results.md": results_index(results)}
     for path in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
         if path in pages:

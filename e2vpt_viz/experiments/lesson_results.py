@@ -17,6 +17,8 @@ exports what the lessons read into ``--out``:
 - ``backbones/<name>/runs/``: the same, for notebook 06's runs on the other starter backbones (``starter-vit-reg4``);
 - ``fewshot.json``: the few-shot rows (per shot count and seed, both initialisations);
 - ``quick.json``: E²VPT at a few short schedules (validation accuracy, seconds), what ``TRAIN="quick"`` is chosen from;
+- ``costs.json``: every method's training images/s, peak training memory and inference cost on the starter, measured in
+  one run through the training loop (:mod:`~e2vpt_viz.experiments.costs`; notebook 04's cost view);
 - ``manifest.json``: command, versions, date, seconds per stage, and every file's size and SHA-256.
 
 The work (resumable run folders with their training state) goes to ``--work``; an interrupted command continues where
@@ -59,7 +61,7 @@ STARTER_BACKBONE = "starter-vit"  # the backbone of every lesson run, in runs/
 # Notebook 06's other starter backbones and the methods trained on each (in backbones/<name>/runs/, same settings).
 OTHER_BACKBONES = {"starter-vit-reg4": ("vpt-shallow", "e2vpt")}
 STAGES = ("methods-seed42", "prune", "fewshot", "methods-seed1", "methods-seed2", "quick",
-          "backbones-seed42", "backbones-seed1", "backbones-seed2")
+          "backbones-seed42", "backbones-seed1", "backbones-seed2", "costs")
 SEEDED_STAGE = re.compile(r"(methods|backbones)-seed(\d+)")
 
 
@@ -198,7 +200,8 @@ def make_lesson_results(out: Union[str, Path], work: Union[str, Path] = "results
     ``stages`` (in this order, each resumable): ``methods-seed42`` (the eight methods, seed 42), ``prune`` (notebook
     03's scores, sweep and rewinding), ``fewshot`` (notebook 05), ``methods-seed1``, ``methods-seed2``, ``quick``
     (the short schedules the lessons' ``TRAIN="quick"`` is chosen from, on validation), ``backbones-seed42`` / ``1`` /
-    ``2`` (notebook 06: the methods of :data:`OTHER_BACKBONES` on the other starter backbones). Two
+    ``2`` (notebook 06: the methods of :data:`OTHER_BACKBONES` on the other starter backbones), ``costs`` (every
+    method's cost, ``costs.json``; run it alone, so that nothing else shares the cores while it times). Two
     processes may run different stages side by side into the same ``out`` and ``work``.
     """
     unknown = [s for s in stages if s not in STAGES and not SEEDED_STAGE.fullmatch(s)]
@@ -231,6 +234,12 @@ def make_lesson_results(out: Union[str, Path], work: Union[str, Path] = "results
             _fewshot(cfg, work, out, progress)
         elif stage == "quick":
             _quick(cfg, work, out, progress)
+        elif stage == "costs":
+            from ..methods import METHODS
+            from .costs import measure_method_costs
+
+            write_json(out / "costs.json", measure_method_costs(cfg, list(METHODS), progress=progress,
+                                                                command=command))
         manifest = _manifest(out, command, stage, time.perf_counter() - started)
     log(f"lesson-results: {manifest['total_bytes'] / 1024:.0f} KB in {out}")
     return manifest
@@ -262,6 +271,20 @@ def shipped_manifest(root: Union[str, Path] = SHIPPED_DIR) -> Optional[dict]:
     """The shipped results' manifest, or None when none ship."""
     path = Path(root) / "manifest.json"
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def lesson_costs(cfg: RunConfig, methods: Sequence[str], mode: str, root: Union[str, Path] = SHIPPED_DIR,
+                 progress: bool = True) -> dict:
+    """Notebook 04's cost file for ``methods``: the shipped ``costs.json`` (its rows for ``methods``) in the
+    ``"shipped"`` and ``"quick"`` modes, else measured now with ``cfg`` (:func:`~.costs.measure_method_costs`: a
+    minute or two on the starter's CPU, seconds per method on a GPU)."""
+    from .costs import measure_method_costs
+
+    path = Path(root) / "costs.json"
+    if mode in ("shipped", "quick") and path.is_file():
+        costs = json.loads(path.read_text())
+        return {**costs, "rows": [r for r in costs["rows"] if r["method"] in methods]}
+    return measure_method_costs(cfg, list(methods), progress=progress)
 
 
 def shipped_seeds(method: str, root: Union[str, Path] = SHIPPED_DIR, backbone: str = STARTER_BACKBONE) -> list[int]:

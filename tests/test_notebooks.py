@@ -219,6 +219,25 @@ def test_04_parameter_counts_order_the_methods(lesson):
 
 
 @on("04_method_zoo.ipynb")
+def test_04_costs_cover_every_method_and_the_figure_draws_the_lessons_methods_on_three_axes(lesson):
+    got = lesson.value('{"rows": costs["rows"], "all": list(ALL_METHODS), "methods": METHODS, "mode": mode, '
+                       '"traces": [[t.name, t.xaxis, float(t.x[0]), float(t.y[0])] for t in '
+                       'accuracy_vs_cost(results, costs["rows"]).data], "acc": {m: r.get("mean_test_acc", '
+                       'r["test_acc"]) for m, r in by_method.items()}, "tunable": {m: r["parameters"]["tunable"] '
+                       'for m, r in by_method.items()}}')
+    assert got["mode"] == "shipped" and [r["method"] for r in got["rows"]] == got["all"]  # the shipped costs.json
+    rows = {r["method"]: r for r in got["rows"]}
+    assert {m: rows[m]["tunable"] for m in got["methods"]} == got["tunable"]  # measured with the runs' settings
+    memory = {m: r["peak_train_bytes"] for m, r in rows.items()}
+    assert memory["linear"] == min(memory.values()) and memory["full"] > memory["lora"]  # what section 3b says
+    assert [t[0] for t in got["traces"]] == [m for m in got["methods"] for _ in range(3)]
+    for name, axis, x, y in got["traces"]:
+        assert y == pytest.approx(100 * got["acc"][name])
+        expected = {"x": rows[name]["tunable"], "x2": memory[name] / 2 ** 20, "x3": rows[name]["train_images_per_s"]}
+        assert x == pytest.approx(expected[axis]), (name, axis)
+
+
+@on("04_method_zoo.ipynb")
 def test_04_attribution_maps_are_per_pixel_or_per_patch_and_scaled_to_one(lesson):
     got = lesson.value('{m: {a: [list(v.shape), bool(torch.isfinite(v).all()), float(v.min()), float(v.max())] '
                        'for a, v in maps[m].items()} for m in EXPLAINED}')

@@ -356,3 +356,30 @@ def test_the_quick_schedule_is_the_longest_candidate_that_fits_two_minutes():
     assert lr.choose_quick_epochs(rows, epoch) == lr.QUICK_SCHEDULE["epochs"]
     assert sorted(r["epochs"] for r in rows) == list(lr.QUICK_CANDIDATES)
     assert lr.QUICK_SCHEDULE["warmup_epochs"] == max(1, lr.QUICK_SCHEDULE["epochs"] // 10)
+
+
+def test_the_zoo_search_picks_each_methods_lr_on_validation_and_resumes(tiny_root, tmp_path, monkeypatch):
+    monkeypatch.setattr(lr, "ZOO_SEARCH", {"epochs": 1, "warmup_epochs": 0, "optimizer": "adamw",
+                                           "weight_decay": 0.01, "base_lrs": (0.01, 0.3)})
+    cfg = load_run_config("starter", [f"data.root={tiny_root}", "train.batch_size=8"])
+    lines = []
+    manifest = lr.make_lesson_results(tmp_path / "out", tmp_path / "work", cfg, stages=["zoo-search"],
+                                      methods=["ia3", "ssf"], progress=False, log=lines.append)
+    found = json.loads((tmp_path / "out" / "zoo_search.json").read_text())
+    assert "zoo_search.json" in manifest["files"] and list(found["methods"]) == ["ia3", "ssf"]
+    for method, entry in found["methods"].items():
+        runs = entry["runs"]
+        assert [r["base_lr"] for r in runs] == [0.01, 0.3] and entry["method"]["name"] == method
+        best = max(runs, key=lambda r: (r["val_acc"], -r["base_lr"]))
+        assert entry["chosen"] == {"train.base_lr": best["base_lr"], "train.optimizer": "adamw",
+                                   "train.weight_decay": 0.01}
+        assert cfg.replace(compare={method: entry["chosen"]}).with_presets(method).train.base_lr == best["base_lr"]
+    metrics = sorted((tmp_path / "work" / "zoo_search").rglob("metrics.json"))
+    stamps = [p.stat().st_mtime_ns for p in metrics]
+    assert len(metrics) == 4
+    lr.make_lesson_results(tmp_path / "out", tmp_path / "work", cfg, stages=["zoo-search"], methods=["ia3", "ssf"],
+                           progress=False, log=lines.append)  # again: read back, nothing retrained
+    assert [p.stat().st_mtime_ns for p in metrics] == stamps
+    assert json.loads((tmp_path / "out" / "zoo_search.json").read_text())["methods"] == found["methods"]
+    with pytest.raises(ValueError, match="unknown method"):
+        lr.make_lesson_results(tmp_path / "out", tmp_path / "work", cfg, stages=["zoo-search"], methods=["lorra"])

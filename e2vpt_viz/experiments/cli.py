@@ -132,10 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
     lessons.add_argument("--work", default="results/lesson_results_work", help="resumable run folders")
     lessons.add_argument("--stages", nargs="+", default=None,
                          help="methods-seed42 prune fewshot methods-seed1 methods-seed2 quick backbones-seed42 "
-                              "backbones-seed1 backbones-seed2 (default: all, in this order)")
+                              "backbones-seed1 backbones-seed2 costs zoo-search (default: all, in this order)")
     lessons.add_argument("--methods", nargs="+", default=None,
-                         help="the methods a methods-seedN stage trains (default: every lesson method); lets two "
-                              "processes split one seed")
+                         help="the methods a methods-seedN stage trains (default: every lesson method; also the zoo's, "
+                              "e.g. dora ssf) or zoo-search searches (default: every zoo method); lets two processes "
+                              "split one stage")
     lessons.add_argument("--quiet", action="store_true")
 
     costs = sub.add_parser("costs", help="each method's training images/s, peak training memory and inference cost, "

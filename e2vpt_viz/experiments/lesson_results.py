@@ -17,6 +17,7 @@ exports what the lessons read into ``--out``:
 - ``backbones/<name>/runs/``: the same, for notebook 06's runs on the other starter backbones (``starter-vit-reg4``);
 - ``fewshot.json``: the few-shot rows (per shot count and seed, both initialisations);
 - ``quick.json``: E²VPT at a few short schedules (validation accuracy, seconds), what ``TRAIN="quick"`` is chosen from;
+- ``zoo_search.json``: the zoo methods' starter settings searched on validation (stage ``zoo-search``);
 - ``costs.json``: every method's training images/s, peak training memory and inference cost on the starter, measured in
   one run through the training loop (:mod:`~e2vpt_viz.experiments.costs`; notebook 04's cost view);
 - ``manifest.json``: command, versions, date, seconds per stage, and every file's size and SHA-256.
@@ -61,7 +62,14 @@ STARTER_BACKBONE = "starter-vit"  # the backbone of every lesson run, in runs/
 # Notebook 06's other starter backbones and the methods trained on each (in backbones/<name>/runs/, same settings).
 OTHER_BACKBONES = {"starter-vit-reg4": ("vpt-shallow", "e2vpt")}
 STAGES = ("methods-seed42", "prune", "fewshot", "methods-seed1", "methods-seed2", "quick",
-          "backbones-seed42", "backbones-seed1", "backbones-seed2", "costs")
+          "backbones-seed42", "backbones-seed1", "backbones-seed2", "costs", "zoo-search")
+# Notebook 04's method zoo beyond the lesson methods: HF peft's other tuners, the adapters and SSF. Their starter
+# settings are searched on validation (stage zoo-search: ZOO_SEARCH's schedule and lrs, AdamW with weight decay 0.01
+# as the lesson's LoRA, seed 42), the same way the lesson methods' were (docs/calibration.md's settings sweep).
+ZOO_METHODS = ("dora", "rslora", "ia3", "loha", "lokr", "oft", "boft", "vera", "fourierft", "hra", "adaptformer",
+               "adapter", "ssf")
+ZOO_SEARCH = {"epochs": 30, "warmup_epochs": 3, "optimizer": "adamw", "weight_decay": 0.01,
+              "base_lrs": (0.01, 0.04, 0.16)}
 SEEDED_STAGE = re.compile(r"(methods|backbones)-seed(\d+)")
 
 
@@ -162,6 +170,31 @@ def _quick(cfg: RunConfig, work: Path, out: Path, progress: bool) -> None:
                                     "torch_threads": torch.get_num_threads()})
 
 
+def _zoo_search(cfg: RunConfig, work: Path, out: Path, methods: Sequence[str], progress: bool,
+                log: Callable[[str], None]) -> None:
+    """Each zoo method at :data:`ZOO_SEARCH`'s lrs (one seed, short schedule), the best last-epoch validation accuracy
+    chosen (ties: the smaller lr), into ``zoo_search.json``; finished runs are read back, so it resumes."""
+    from .run import grid_search
+
+    path = out / "zoo_search.json"
+    found = json.loads(path.read_text())["methods"] if path.is_file() else {}
+    for method in methods:
+        base = cfg.with_presets(method).replace(train={
+            "seed": SEEDS[0], "epochs": ZOO_SEARCH["epochs"], "warmup_epochs": ZOO_SEARCH["warmup_epochs"],
+            "optimizer": ZOO_SEARCH["optimizer"], "weight_decay": ZOO_SEARCH["weight_decay"]})
+        search = grid_search(base, ZOO_SEARCH["base_lrs"], [ZOO_SEARCH["weight_decay"]], work / "zoo_search" / method,
+                             progress=progress)
+        found[method] = {"method": base.to_dict()["method"],
+                         "runs": [{k: r[k] for k in ("base_lr", "val_acc", "test_acc")} for r in search["runs"]],
+                         "chosen": {"train.base_lr": search["best"]["base_lr"], "train.optimizer": ZOO_SEARCH["optimizer"],
+                                    "train.weight_decay": ZOO_SEARCH["weight_decay"]}}
+        log(f"  {method}: val " + ", ".join(f"lr {r['base_lr']:g} {100 * r['val_acc']:.1f}%" for r in search["runs"])
+            + f" -> lr {search['best']['base_lr']:g}")
+        write_json(path, {"schedule": {k: v for k, v in ZOO_SEARCH.items() if k != "base_lrs"},
+                          "base_lrs": list(ZOO_SEARCH["base_lrs"]), "seed": SEEDS[0], "selection": "last-epoch val_acc",
+                          "torch_threads": torch.get_num_threads(), "methods": found})
+
+
 def file_digest(path: Path) -> str:
     """SHA-256 of a file, hex."""
     return hashlib.sha256(path.read_bytes()).hexdigest()
@@ -201,16 +234,17 @@ def make_lesson_results(out: Union[str, Path], work: Union[str, Path] = "results
     03's scores, sweep and rewinding), ``fewshot`` (notebook 05), ``methods-seed1``, ``methods-seed2``, ``quick``
     (the short schedules the lessons' ``TRAIN="quick"`` is chosen from, on validation), ``backbones-seed42`` / ``1`` /
     ``2`` (notebook 06: the methods of :data:`OTHER_BACKBONES` on the other starter backbones), ``costs`` (every
-    method's cost, ``costs.json``; run it alone, so that nothing else shares the cores while it times). Two
+    method's cost, ``costs.json``; run it alone, so that nothing else shares the cores while it times), ``zoo-search``
+    (the settings of :data:`ZOO_METHODS` on validation, ``zoo_search.json``; ``methods`` picks some). Two
     processes may run different stages side by side into the same ``out`` and ``work``.
     """
     unknown = [s for s in stages if s not in STAGES and not SEEDED_STAGE.fullmatch(s)]
     if unknown:
         raise ValueError(f"unknown stage(s) {unknown}; choose from {list(STAGES)} (or methods-seedN / "
                          "backbones-seedN for seed N).")
-    strange = [m for m in methods if m not in LESSON_METHODS]
+    strange = [m for m in methods if m not in LESSON_METHODS + ZOO_METHODS]
     if strange:
-        raise ValueError(f"unknown method(s) {strange}; choose from {list(LESSON_METHODS)}.")
+        raise ValueError(f"unknown method(s) {strange}; choose from {list(LESSON_METHODS + ZOO_METHODS)}.")
     cfg = load_run_config(config) if isinstance(config, str) else config
     out, work = Path(out), Path(work)
     command = _command()
@@ -234,6 +268,8 @@ def make_lesson_results(out: Union[str, Path], work: Union[str, Path] = "results
             _fewshot(cfg, work, out, progress)
         elif stage == "quick":
             _quick(cfg, work, out, progress)
+        elif stage == "zoo-search":
+            _zoo_search(cfg, work, out, [m for m in methods if m in ZOO_METHODS] or ZOO_METHODS, progress, log)
         elif stage == "costs":
             from ..methods import METHODS
             from .costs import measure_method_costs

@@ -256,17 +256,23 @@ def _differences(found, expected, prefix: str = "") -> list[str]:
     return []
 
 
-def _method_with_defaults(signature: dict) -> dict:
-    """``signature`` with its method config read back and written again, so that a file saved before a method
-    gained an option (stored without it) compares with that option's default; left as it is when unreadable."""
+def _method_with_defaults(signature):
+    """``signature`` as stored (tuples as lists) with every method config in it (a ``method`` entry holding a method
+    config's ``to_dict()``, at any depth) read back and written again, so that a file saved before a method gained an
+    option (stored without it) compares with that option's default; an unreadable one is left as it is."""
     from .methods import config_from_dict  # methods builds models; this module only reads their signatures
 
-    method = signature.get("method")
-    try:
-        method = json.loads(json.dumps(config_from_dict(method).to_dict()))
-    except (TypeError, ValueError, KeyError, AttributeError):
+    signature = json.loads(json.dumps(signature))
+    if not isinstance(signature, dict):
         return signature
-    return {**signature, "method": method}
+    found = {key: _method_with_defaults(value) if isinstance(value, dict) else value for key, value in signature.items()}
+    method = found.get("method")
+    if isinstance(method, dict) and "method" in method:
+        try:
+            found["method"] = json.loads(json.dumps(config_from_dict(method).to_dict()))
+        except (TypeError, ValueError, KeyError, AttributeError):
+            pass
+    return found
 
 
 def check_signature(found: dict, expected: dict, source: str,

@@ -180,11 +180,10 @@ class IA3Config(PeftTunerConfig):
 
 
 @dataclass
-class LoHaConfig(PeftTunerConfig):
-    """LoHa through peft: a low-rank Hadamard-product update ``(B1 A1) ⊙ (B2 A2)``, zero at init."""
+class LycorisConfig(PeftTunerConfig):
+    """The options LoHa and LoKr share (peft's ``LycorisConfig``): rank, alpha (scaling alpha / rank) and two dropouts,
+    of the rank components and of the whole update."""
 
-    name: ClassVar[str] = "loha"
-    part_prefix: ClassVar[str] = "hada_"
     rank: int = 8
     alpha: int = 8
     rank_dropout: float = 0.0
@@ -197,41 +196,42 @@ class LoHaConfig(PeftTunerConfig):
         self.rank_dropout = dropout_rate(self.rank_dropout, "rank_dropout")
         self.module_dropout = dropout_rate(self.module_dropout, "module_dropout")
 
-    def peft_config(self, target_names: list[str]):
-        from peft import LoHaConfig as PeftLoHaConfig
-
-        return PeftLoHaConfig(r=self.rank, alpha=self.alpha, rank_dropout=self.rank_dropout,
-                              module_dropout=self.module_dropout, target_modules=target_names)
+    def lycoris_options(self) -> dict:
+        return dict(r=self.rank, alpha=self.alpha, rank_dropout=self.rank_dropout, module_dropout=self.module_dropout)
 
 
 @dataclass
-class LoKrConfig(PeftTunerConfig):
+class LoHaConfig(LycorisConfig):
+    """LoHa through peft: a low-rank Hadamard-product update ``(B1 A1) ⊙ (B2 A2)``, zero at init."""
+
+    name: ClassVar[str] = "loha"
+    part_prefix: ClassVar[str] = "hada_"
+
+    def peft_config(self, target_names: list[str]):
+        from peft import LoHaConfig as PeftLoHaConfig
+
+        return PeftLoHaConfig(**self.lycoris_options(), target_modules=target_names)
+
+
+@dataclass
+class LoKrConfig(LycorisConfig):
     """LoKr through peft: a Kronecker-product update ``W1 ⊗ (B2 A2)``, zero at init (``decompose_factor``: None lets
     peft choose the factorisation, its -1)."""
 
     name: ClassVar[str] = "lokr"
     part_prefix: ClassVar[str] = "lokr_"
-    rank: int = 8
-    alpha: int = 8
-    rank_dropout: float = 0.0
-    module_dropout: float = 0.0
     decompose_both: bool = False
     decompose_factor: Optional[int] = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self.rank = positive_int("rank", self.rank)
-        self.alpha = positive_int("alpha", self.alpha)
-        self.rank_dropout = dropout_rate(self.rank_dropout, "rank_dropout")
-        self.module_dropout = dropout_rate(self.module_dropout, "module_dropout")
         if self.decompose_factor is not None:
             self.decompose_factor = positive_int("decompose_factor", self.decompose_factor)
 
     def peft_config(self, target_names: list[str]):
         from peft import LoKrConfig as PeftLoKrConfig
 
-        return PeftLoKrConfig(r=self.rank, alpha=self.alpha, rank_dropout=self.rank_dropout,
-                              module_dropout=self.module_dropout, decompose_both=self.decompose_both,
+        return PeftLoKrConfig(**self.lycoris_options(), decompose_both=self.decompose_both,
                               decompose_factor=-1 if self.decompose_factor is None else self.decompose_factor,
                               target_modules=target_names)
 

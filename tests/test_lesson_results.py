@@ -383,3 +383,17 @@ def test_the_zoo_search_picks_each_methods_lr_on_validation_and_resumes(tiny_roo
     assert json.loads((tmp_path / "out" / "zoo_search.json").read_text())["methods"] == found["methods"]
     with pytest.raises(ValueError, match="unknown method"):
         lr.make_lesson_results(tmp_path / "out", tmp_path / "work", cfg, stages=["zoo-search"], methods=["lorra"])
+
+
+@shipped
+def test_the_shipped_costs_were_measured_with_todays_settings_of_every_method():
+    """Notebook 04's cost table and docs/methods.md read costs.json: every method of the library is in it, measured
+    with the starter config's settings of today (a change of a preset makes it stale until re-measured)."""
+    from e2vpt_viz.methods import METHODS
+
+    costs = json.loads((SHIPPED / "costs.json").read_text())
+    cfg = load_run_config("starter")
+    assert [r["method"] for r in costs["rows"]] == list(METHODS)
+    for row in costs["rows"]:
+        assert row["options"] == cfg.with_presets(row["method"]).to_dict()["method"], row["method"]
+    assert "costs.json" in lr.shipped_manifest()["files"]

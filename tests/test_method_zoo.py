@@ -253,3 +253,26 @@ def test_new_methods_train_through_compare_methods_and_the_cli(tiny_root, tmp_pa
                  f"output_dir={tmp_path / 'bad'}"]) == 2
     err = capsys.readouterr().err
     assert "prompt_init must be random" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("method", ["dora", "ssf"])
+def test_an_interrupted_zoo_run_resumes_from_its_training_state(tiny_root, tmp_path, method):
+    """A peft tuner's options hold tuples (target_modules), which a training state keeps as tuples and a signature
+    compares as lists; resuming must see them as equal."""
+    from e2vpt_viz.experiments.run import train_run
+
+    cfg = load_run_config("starter", [f"data.root={tiny_root}", "backbone.pretrained=false", "train.epochs=2",
+                                      "train.warmup_epochs=0", "train.batch_size=8", f"method.name={method}",
+                                      f"output_dir={tmp_path / method}"])
+
+    class Stop(Exception):
+        pass
+
+    def stop(record, model):
+        raise Stop
+
+    with pytest.raises(Stop):
+        train_run(cfg, [stop], progress=False)  # interrupted after epoch 1, its training state written
+    seen = []
+    again = train_run(cfg, [lambda record, model: seen.append(record["epoch"])], progress=False)["history"]
+    assert len(again) == 2 and seen == [2]  # epoch 1 read back from the state, only epoch 2 trained

@@ -1,7 +1,7 @@
 """What each tuning method costs, measured in one run through the training loop the runs use: training images/s,
 peak training memory, inference images/s and FLOPs per image.
 
-    python -m e2vpt_viz costs --config starter --out results/costs.json                  # every method, CPU: ~2 min
+    python -m e2vpt_viz costs --config starter --out results/costs.json                  # every method
     python -m e2vpt_viz costs --config cub_e2vpt --out results/costs_gpu.json            # the same on a GPU
 
 Every method trains on the same batches of the config's training split (decoded once, so data loading is not

@@ -341,6 +341,37 @@ def _threads(manifest: dict) -> str:
     return f"{common}" + (f" ({others})" if others else "")
 
 
+def zoo_search_text(root: Path) -> str:
+    """The zoo methods' starter settings (``zoo_search.json`` of the shipped lesson results): validation and test
+    accuracy at each searched lr, the choice in bold, and whether the starter config's presets hold it."""
+    from .config import load_run_config
+    from .lesson_results import ZOO_METHODS
+
+    folder = root / "e2vpt_viz" / "lesson_results" / "starter"
+    if not (folder / "zoo_search.json").is_file():
+        return "The zoo's settings search has not run: `python -m e2vpt_viz lesson-results --out ... --stages zoo-search`."
+    search = json.loads((folder / "zoo_search.json").read_text())
+    manifest = json.loads((folder / "manifest.json").read_text())
+    cfg = load_run_config("starter")
+    rows = []
+    for method, entry in search["methods"].items():
+        chosen = entry["chosen"]["train.base_lr"]
+        cells = [(f"**{100 * r['val_acc']:.1f} / {100 * r['test_acc']:.1f}**" if r["base_lr"] == chosen else
+                  f"{100 * r['val_acc']:.1f} / {100 * r['test_acc']:.1f}") for r in entry["runs"]]
+        options = ", ".join(f"{k} {v}" for k, v in entry["method"].items() if k != "name")
+        preset = cfg.compare.get(method, {}).get("train.base_lr")
+        rows.append([method, options, *cells, f"{chosen:g}", "yes" if preset == chosen else f"no ({preset})"])
+    missing = [m for m in ZOO_METHODS if m not in search["methods"]]
+    schedule = search["schedule"]
+    return (markdown_table(["method", "options", *(f"lr {lr:g}: val / test (%)" for lr in search["base_lrs"]),
+                            "chosen lr", "in the starter config"], rows)
+            + f"\n\n{schedule['epochs']} epochs ({schedule['warmup_epochs']} warm-up), {schedule['optimizer']} with "
+            f"weight decay {schedule['weight_decay']}, seed {search['seed']}, {search['torch_threads']} torch threads; "
+            f"chosen on {search['selection']} (ties: the smaller lr). "
+            f"`{manifest['stage_commands'].get('zoo-search', 'python -m e2vpt_viz lesson-results --stages zoo-search')}`"
+            + (f". Not searched yet: {', '.join(missing)}." if missing else "."))
+
+
 def method_costs_text(root: Path) -> str:
     """Every method's cost on the offline starter (the shipped ``costs.json``) beside its test accuracy over the
     shipped seeds (mean ± sd of the run records; "not shipped yet" for a method without runs)."""
@@ -537,7 +568,7 @@ def render(root: Union[str, Path] = ROOT) -> dict[Path, str]:
                                 "source checkout of the repository (pip install -e .).")
     blocks = {**{name: fn(results) for name, fn in BLOCKS.items()}, "benchmarks": benchmarks_text(root),
               "lesson-results": lesson_results_text(root), "lesson-timings": lesson_timings_text(root),
-              "method-costs": method_costs_text(root)}
+              "method-costs": method_costs_text(root), "zoo-search": zoo_search_text(root)}
     pages = {root / "docs" / "results.md": results_index(results)}
     for path in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
         if path in pages:

@@ -312,8 +312,8 @@ def shipped_manifest(root: Union[str, Path] = SHIPPED_DIR) -> Optional[dict]:
 def lesson_costs(cfg: RunConfig, methods: Sequence[str], mode: str, root: Union[str, Path] = SHIPPED_DIR,
                  progress: bool = True) -> dict:
     """Notebook 04's cost file for ``methods``: the shipped ``costs.json`` (its rows for ``methods``) in the
-    ``"shipped"`` and ``"quick"`` modes, else measured now with ``cfg`` (:func:`~.costs.measure_method_costs`: a
-    minute or two on the starter's CPU, seconds per method on a GPU)."""
+    ``"shipped"`` and ``"quick"`` modes, else measured now with ``cfg`` (:func:`~.costs.measure_method_costs`; the
+    shipped manifest's ``stage_seconds["costs"]`` says how long every method took on the starter's CPU)."""
     from .costs import measure_method_costs
 
     path = Path(root) / "costs.json"

@@ -369,14 +369,19 @@ def test_the_zoo_search_picks_each_methods_lr_on_validation_and_resumes(tiny_roo
     assert "zoo_search.json" in manifest["files"] and list(found["methods"]) == ["ia3", "ssf"]
     for method, entry in found["methods"].items():
         runs = entry["runs"]
-        assert [r["base_lr"] for r in runs] == [0.01, 0.3] and entry["method"]["name"] == method
+        lrs = [r["base_lr"] for r in runs]
+        assert lrs[:2] == [0.01, 0.3] and entry["method"]["name"] == method
         best = max(runs, key=lambda r: (r["val_acc"], -r["base_lr"]))
+        for j in range(2, len(lrs)):  # the grid grew upward (x4) only when its top lr had won so far
+            assert max(runs[:j], key=lambda r: (r["val_acc"], -r["base_lr"]))["base_lr"] == lrs[j - 1]
+            assert lrs[j] == round(4 * lrs[j - 1], 6)
+        assert best["base_lr"] != lrs[-1] or len(lrs) == 4  # and stops when it no longer does, or after two steps
         assert entry["chosen"] == {"train.base_lr": best["base_lr"], "train.optimizer": "adamw",
                                    "train.weight_decay": 0.01}
         assert cfg.replace(compare={method: entry["chosen"]}).with_presets(method).train.base_lr == best["base_lr"]
     metrics = sorted((tmp_path / "work" / "zoo_search").rglob("metrics.json"))
     stamps = [p.stat().st_mtime_ns for p in metrics]
-    assert len(metrics) == 4
+    assert len(metrics) == sum(len(e["runs"]) for e in found["methods"].values())
     lr.make_lesson_results(tmp_path / "out", tmp_path / "work", cfg, stages=["zoo-search"], methods=["ia3", "ssf"],
                            progress=False, log=lines.append)  # again: read back, nothing retrained
     assert [p.stat().st_mtime_ns for p in metrics] == stamps

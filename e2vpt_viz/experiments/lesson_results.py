@@ -173,7 +173,8 @@ def _quick(cfg: RunConfig, work: Path, out: Path, progress: bool) -> None:
 def _zoo_search(cfg: RunConfig, work: Path, out: Path, methods: Sequence[str], progress: bool,
                 log: Callable[[str], None]) -> None:
     """Each zoo method at :data:`ZOO_SEARCH`'s lrs (one seed, short schedule), the best last-epoch validation accuracy
-    chosen (ties: the smaller lr), into ``zoo_search.json``; finished runs are read back, so it resumes."""
+    chosen (ties: the smaller lr), into ``zoo_search.json``; when the best is the largest lr, the grid grows upward by
+    a factor of 4, at most twice. Finished runs are read back, so it resumes."""
     from .run import grid_search
 
     path = out / "zoo_search.json"
@@ -182,8 +183,13 @@ def _zoo_search(cfg: RunConfig, work: Path, out: Path, methods: Sequence[str], p
         base = cfg.with_presets(method).replace(train={
             "seed": SEEDS[0], "epochs": ZOO_SEARCH["epochs"], "warmup_epochs": ZOO_SEARCH["warmup_epochs"],
             "optimizer": ZOO_SEARCH["optimizer"], "weight_decay": ZOO_SEARCH["weight_decay"]})
-        search = grid_search(base, ZOO_SEARCH["base_lrs"], [ZOO_SEARCH["weight_decay"]], work / "zoo_search" / method,
-                             progress=progress)
+        lrs = list(ZOO_SEARCH["base_lrs"])
+        while True:  # a choice at the grid's top edge extends the grid upward (x4), twice at most
+            search = grid_search(base, lrs, [ZOO_SEARCH["weight_decay"]], work / "zoo_search" / method,
+                                 progress=progress)
+            if search["best"]["base_lr"] != lrs[-1] or len(lrs) >= len(ZOO_SEARCH["base_lrs"]) + 2:
+                break
+            lrs.append(round(4 * lrs[-1], 6))
         found[method] = {"method": base.to_dict()["method"],
                          "runs": [{k: r[k] for k in ("base_lr", "val_acc", "test_acc")} for r in search["runs"]],
                          "chosen": {"train.base_lr": search["best"]["base_lr"], "train.optimizer": ZOO_SEARCH["optimizer"],

@@ -8,6 +8,7 @@ shipped record.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -385,6 +386,11 @@ def test_the_zoo_search_picks_each_methods_lr_on_validation_and_resumes(tiny_roo
     lr.make_lesson_results(tmp_path / "out", tmp_path / "work", cfg, stages=["zoo-search"], methods=["ia3", "ssf"],
                            progress=False, log=lines.append)  # again: read back, nothing retrained
     assert [p.stat().st_mtime_ns for p in metrics] == stamps
+    assert json.loads((tmp_path / "out" / "zoo_search.json").read_text())["methods"] == found["methods"]
+    shutil.rmtree(tmp_path / "work")  # a new session: only the export is left, and it is enough
+    lr.make_lesson_results(tmp_path / "out", tmp_path / "work", cfg, stages=["zoo-search"], methods=["ia3", "ssf"],
+                           progress=False, log=lines.append)
+    assert not (tmp_path / "work" / "zoo_search").exists()
     assert json.loads((tmp_path / "out" / "zoo_search.json").read_text())["methods"] == found["methods"]
     with pytest.raises(ValueError, match="unknown method"):
         lr.make_lesson_results(tmp_path / "out", tmp_path / "work", cfg, stages=["zoo-search"], methods=["lorra"])

@@ -174,7 +174,8 @@ def _zoo_search(cfg: RunConfig, work: Path, out: Path, methods: Sequence[str], p
                 log: Callable[[str], None]) -> None:
     """Each zoo method at :data:`ZOO_SEARCH`'s lrs (one seed, short schedule), the best last-epoch validation accuracy
     chosen (ties: the smaller lr), into ``zoo_search.json``; when the best is the largest lr, the grid grows upward by
-    a factor of 4, at most twice. Finished runs are read back, so it resumes."""
+    a factor of 4, at most twice. Finished runs are read back, and a method the export already holds with the same
+    settings is not searched again, so it resumes (also without its work folder)."""
     from .run import grid_search
 
     path = out / "zoo_search.json"
@@ -183,6 +184,10 @@ def _zoo_search(cfg: RunConfig, work: Path, out: Path, methods: Sequence[str], p
         base = cfg.with_presets(method).replace(train={
             "seed": SEEDS[0], "epochs": ZOO_SEARCH["epochs"], "warmup_epochs": ZOO_SEARCH["warmup_epochs"],
             "optimizer": ZOO_SEARCH["optimizer"], "weight_decay": ZOO_SEARCH["weight_decay"]})
+        done = found.get(method)
+        if done and done["method"] == base.to_dict()["method"] and \
+                [r["base_lr"] for r in done["runs"]][:len(ZOO_SEARCH["base_lrs"])] == list(ZOO_SEARCH["base_lrs"]):
+            continue  # searched before with these settings (its work folder may be gone: the export holds it)
         lrs = list(ZOO_SEARCH["base_lrs"])
         while True:  # a choice at the grid's top edge extends the grid upward (x4), twice at most
             search = grid_search(base, lrs, [ZOO_SEARCH["weight_decay"]], work / "zoo_search" / method,

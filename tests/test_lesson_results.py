@@ -408,3 +408,18 @@ def test_the_shipped_costs_were_measured_with_todays_settings_of_every_method():
     for row in costs["rows"]:
         assert row["options"] == cfg.with_presets(row["method"]).to_dict()["method"], row["method"]
     assert "costs.json" in lr.shipped_manifest()["files"]
+
+
+def test_a_seeded_stage_reads_exported_runs_back_without_their_work_folder(tiny_set, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(tiny_set["root"], out)
+    before = {p.name: p.read_bytes() for p in (out / "runs").iterdir()}
+    lines = []
+    lr.make_lesson_results(out, tmp_path / "new_work", tiny_set["cfg"], stages=["methods-seed42"],
+                           methods=["linear", "e2vpt", "partial"], progress=False, log=lines.append)
+    assert not (tmp_path / "new_work").exists()  # nothing trained: every run was in the export
+    assert {p.name: p.read_bytes() for p in (out / "runs").iterdir()} == before
+    assert [line.split(":")[0].strip() for line in lines if "seed42:" in line] == [
+        f"starter-vit {m}-seed42" for m in ("linear", "e2vpt", "partial")]
+    longer = tiny_set["cfg"].replace(train={"epochs": 2})  # other settings: the export does not count
+    assert lr._exported(lr.method_config_for(longer, "linear", 42, tmp_path / "w"), out) is None

@@ -102,6 +102,22 @@ def _train(cfg: RunConfig, progress: bool) -> dict:
     return {k: v for k, v in result.items() if k != "model"}
 
 
+def _exported(cfg: RunConfig, out: Path) -> Optional[dict]:
+    """The exported record of the run ``cfg`` describes, when ``out`` holds it (with its tensors, for a method that
+    ships them) and it was trained with exactly this config; else None. A stage then spans sessions that do not keep
+    their work folder: what was exported is not trained again."""
+    runs = runs_dir(out, cfg.backbone.name)
+    path = runs / f"{run_name(cfg.method_name, cfg.train.seed)}.json"
+    if not path.is_file() or (cfg.method_name not in RECORD_ONLY and not path.with_suffix(".safetensors").is_file()):
+        return None
+    record = json.loads(path.read_text())
+    try:
+        same = RunConfig.from_dict(record["config"]).replace(output_dir=cfg.output_dir) == cfg
+    except (KeyError, ValueError):
+        return None
+    return record if same else None
+
+
 def _export_run(cfg: RunConfig, record: dict, out: Path, command: Optional[str]) -> None:
     method, seed = record["method"], cfg.train.seed
     stem = run_name(method, seed)
@@ -270,7 +286,7 @@ def make_lesson_results(out: Union[str, Path], work: Union[str, Path] = "results
             for backbone, method in runs:
                 on = cfg.replace(backbone={"name": backbone})
                 run_cfg = method_config_for(on, method, seed, runs_dir(work, backbone))
-                record = _train(run_cfg, progress)
+                record = _exported(run_cfg, out) or _train(run_cfg, progress)
                 _export_run(run_cfg, record, out, command)
                 log(f"  {backbone} {run_name(method, seed)}: test {100 * record['test_acc']:.1f}%")
         elif stage == "prune":

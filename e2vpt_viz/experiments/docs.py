@@ -356,15 +356,16 @@ def zoo_search_text(root: Path) -> str:
     rows = []
     for method, entry in search["methods"].items():
         chosen = entry["chosen"]["train.base_lr"]
-        cells = [(f"**{100 * r['val_acc']:.1f} / {100 * r['test_acc']:.1f}**" if r["base_lr"] == chosen else
-                  f"{100 * r['val_acc']:.1f} / {100 * r['test_acc']:.1f}") for r in entry["runs"]]
+        cells = [(f"**lr {r['base_lr']:g}: {100 * r['val_acc']:.1f} / {100 * r['test_acc']:.1f}**"
+                  if r["base_lr"] == chosen else
+                  f"lr {r['base_lr']:g}: {100 * r['val_acc']:.1f} / {100 * r['test_acc']:.1f}") for r in entry["runs"]]
         options = ", ".join(f"{k} {v}" for k, v in entry["method"].items() if k != "name")
         preset = cfg.compare.get(method, {}).get("train.base_lr")
-        rows.append([method, options, *cells, f"{chosen:g}", "yes" if preset == chosen else f"no ({preset})"])
+        rows.append([method, options, "; ".join(cells), f"{chosen:g}", "yes" if preset == chosen else f"no ({preset})"])
     missing = [m for m in ZOO_METHODS if m not in search["methods"]]
     schedule = search["schedule"]
-    return (markdown_table(["method", "options", *(f"lr {lr:g}: val / test (%)" for lr in search["base_lrs"]),
-                            "chosen lr", "in the starter config"], rows)
+    return (markdown_table(["method", "options", "val / test accuracy (%) per base lr", "chosen lr",
+                            "in the starter config"], rows)
             + f"\n\n{schedule['epochs']} epochs ({schedule['warmup_epochs']} warm-up), {schedule['optimizer']} with "
             f"weight decay {schedule['weight_decay']}, seed {search['seed']}, {search['torch_threads']} torch threads; "
             f"chosen on {search['selection']} (ties: the smaller lr). "

@@ -254,11 +254,11 @@ def test_every_shipped_record_was_trained_with_todays_settings_of_its_method():
             assert found[section] == result_settings_of(expected)[section], f"{path.name}: {section}"
 
 
-# Of the shipped run's 100 epochs, the first 6 (half a minute on one core). Another CPU's arithmetic (AVX2 vs AVX-512
+# Of the shipped run's 100 epochs, the first 4. Another CPU's arithmetic (AVX2 vs AVX-512
 # kernels) differs in the last bits, and this run's large early learning rate amplifies that: replayed on an AMD EPYC
 # (AVX-512) it matched the shipped history to four digits through epoch 5 and was 5% off at epoch 9. A change to what
 # the code computes shows in the first epochs, bitwise.
-REPLAYED_EPOCHS = 6
+REPLAYED_EPOCHS = 4
 
 
 class _Enough(Exception):
@@ -365,9 +365,9 @@ def test_the_zoo_search_picks_each_methods_lr_on_validation_and_resumes(tiny_roo
     cfg = load_run_config("starter", [f"data.root={tiny_root}", "train.batch_size=8"])
     lines = []
     manifest = lr.make_lesson_results(tmp_path / "out", tmp_path / "work", cfg, stages=["zoo-search"],
-                                      methods=["ia3", "ssf"], progress=False, log=lines.append)
+                                      methods=["ssf"], progress=False, log=lines.append)
     found = json.loads((tmp_path / "out" / "zoo_search.json").read_text())
-    assert "zoo_search.json" in manifest["files"] and list(found["methods"]) == ["ia3", "ssf"]
+    assert "zoo_search.json" in manifest["files"] and list(found["methods"]) == ["ssf"]
     for method, entry in found["methods"].items():
         runs = entry["runs"]
         lrs = [r["base_lr"] for r in runs]
@@ -383,12 +383,12 @@ def test_the_zoo_search_picks_each_methods_lr_on_validation_and_resumes(tiny_roo
     metrics = sorted((tmp_path / "work" / "zoo_search").rglob("metrics.json"))
     stamps = [p.stat().st_mtime_ns for p in metrics]
     assert len(metrics) == sum(len(e["runs"]) for e in found["methods"].values())
-    lr.make_lesson_results(tmp_path / "out", tmp_path / "work", cfg, stages=["zoo-search"], methods=["ia3", "ssf"],
+    lr.make_lesson_results(tmp_path / "out", tmp_path / "work", cfg, stages=["zoo-search"], methods=["ssf"],
                            progress=False, log=lines.append)  # again: read back, nothing retrained
     assert [p.stat().st_mtime_ns for p in metrics] == stamps
     assert json.loads((tmp_path / "out" / "zoo_search.json").read_text())["methods"] == found["methods"]
     shutil.rmtree(tmp_path / "work")  # a new session: only the export is left, and it is enough
-    lr.make_lesson_results(tmp_path / "out", tmp_path / "work", cfg, stages=["zoo-search"], methods=["ia3", "ssf"],
+    lr.make_lesson_results(tmp_path / "out", tmp_path / "work", cfg, stages=["zoo-search"], methods=["ssf"],
                            progress=False, log=lines.append)
     assert not (tmp_path / "work" / "zoo_search").exists()
     assert json.loads((tmp_path / "out" / "zoo_search.json").read_text())["methods"] == found["methods"]

@@ -101,5 +101,5 @@ def init_prompts_from_data(model, batches: Iterable, max_images: int = 256, prot
         else:
             centres.append(tokens[torch.randperm(len(tokens), generator=generator)[:P]])
     model.visual_prompts.copy_(torch.stack(centres).to(model.visual_prompts.dtype))
-    return {"images": seen, "tokens_per_layer": min(max_tokens, len(torch.cat(per_layer[0]))),
+    return {"images": seen, "tokens_per_layer": min(max_tokens, sum(len(chunk) for chunk in per_layer[0])),
             "prototypes": prototypes}

@@ -99,9 +99,6 @@ def _setup(cfg: RunConfig, progress: bool) -> tuple[TrainConfig, dict, PromptedV
     train_config = replace(cfg.train, progress=progress)
     loaders = prepare_data(cfg, train_config.batch_size, train_config.seed)
     model = build_model(cfg, loaders["train"].dataset.num_classes)
-    if getattr(cfg.method, "prompt_init", "random") == "spt":  # Self-Prompt Tuning: prompts from the data's tokens
-        model.to(dist.processes().device(cfg.train))  # under torchrun, DDP then starts every process from rank 0's
-        init_prompts_from_data(model, loaders["train"], seed=train_config.seed)
     return train_config, loaders, model, output_dir(cfg)
 
 
@@ -112,6 +109,9 @@ def train_run(cfg: RunConfig, callbacks: Sequence[Callable] = (), progress: bool
     """
     with _held(output_dir(cfg)):
         train_config, loaders, model, out = _setup(cfg, progress)
+        if getattr(cfg.method, "prompt_init", "random") == "spt":  # Self-Prompt Tuning: prompts from the data's tokens
+            model.to(dist.processes().device(cfg.train))  # under torchrun, DDP then starts every process from rank 0's
+            init_prompts_from_data(model, loaders["train"], seed=train_config.seed)
         started = time.perf_counter()
         processes = dist.processes()
         history = fit(model, loaders["train"], loaders.get("val"), train_config, out, callbacks, processes)

@@ -28,7 +28,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from .checks import dropout_rate, positive_int, positive_number
+from .checks import dropout_rate, non_negative_number, positive_int, positive_number
 from .method_base import MethodConfig
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
@@ -146,8 +146,7 @@ class AdapterConfig(MethodConfig):
 
     def __post_init__(self) -> None:
         self.rank = positive_int("rank", self.rank)
-        if isinstance(self.init_std, bool) or not isinstance(self.init_std, (int, float)) or self.init_std < 0:
-            raise ValueError(f"init_std must be a number >= 0 (Houlsby's 0.01), got {self.init_std!r}.")
+        self.init_std = non_negative_number("init_std", self.init_std, "Houlsby's 0.01")
 
     def prepare_backbone(self, backbone: nn.Module) -> nn.Module:
         dim = backbone.embed_dim
@@ -172,9 +171,7 @@ class SSFConfig(MethodConfig):
     init_std: float = 0.02
 
     def __post_init__(self) -> None:
-        if isinstance(self.init_std, bool) or not isinstance(self.init_std, (int, float)) or self.init_std < 0:
-            raise ValueError(f"init_std must be a number >= 0 (SSF's 0.02; 0 starts at the identity), "
-                             f"got {self.init_std!r}.")
+        self.init_std = non_negative_number("init_std", self.init_std, "SSF's 0.02; 0 starts at the identity")
 
     def prepare_backbone(self, backbone: nn.Module) -> nn.Module:
         places = [("patch_embed.proj", 1), ("patch_embed.norm", -1), ("norm", -1)]

@@ -104,6 +104,16 @@ def backbone_mean_std(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
     return tuple(float(v) for v in mean), tuple(float(v) for v in std)
 
 
+def backbone_input_size(name: str) -> tuple[int, int, int]:
+    """The (channels, height, width) a backbone was made for: the starter's ``img_size``, or timm's ``pretrained_cfg``
+    ``input_size`` of ``name`` (224 px when timm gives none; e.g. (3, 518, 518) for DINOv2)."""
+    check_backbone_name(name)
+    if name in STARTER_BACKBONES:
+        size = STARTER_BACKBONES[name]["img_size"]
+        return (3, size, size)
+    return tuple(getattr(timm.models.get_pretrained_cfg(name), "input_size", None) or (3, 224, 224))
+
+
 def load_backbone(name: str, pretrained: bool = True,
                   checkpoint: Union[str, Path, None] = None, **timm_kwargs) -> VisionTransformer:
     """A timm Vision Transformer (``VisionTransformer``, DeiT, ``Eva``: EVA-02 and RoPE ViTs, ``Beit``,

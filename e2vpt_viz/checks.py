@@ -31,17 +31,24 @@ def non_negative_int(name: str, value: Any) -> int:
     return value
 
 
-def dropout_rate(value: Any, name: str = "dropout") -> float:
-    """``value`` as a dropout probability in [0, 1) (numpy / torch scalars accepted; bools are not)."""
+def _number(name: str, value: Any, ok: Any, must_be: str) -> float:
+    """``value`` as a plain number (numpy / torch scalars accepted; bools are not) for which ``ok(value)`` holds."""
     value = plain_scalar(value)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-        raise ValueError(f"{name} must be a number in [0, 1), got {value!r}.")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
+        raise ValueError(f"{name} must be {must_be}, got {value!r}.")
     return value
+
+
+def dropout_rate(value: Any, name: str = "dropout") -> float:
+    """``value`` as a dropout probability in [0, 1)."""
+    return _number(name, value, lambda v: 0.0 <= v < 1.0, "a number in [0, 1)")
 
 
 def positive_number(name: str, value: Any) -> float:
-    """``value`` as a number > 0 (numpy / torch scalars accepted; bools are not)."""
-    value = plain_scalar(value)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"{name} must be a number > 0, got {value!r}.")
-    return value
+    """``value`` as a number > 0."""
+    return _number(name, value, lambda v: v > 0, "a number > 0")
+
+
+def non_negative_number(name: str, value: Any, hint: str = "") -> float:
+    """``value`` as a number >= 0; ``hint`` (e.g. the method's usual value) goes in brackets in the message."""
+    return _number(name, value, lambda v: v >= 0, "a number >= 0" + (f" ({hint})" if hint else ""))

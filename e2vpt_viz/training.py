@@ -151,6 +151,12 @@ class TrainConfig:
         return device
 
 
+def short_schedule_warmup(epochs: int) -> int:
+    """Warm-up epochs for a shortened schedule of ``epochs`` (few-shot runs, the short-schedule study): 10 % of it, at
+    least one epoch, none for a 1-epoch run."""
+    return min(max(1, epochs // 10), epochs - 1)
+
+
 class Processes:
     """The processes that train one model together: here one, the default of :func:`fit` and :func:`evaluate`.
 

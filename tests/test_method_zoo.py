@@ -97,6 +97,13 @@ def test_bad_options_are_one_line(options, message):
     with pytest.raises(ValueError, match=message) as error:
         method_config("lora", **options)
     assert "\n" not in str(error.value)
+    with pytest.raises(ValueError, match=r"init_std must be a number >= 0 \(SSF's 0.02; 0 starts at the identity\), "
+                                         r"got -0.1") as error:
+        method_config("ssf", init_std=-0.1)
+    assert "\n" not in str(error.value)
+    with pytest.raises(ValueError, match=r"init_std must be a number >= 0 \(Houlsby's 0.01\), got True"):
+        method_config("adapter", init_std=True)
+    assert "\n" not in str(error.value)
     with pytest.raises(ValueError, match="feedforward_modules"):
         method_config("ia3", target_modules=["qkv"], feedforward_modules=["fc2"])
 

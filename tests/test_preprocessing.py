@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from e2vpt_viz.backbones import IMAGENET_MEAN, IMAGENET_STD, backbone_mean_std
+from e2vpt_viz.backbones import IMAGENET_MEAN, IMAGENET_STD, backbone_input_size, backbone_mean_std
 from e2vpt_viz.data import FGVC, FGVCDataset, Preprocessing, build_transforms, loader_splits, make_loaders
 from e2vpt_viz.experiments.config import load_run_config
 from e2vpt_viz.experiments.device_data import DeviceImages, make_device_loaders
@@ -30,6 +30,13 @@ def test_backbone_statistics_come_from_timm_pretrained_configs():
     assert backbone_mean_std("vit_base_patch16_224.orig_in21k") == ((0.5,) * 3, (0.5,) * 3)
     assert backbone_mean_std("vit_base_patch14_reg4_dinov2.lvd142m") == (IMAGENET_MEAN, IMAGENET_STD)
     assert backbone_mean_std("starter-vit") == (IMAGENET_MEAN, IMAGENET_STD)
+
+
+def test_backbone_input_sizes_come_from_timm_pretrained_configs():
+    assert backbone_input_size("vit_base_patch16_224.orig_in21k") == (3, 224, 224)
+    assert backbone_input_size("vit_small_patch14_reg4_dinov2.lvd142m") == (3, 518, 518)
+    assert backbone_input_size("eva02_base_patch14_448.mim_in22k_ft_in22k_in1k") == (3, 448, 448)
+    assert backbone_input_size("starter-vit") == (3, 64, 64)
 
 
 def test_config_picks_the_statistics_and_refuses_unknown_values_in_one_line():

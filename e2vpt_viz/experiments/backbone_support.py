@@ -13,11 +13,9 @@ wrapped, run forward, and compared with the backbone with the prompts off.
 from __future__ import annotations
 
 import copy
-import datetime
 import fnmatch
 import json
 import os
-import subprocess
 import sys
 import time
 import warnings
@@ -29,9 +27,11 @@ from typing import Optional, Sequence, Union
 import timm
 import torch
 
+from ..backbones import backbone_input_size
 from ..checkpoint import atomic_write
 from ..methods import E2VPTConfig, apply_prompts
 from ..model import backbone_family
+from .docs import measured_now
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "docs" / "results" / "backbones.json"
@@ -55,10 +55,6 @@ def _why(err: Exception) -> str:
     return text.split(". ")[0].rstrip(".") + "."
 
 
-def _input_size(model: torch.nn.Module) -> tuple[int, ...]:
-    return tuple(model.pretrained_cfg.get("input_size", (3, 224, 224)))
-
-
 def probe(name: str) -> dict:
     """``{"class", "family", "supported", "why"}`` for one timm name, built and run on the meta device."""
     entry: dict = {"class": None, "family": None, "supported": False, "why": None}
@@ -67,7 +63,7 @@ def probe(name: str) -> dict:
             warnings.simplefilter("ignore")
             model = timm.create_model(name, pretrained=False, num_classes=0)
             entry.update({"class": type(model).__name__, "family": backbone_family(model)})
-            out = apply_prompts(model, PROBE, 5)(torch.empty(1, *_input_size(model)))
+            out = apply_prompts(model, PROBE, 5)(torch.empty(1, *backbone_input_size(name)))
         if tuple(out.shape) != (1, 5):
             raise RuntimeError(f"the forward gave shape {tuple(out.shape)}, not (1, 5)")
         entry["supported"] = True
@@ -82,8 +78,8 @@ def check(name: str) -> dict:
     warnings.filterwarnings("ignore")
     torch.manual_seed(0)
     backbone = timm.create_model(name, pretrained=False, num_classes=0).eval()
-    row = {"name": name, "class": type(backbone).__name__, "input_size": list(_input_size(backbone))}
-    images = torch.randn(1, *_input_size(backbone))
+    row = {"name": name, "class": type(backbone).__name__, "input_size": list(backbone_input_size(name))}
+    images = torch.randn(1, *backbone_input_size(name))
     try:
         model = apply_prompts(copy.deepcopy(backbone), PROBE, 5).eval()
     except Exception as err:
@@ -168,17 +164,12 @@ def write_record(path: Union[str, Path], workers: int = 2) -> dict:
     started = time.perf_counter()
     models = scan(workers=workers)
     examples = [check(name) for name in EXAMPLES]
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                                check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
     record = {
         "claim": "Which timm ViT model names take prompts (E²VPT forward on the meta device), and the families' "
                  "examples re-checked with random weights: prompts off give the backbone's features.",
         "kind": "backbones",
         "command": f"python -m e2vpt_viz backbones --write {path}",
-        "measured": {"commit": commit, "date": datetime.date.today().isoformat()},
+        "measured": measured_now(ROOT),
         "device": f"{os.cpu_count()} CPU cores, no GPU (meta device for the probe)",
         "torch": torch.__version__, "timm": timm.__version__, "seconds": round(time.perf_counter() - started),
         "modules": list(MODULES), "examples": examples, "models": models,

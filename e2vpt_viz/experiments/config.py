@@ -38,14 +38,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
-import timm
 import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import (ConfigAttributeError, ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException)
 
 from .. import pruning
-from ..backbones import (IMAGENET_MEAN, IMAGENET_STD, STARTER_BACKBONES, BackboneError, backbone_mean_std,
-                         check_backbone_name, load_backbone)
+from ..backbones import (IMAGENET_MEAN, IMAGENET_STD, STARTER_BACKBONES, BackboneError, backbone_input_size,
+                         backbone_mean_std, check_backbone_name, load_backbone)
 from ..data import MAX_UNREADABLE, RESIZES, TRAINVAL, Preprocessing
 from ..methods import METHODS, MethodConfig
 from ..training import TrainConfig, result_settings
@@ -150,8 +149,7 @@ class BackboneConfig:
         ``data.crop_size``; None: the backbone's own size). A timm ViT made for another size is built at this one, its
         pre-trained position embedding resampled by timm (e.g. DINOv2's 518 px at 224); a starter backbone, made for
         one size, refuses another in one line."""
-        native = (STARTER_BACKBONES[self.name]["img_size"] if self.name in STARTER_BACKBONES
-                  else getattr(timm.models.get_pretrained_cfg(self.name), "input_size", (3, 224, 224))[-1])
+        native = backbone_input_size(self.name)[-1]
         if img_size is None or img_size == native:
             return load_backbone(self.name, self.pretrained, self.checkpoint)
         if self.name in STARTER_BACKBONES:

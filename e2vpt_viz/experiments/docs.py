@@ -610,18 +610,23 @@ def _last_commit(path: Path) -> str:
         return "unknown"
 
 
-def _stamp(result: dict, root: Path) -> dict:
-    import torch
-
+def measured_now(root: Union[str, Path] = ROOT) -> dict:
+    """A result file's ``measured`` entry: ``{"commit": <HEAD of the git work tree at root, or "unknown">,
+    "date": today}``."""
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
                                 check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         commit = "unknown"
+    return {"commit": commit, "date": datetime.date.today().isoformat()}
+
+
+def _stamp(result: dict, root: Path) -> dict:
+    import torch
+
     device = (f"CUDA {torch.cuda.get_device_name(0)}" if torch.cuda.is_available()
               else f"{torch.get_num_threads()} CPU threads, no GPU")
-    return {**result, "measured": {"commit": commit, "date": datetime.date.today().isoformat()},
-            "device": device, "torch": torch.__version__}
+    return {**result, "measured": measured_now(root), "device": device, "torch": torch.__version__}
 
 
 def _read(path: Path, what: str) -> dict:

@@ -28,7 +28,7 @@ from ..tables import mean_std
 from ..data import FGVC, DatasetLayoutError, Preprocessing, build_transforms, load_rgb, make_loaders, split_loader
 from ..checkpoint import write_json
 from ..pvp import load_prompt_modules, save_prompt_modules
-from ..training import evaluate, fit, result_settings
+from ..training import evaluate, fit, result_settings, short_schedule_warmup
 
 if TYPE_CHECKING:
     from .config import RunConfig
@@ -184,9 +184,8 @@ def few_shot_comparison(cfg: "RunConfig", prompts: Union[str, Path], shots: Sequ
                     accs[init].append(done[f"{k}/{seed}/{init}"])
                 continue
             subset = _subset_folder(root, k, seed)
-            warmup = min(max(1, epochs // 10), epochs - 1)  # 10 %, at least one epoch, none for a 1-epoch run
             run_cfg = cfg.replace(data={"root": str(subset)},
-                                  train={"seed": seed, "epochs": epochs, "warmup_epochs": warmup})
+                                  train={"seed": seed, "epochs": epochs, "warmup_epochs": short_schedule_warmup(epochs)})
             train_config = replace(run_cfg.train, progress=progress)
             loaders = prepare_data(run_cfg, train_config.batch_size, seed)
             for init in ("random", "pvp"):

@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 
 from .. import __version__, pruning
 from ..checkpoint import load_prompts, save_prompts, write_json
-from ..training import PROMPTS_FILE
+from ..training import PROMPTS_FILE, short_schedule_warmup
 from .config import RunConfig, load_run_config, settings_digest
 from .fewshot import few_shot_comparison, packaged_prompts
 from .run import build_model, finished_run, prepare_data, train_run
@@ -177,7 +177,7 @@ def _quick(cfg: RunConfig, work: Path, out: Path, progress: bool) -> None:
     rows = []
     for epochs in QUICK_CANDIDATES:
         run_cfg = cfg.with_presets(QUICK_METHOD).replace(
-            train={"seed": SEEDS[0], "epochs": epochs, "warmup_epochs": max(1, epochs // 10)},
+            train={"seed": SEEDS[0], "epochs": epochs, "warmup_epochs": short_schedule_warmup(epochs)},
             output_dir=str(work / "quick" / f"{QUICK_METHOD}-{epochs}ep"))
         record = _train(run_cfg, progress)
         rows.append({"epochs": epochs, "warmup_epochs": run_cfg.train.warmup_epochs, "val_acc": record["val_acc"],

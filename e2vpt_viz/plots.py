@@ -24,9 +24,23 @@ METHOD_COLORS: dict[str, str] = {
     "e2vpt": "#d62728",
     "full": "#2ca02c",
     "pvp": "#9467bd",
+    # the zoo: LoRA's relatives in blues and greens, the orthogonal tuners in reds, the adapters in purples
+    "dora": "#9c9ede",
+    "rslora": "#6b6ecf",
+    "loha": "#b5cf6b",
+    "lokr": "#637939",
+    "vera": "#393b79",
+    "fourierft": "#e7ba52",
+    "ia3": "#fdae6b",
+    "oft": "#e7969c",
+    "boft": "#ad494a",
+    "hra": "#8c6d31",
+    "adaptformer": "#7b4173",
+    "adapter": "#a55194",
+    "ssf": "#e6550d",
 }
 # Names not in METHOD_COLORS get one of these, picked by a checksum of the name (the same colour in every session).
-FALLBACK_COLORS = ("#ff7f0e", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d")
+FALLBACK_COLORS = ("#ff7f0e", "#aec7e8", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#9edae5")
 
 
 def nothing_to_draw(what: str, items, fix: str) -> None:

@@ -315,7 +315,9 @@ def test_every_shipped_tensor_file_evaluates_to_its_recorded_test_accuracy():
              for path, _ in shipped_records() if path.with_suffix(".safetensors").is_file()]
     pairs.append((SHIPPED / "prune" / "best.safetensors", rewind["best"]["test_acc"]))
     other = sum(len(methods) for methods in lr.OTHER_BACKBONES.values())
-    assert len(pairs) == 3 * (len(lr.LESSON_METHODS) - len(lr.RECORD_ONLY) + other) + 1
+    zoo = sum(path.stem.rsplit("-seed", 1)[0] in lr.ZOO_METHODS for path, _ in shipped_records())
+    assert zoo % 3 == 0  # a zoo method ships all three seeds: seed 42 with tensors, seeds 1 and 2 as records
+    assert len(pairs) == 3 * (len(lr.LESSON_METHODS) - len(lr.RECORD_ONLY) + other) + zoo // 3 + 1
     for path, recorded in pairs:
         meta = read_prompt_metadata(path)
         run_cfg = RunConfig.from_dict(meta["config"]).replace(data={"root": cfg.data.root})
@@ -394,6 +396,17 @@ def test_the_zoo_search_picks_each_methods_lr_on_validation_and_resumes(tiny_roo
     assert json.loads((tmp_path / "out" / "zoo_search.json").read_text())["methods"] == found["methods"]
     with pytest.raises(ValueError, match="unknown method"):
         lr.make_lesson_results(tmp_path / "out", tmp_path / "work", cfg, stages=["zoo-search"], methods=["lorra"])
+    # notebook 04's settings table: the search's validation accuracies beside the lr it chose, in bold
+    entry, lines = found["methods"]["ssf"], {}
+    for label, run_cfg in (("chosen", cfg.replace(compare={"ssf": entry["chosen"]})),
+                           ("other", cfg.replace(compare={"ssf": {**entry["chosen"], "train.base_lr": 0.5}}))):
+        table = lr.method_settings_markdown(run_cfg, ["linear", "ssf"], root=tmp_path / "out").splitlines()
+        lines[label] = dict(zip(["linear", "ssf"], table[2:]))
+    chosen = entry["chosen"]["train.base_lr"]
+    assert f"**lr {chosen:g}: {100 * next(r['val_acc'] for r in entry['runs'] if r['base_lr'] == chosen):.1f}**" in \
+        lines["chosen"]["ssf"] and f"adamw, base lr {chosen:g}, weight decay 0.01" in lines["chosen"]["ssf"]
+    assert lines["other"]["ssf"].endswith("| the run config's `compare` section |")  # not the lr the search chose
+    assert "calibration" in lines["chosen"]["linear"]
 
 
 @shipped

@@ -202,7 +202,10 @@ def test_method_colours_are_shared_across_figures_with_a_fixed_fallback():
     assert curve.data[0].line.color == curve.data[1].marker.color == METHOD_COLORS["e2vpt"]  # E²VPT pruned
     assert method_color("E²VPT") == method_color("e2vpt") and method_color("VPT_deep") == METHOD_COLORS["vpt-deep"]
     unknown = method_color("my-adapter")
-    assert unknown in FALLBACK_COLORS and unknown not in METHOD_COLORS.values()
+    assert unknown in FALLBACK_COLORS and not set(FALLBACK_COLORS) & set(METHOD_COLORS.values())
+    from e2vpt_viz import METHODS
+    assert set(METHODS) <= set(METHOD_COLORS)  # every method of the library, the zoo included, has its own colour
+    assert len(set(METHOD_COLORS.values())) == len(METHOD_COLORS)
     curves = training_curves({"my-adapter": [{"epoch": 1, "train_loss": 1.0, "val_acc": 0.5}]})
     assert curves.data[1].line.color == unknown
 

@@ -345,7 +345,7 @@ def zoo_search_text(root: Path) -> str:
     """The zoo methods' starter settings (``zoo_search.json`` of the shipped lesson results): validation and test
     accuracy at each searched lr, the choice in bold, and whether the starter config's presets hold it."""
     from .config import load_run_config
-    from .lesson_results import ZOO_METHODS
+    from .lesson_results import ZOO_METHODS, search_cells
 
     folder = root / "e2vpt_viz" / "lesson_results" / "starter"
     if not (folder / "zoo_search.json").is_file():
@@ -356,12 +356,9 @@ def zoo_search_text(root: Path) -> str:
     rows = []
     for method, entry in search["methods"].items():
         chosen = entry["chosen"]["train.base_lr"]
-        cells = [(f"**lr {r['base_lr']:g}: {100 * r['val_acc']:.1f} / {100 * r['test_acc']:.1f}**"
-                  if r["base_lr"] == chosen else
-                  f"lr {r['base_lr']:g}: {100 * r['val_acc']:.1f} / {100 * r['test_acc']:.1f}") for r in entry["runs"]]
         options = ", ".join(f"{k} {v}" for k, v in entry["method"].items() if k != "name")
         preset = cfg.compare.get(method, {}).get("train.base_lr")
-        rows.append([method, options, "; ".join(cells), f"{chosen:g}", "yes" if preset == chosen else f"no ({preset})"])
+        rows.append([method, options, search_cells(entry), f"{chosen:g}", "yes" if preset == chosen else f"no ({preset})"])
     missing = [m for m in ZOO_METHODS if m not in search["methods"]]
     schedule = search["schedule"]
     return (markdown_table(["method", "options", "val / test accuracy (%) per base lr", "chosen lr",
@@ -435,8 +432,8 @@ def lesson_results_text(root: Path) -> str:
     text = (f"{len(manifest['files'])} files, {manifest['total_bytes'] / 1024:.0f} KB in all, made with "
             f"`{manifest['command']}` (e2vpt-viz {manifest['version']}, torch {manifest['torch']}, "
             f"{manifest['date']}; torch threads per process: {_threads(manifest)}; stages run side by side "
-            f"in two or three processes on 2 CPU cores, so each ran slower than alone). Training time of the eight "
-            f"methods per seed, summed over their epochs: {methods}. Wall-clock time of the other stages (as "
+            f"in two or three processes on 2 CPU cores, so each ran slower than alone). Training time of the "
+            f"starter-vit runs per seed, summed over their epochs: {methods}. Wall-clock time of the other stages (as "
             f"recorded by the processes that finished them): {others}. Test accuracy on the starter's 600 test "
             "images, 100 epochs:\n\n")
     text += markdown_table(["backbone", "method", "test acc (%), mean ± sd", "per seed", "seeds", "tunable params",

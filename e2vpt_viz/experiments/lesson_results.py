@@ -89,6 +89,13 @@ def method_config_for(cfg: RunConfig, method: str, seed: int, out_dir: Union[str
     return cfg.with_presets(method).replace(train={"seed": seed}, output_dir=str(Path(out_dir) / run_name(method, seed)))
 
 
+def ships_tensors(method: str, seed: int) -> bool:
+    """Whether the shipped run of ``method`` with ``seed`` includes its tuned tensors, or only its record: the tensors
+    of every seed of the eight lesson methods but full and partial (:data:`RECORD_ONLY`), and of seed 42 for the zoo
+    (enough to evaluate and explain each zoo method now; its other seeds' accuracies are read from their records)."""
+    return method not in RECORD_ONLY and (method not in ZOO_METHODS or seed == SEEDS[0])
+
+
 def _command() -> Optional[str]:
     return " ".join(["python -m e2vpt_viz", *sys.argv[1:]]) if sys.argv[1:2] == ["lesson-results"] else None
 
@@ -108,7 +115,8 @@ def _exported(cfg: RunConfig, out: Path) -> Optional[dict]:
     their work folder: what was exported is not trained again."""
     runs = runs_dir(out, cfg.backbone.name)
     path = runs / f"{run_name(cfg.method_name, cfg.train.seed)}.json"
-    if not path.is_file() or (cfg.method_name not in RECORD_ONLY and not path.with_suffix(".safetensors").is_file()):
+    if not path.is_file() or (ships_tensors(cfg.method_name, cfg.train.seed)
+                              and not path.with_suffix(".safetensors").is_file()):
         return None
     record = json.loads(path.read_text())
     try:
@@ -124,10 +132,11 @@ def _export_run(cfg: RunConfig, record: dict, out: Path, command: Optional[str])
     slim = {k: v for k, v in record.items() if k != "model"}
     runs = runs_dir(out, cfg.backbone.name)
     record_path, tensors_path = runs / f"{stem}.json", runs / f"{stem}.safetensors"
-    if _unchanged(record_path, slim) and (method in RECORD_ONLY or tensors_path.is_file()):
+    tensors = ships_tensors(method, seed)
+    if _unchanged(record_path, slim) and (not tensors or tensors_path.is_file()):
         return  # exported before (safetensors headers do not keep their order: rewriting would change the bytes)
     write_json(record_path, slim, indent=None)
-    if method in RECORD_ONLY:
+    if not tensors:
         return
     model = build_model(cfg, len(record["per_class_acc"]))
     load_prompts(model, Path(cfg.output_dir) / PROMPTS_FILE)
@@ -549,6 +558,47 @@ def runs_markdown(results: Sequence[dict]) -> str:
         rows.append((*([backbone] if several else []), r["method"], now, spread, f"{r['parameters']['tunable']:,}",
                      f"{r['parameters']['tunable_pct']:.2f}", source))
     return markdown_table((*(["backbone"] if several else []), *RUNS_COLUMNS), rows)
+
+
+def search_cells(entry: dict, accuracy: Sequence[str] = ("val_acc", "test_acc")) -> str:
+    """One method's settings search (a ``zoo_search.json`` entry) in one cell: ``lr <base lr>: <accuracy %> / ...``
+    per searched lr, ``; ``-separated, the chosen lr in bold."""
+    chosen = entry["chosen"]["train.base_lr"]
+    cells = []
+    for run in entry["runs"]:
+        cell = f"lr {run['base_lr']:g}: " + " / ".join(f"{100 * run[k]:.1f}" for k in accuracy)
+        cells.append(f"**{cell}**" if run["base_lr"] == chosen else cell)
+    return "; ".join(cells)
+
+
+def method_settings_markdown(cfg: RunConfig, methods: Sequence[str], root: Union[str, Path] = SHIPPED_DIR) -> str:
+    """The settings each of ``methods`` trains with in a lesson (the run config's ``compare`` presets over its
+    ``train`` section) and where the lr comes from: on the starter, a zoo method whose options and lr are those the
+    settings search in ``root/zoo_search.json`` chose shows that search's validation accuracy per lr (the choice in
+    bold); the eight lesson methods' starter settings come from the calibration."""
+    from ..tables import markdown_table
+
+    path = Path(root) / "zoo_search.json"
+    starter = cfg.data.synthetic and cfg.backbone.name == STARTER_BACKBONE
+    search = json.loads(path.read_text()) if path.is_file() and starter else {"methods": {}}
+    rows = []
+    for method in methods:
+        run = cfg.with_presets(method)
+        options = [f"{k.split('.', 1)[1]} {v}" for k, v in cfg.compare.get(method, {}).items() if k.startswith("method.")]
+        train = f"{run.train.optimizer}, base lr {run.train.base_lr:g}, weight decay {run.train.weight_decay:g}"
+        entry = search["methods"].get(method)
+        if entry and entry["method"] == run.to_dict()["method"] and entry["chosen"] == {
+                "train.base_lr": run.train.base_lr, "train.optimizer": run.train.optimizer,
+                "train.weight_decay": run.train.weight_decay}:
+            origin = (f"validation search, {search['schedule']['epochs']} epochs, val acc (%): "
+                      + search_cells(entry, ("val_acc",)))
+        elif starter and method in LESSON_METHODS:
+            origin = "the starter's calibration on validation (`docs/calibration.md`)"
+        else:
+            origin = "the run config's `compare` section"
+        rows.append((method, ", ".join(options) or "defaults", train, origin))
+    return markdown_table(("method", "options (others: the method's defaults)", "training", "where the lr comes from"),
+                          rows)
 
 
 def lesson_rewinding(cfg: RunConfig, mode: str, scores: pruning.ImportanceScores, loaders: dict,

@@ -419,7 +419,8 @@ def test_the_shipped_costs_were_measured_with_todays_settings_of_every_method():
     cfg = load_run_config("starter")
     assert [r["method"] for r in costs["rows"]] == list(METHODS)
     for row in costs["rows"]:
-        assert row["options"] == cfg.with_presets(row["method"]).to_dict()["method"], row["method"]
+        preset = cfg.with_presets(row["method"])
+        assert (row["options"], row["optimizer"]) == (preset.to_dict()["method"], preset.train.optimizer), row["method"]
     assert "costs.json" in lr.shipped_manifest()["files"]
 
 
@@ -436,3 +437,26 @@ def test_a_seeded_stage_reads_exported_runs_back_without_their_work_folder(tiny_
         f"starter-vit {m}-seed42" for m in ("linear", "e2vpt", "partial")]
     longer = tiny_set["cfg"].replace(train={"epochs": 2})  # other settings: the export does not count
     assert lr._exported(lr.method_config_for(longer, "linear", 42, tmp_path / "w"), out) is None
+
+
+def test_the_manifest_waits_for_another_writer_and_lists_no_hidden_files(tmp_path):
+    """Two lesson-results processes may export into one folder side by side: the manifest is rewritten by one at a
+    time, and never lists a lock or another process's half-written temporary file."""
+    import subprocess
+    import sys
+    import time
+
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "lora-seed42.json").write_text("{}")
+    (tmp_path / "runs" / ".lora-seed1.json.x1y2.tmp").write_text("{")  # another writer's, mid-write
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time\nfrom e2vpt_viz.run_folder import owning\n"
+        f"with owning({str(tmp_path)!r}):\n    print('held', flush=True)\n    time.sleep(1.5)")],
+        stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    started = time.perf_counter()
+    manifest = lr._manifest(tmp_path, None, "costs", 2.0)
+    assert time.perf_counter() - started > 0.5 and holder.wait(timeout=30) == 0  # it waited for the holder
+    assert list(manifest["files"]) == ["runs/lora-seed42.json"] and manifest["stage_seconds"] == {"costs": 2.0}
+    assert lr._manifest(tmp_path, None, "costs", 1.0)["stage_seconds"] == {"costs": 3.0}
+    assert not (tmp_path / ".lock").exists()

@@ -168,7 +168,7 @@ class _MethodCost:
             model.zero_grad(set_to_none=True)
         counts = count_parameters(model)
         return {"method": self.cfg.method_name, "options": self.cfg.to_dict()["method"],
-                "tunable": counts["tunable"], "tunable_pct": counts["tunable_pct"],
+                "optimizer": self.cfg.train.optimizer, "tunable": counts["tunable"], "tunable_pct": counts["tunable_pct"],
                 "train_images_per_s": statistics.median(self.train_rates),
                 "eval_images_per_s": statistics.median(self.eval_rates),
                 "peak_train_bytes": int(peak), "memory_kind": kind,
@@ -182,7 +182,8 @@ def measure_method_costs(cfg: RunConfig, methods: Sequence[str], num_batches: in
     training split: ``rounds`` turns per method (one warm-up turn first), the median turn kept.
 
     Returns ``{"claim", "device", "torch", "version", "date", "command", "batch_size", "batches", "rounds",
-    "memory": {kind: meaning}, "rows": [{"method", "options", "tunable", "tunable_pct", "train_images_per_s",
+    "memory": {kind: meaning}, "rows": [{"method", "options", "optimizer" (its state counts in the peak memory),
+    "tunable", "tunable_pct", "train_images_per_s",
     "eval_images_per_s", "peak_train_bytes", "memory_kind", "train_gflops_per_image",
     "inference_gflops_per_image"}, ...]}``.
     """

@@ -417,8 +417,9 @@ def lesson_results_text(root: Path) -> str:
                 continue
             accs = [100 * r["test_acc"] for r in records]
             mean, sd = mean_std(accs)
-            shipped = "record and tensors" if (runs / f"{method}-seed{manifest['seeds'][0]}.safetensors").is_file() \
-                else "record only"
+            tensors = [seed for seed in manifest["seeds"] if (runs / f"{method}-seed{seed}.safetensors").is_file()]
+            shipped = ("records and tensors" if len(tensors) == len(records) else
+                       f"records, tensors of seed {' / '.join(map(str, tensors))}" if tensors else "records only")
             rows.append([backbone, method, f"{_f(mean)} ± {_f(sd)}", " / ".join(_f(a) for a in accs),
                          " / ".join(str(r["config"]["train"]["seed"]) for r in records),
                          f"{records[0]['parameters']['tunable']:,}", shipped])

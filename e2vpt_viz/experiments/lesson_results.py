@@ -43,6 +43,7 @@ from tqdm.auto import tqdm
 
 from .. import __version__, pruning
 from ..checkpoint import load_prompts, save_prompts, write_json
+from ..run_folder import RunFolderBusyError, owning
 from ..training import PROMPTS_FILE, short_schedule_warmup
 from .config import RunConfig, load_run_config, settings_digest
 from .fewshot import few_shot_comparison, packaged_prompts
@@ -238,7 +239,17 @@ def file_digest(path: Path) -> str:
 
 def _manifest(out: Path, command: Optional[str], stage: str, seconds: float) -> dict:
     """Rewrite ``manifest.json`` after a stage; its seconds add up over resumptions (and over processes that run
-    different stages side by side)."""
+    stages side by side: one process at a time holds ``out`` while it reads and rewrites the manifest; the others
+    wait). Hidden files (a lock, another process's half-written temporaries) are not listed."""
+    while True:
+        try:
+            with owning(out):
+                return _rewrite_manifest(out, command, stage, seconds)
+        except RunFolderBusyError:
+            time.sleep(0.2)
+
+
+def _rewrite_manifest(out: Path, command: Optional[str], stage: str, seconds: float) -> dict:
     path = out / "manifest.json"
     previous = json.loads(path.read_text()) if path.is_file() else {}
     stage_seconds = previous.get("stage_seconds", {})
@@ -248,10 +259,11 @@ def _manifest(out: Path, command: Optional[str], stage: str, seconds: float) -> 
         stage_commands[stage] = command
     stage_threads = previous.get("stage_threads") or {s: previous.get("torch_threads", 1) for s in stage_seconds}
     stage_threads[stage] = torch.get_num_threads()
-    files = sorted(p for p in out.rglob("*") if p.is_file() and p.name != "manifest.json")
+    files = sorted(p for p in out.rglob("*") if p.is_file() and p.name != "manifest.json" and not p.name.startswith("."))
     manifest = {"command": "python -m e2vpt_viz lesson-results --out e2vpt_viz/lesson_results/starter",
                 "stage_commands": stage_commands, "version": __version__, "torch": torch.__version__,
-                "date": datetime.date.today().isoformat(), "seeds": list(SEEDS), "methods": list(LESSON_METHODS),
+                "date": datetime.date.today().isoformat(), "seeds": list(SEEDS),
+                "methods": list(LESSON_METHODS + ZOO_METHODS),
                 "stage_seconds": stage_seconds, "stage_threads": stage_threads,
                 "note": "stage_seconds are wall-clock seconds summed over resumptions; stages may run side by side",
                 "files": {str(p.relative_to(out)): {"bytes": p.stat().st_size, "sha256": file_digest(p)} for p in files}}

@@ -494,6 +494,19 @@ def variants_effect(name: str) -> Callable[[dict[str, dict]], Optional[str]]:
 
 EFFECTS: dict[str, Callable[[dict[str, dict]], Optional[str]]] = {"precision": variants_effect("precision")}
 
+SPT_COMMAND = ("python -m e2vpt_viz report --methods vpt-deep --out results/spt_init/INIT-seedSEED train.seed=SEED "
+               "compare.vpt-deep.method.prompt_init=INIT")
+
+
+def spt_init_text(r: dict[str, dict]) -> str:
+    """Self-Prompt Tuning's data initialisation against the random one, VPT-deep on the starter (``spt_init.json``),
+    or how to measure it."""
+    effect = variants_effect("spt_init")(r)
+    if effect is None:
+        return (f"Not measured yet: `{SPT_COMMAND}` for INIT in random, spt and SEED in 42, 1, 2, then `python -m "
+                "e2vpt_viz record variants docs/results/spt_init.json results/spt_init/*`.")
+    return f"Measured: {effect}."
+
 
 def deviations_text(r: dict[str, dict]) -> str:
     """The remaining differences from the official code (:data:`~e2vpt_viz.experiments.reproduce.DEVIATIONS`), each
@@ -538,7 +551,7 @@ BLOCKS: dict[str, Callable[[dict[str, dict]], str]] = {
     "main-job": main_job_text, "tests": tests_text, "calibration": calibration_text, "baselines": baselines_text,
     "settings-sweep": sweep_text, "pruning": pruning_text, "pvp": pvp_text, "starter": starter_text,
     "performance": performance_text, "backbones": backbones_text, "deviations": deviations_text, "paper-numbers": paper_numbers_text,
-    "vtab-paper-numbers": vtab_paper_numbers_text,
+    "vtab-paper-numbers": vtab_paper_numbers_text, "spt-init": spt_init_text,
 }
 
 

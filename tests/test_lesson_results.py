@@ -237,6 +237,20 @@ def test_every_shipped_record_is_the_papers_schedule_with_its_seed():
         assert record["method"] == method and record["config"]["train"]["seed"] == int(seed), path
         assert record["config"]["backbone"]["name"] == backbone, path
         assert record["epochs"] == len(record["history"]) == record["config"]["train"]["epochs"] == 100, path
+        assert not lr.diverged(record["history"]), path  # a shipped run's settings hold at the full schedule
+
+
+@shipped
+def test_the_starter_config_trains_each_zoo_method_with_the_settings_its_search_chose():
+    search = json.loads((SHIPPED / "zoo_search.json").read_text())["methods"]
+    cfg = load_run_config("starter")
+    assert sorted(search) == sorted(lr.ZOO_METHODS)
+    for method, entry in search.items():
+        run = cfg.with_presets(method)
+        assert run.to_dict()["method"] == entry["method"], method
+        assert {"train.base_lr": run.train.base_lr, "train.optimizer": run.train.optimizer,
+                "train.weight_decay": run.train.weight_decay} == entry["chosen"], method
+        assert entry["chosen"]["train.base_lr"] not in [d["base_lr"] for d in entry.get("diverged", [])], method
 
 
 @shipped
@@ -408,6 +422,53 @@ def test_the_zoo_search_picks_each_methods_lr_on_validation_and_resumes(tiny_roo
         lines["chosen"]["ssf"] and f"adamw, base lr {chosen:g}, weight decay 0.01" in lines["chosen"]["ssf"]
     assert lines["other"]["ssf"].endswith("| the run config's `compare` section |")  # not the lr the search chose
     assert "calibration" in lines["chosen"]["linear"]
+
+    # the choice at the full schedule: a seed-42 methods-stage run at the chosen lr whose accuracy collapsed rejects it
+    work_runs, out_runs = lr.runs_dir(tmp_path / "work"), lr.runs_dir(tmp_path / "out")
+    rejected_cfg = lr.method_config_for(cfg.replace(compare={"ssf": entry["chosen"]}), "ssf", 42, work_runs)
+    run = Path(rejected_cfg.output_dir)
+    run.mkdir(parents=True)
+    history = [{"epoch": i + 1, "train_acc": a} for i, a in enumerate((0.3, 0.9, 0.8, 0.1))]
+    record = {"method": "ssf", "config": rejected_cfg.to_dict(), "history": history, "test_acc": 0.05}
+    (run / "metrics.json").write_text(json.dumps(record))
+    (run / "train_state.pt").write_bytes(b"state")
+    out_runs.mkdir(parents=True, exist_ok=True)
+    (out_runs / "ssf-seed42.json").write_text(json.dumps(record))
+    (out_runs / "ssf-seed42.safetensors").write_bytes(b"tensors")
+    other = {**record, "config": cfg.replace(compare={"ssf": {**entry["chosen"], "train.base_lr": 0.5}})
+             .with_presets("ssf").to_dict()}
+    (out_runs / "ssf-seed1.json").write_text(json.dumps(other))  # trained with other settings: it stays
+    log = []
+    lr.make_lesson_results(tmp_path / "out", tmp_path / "work", cfg, stages=["zoo-search"], methods=["ssf"],
+                           progress=False, log=log.append)
+    checked = json.loads((tmp_path / "out" / "zoo_search.json").read_text())["methods"]["ssf"]
+    lost = entry["chosen"]["train.base_lr"]
+    assert checked["diverged"] == [{"base_lr": lost, "seed": 42, "epochs": 100, "best_train_acc": 0.9, "best_epoch": 2,
+                                    "last_train_acc": 0.1, "test_acc": 0.05}]
+    others = [r for r in entry["runs"] if r["base_lr"] != lost]
+    assert checked["chosen"]["train.base_lr"] == max(others, key=lambda r: (r["val_acc"], -r["base_lr"]))["base_lr"]
+    assert checked["runs"] == entry["runs"]  # nothing searched again
+    aside = tmp_path / "work" / "zoo_search" / "ssf" / f"diverged-lr{lost:g}" / "ssf-seed42"
+    assert not run.exists() and sorted(p.name for p in aside.iterdir()) == ["metrics.json", "train_state.pt"]
+    assert sorted(p.name for p in out_runs.iterdir()) == ["ssf-seed1.json"]
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert not [f for f in manifest["files"] if "ssf-seed42" in f] and "runs/ssf-seed1.json" in manifest["files"]
+    assert any(f"lr {lost:g} diverged at 100 epochs" in line for line in log)
+    assert f"lr {lost:g}: {100 * next(r['val_acc'] for r in entry['runs'] if r['base_lr'] == lost):.1f} (diverged at " \
+        "100 epochs: train acc 90% at epoch 2, 10% at the end)" in lr.search_cells(checked, ("val_acc",))
+    lr.make_lesson_results(tmp_path / "out", tmp_path / "work", cfg, stages=["zoo-search"], methods=["ssf"],
+                           progress=False, log=log.append)  # again: nothing more to reject
+    assert json.loads((tmp_path / "out" / "zoo_search.json").read_text())["methods"]["ssf"] == checked
+
+
+def test_a_run_diverged_when_its_training_accuracy_collapsed_not_when_it_plateaued():
+    def history(*accuracy):
+        return [{"train_acc": a} for a in accuracy]
+
+    assert lr.diverged(history(0.1, 0.6, 0.8, 0.77, 0.3))  # fell apart
+    assert not lr.diverged(history(0.1, 0.6, 0.8, 0.79, 0.78))  # plateaued
+    assert not lr.diverged(history(0.05, 0.06, 0.04))  # never learned: nothing to lose, not a divergence
+    assert not lr.diverged([])
 
 
 @shipped

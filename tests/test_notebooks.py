@@ -13,6 +13,7 @@ import nbformat
 import pytest
 
 from e2vpt_viz import METHODS
+from e2vpt_viz.experiments.docs import load_results
 from e2vpt_viz.experiments.lesson_results import LESSON_METHODS, shipped_seeds
 from e2vpt_viz.notebook import defining_sections, missing_names_message
 from notebook_kernel import LessonKernel
@@ -113,6 +114,7 @@ def test_01_shows_every_method_from_the_shipped_runs_evaluated_now(lesson):
                        'for r in results}, "curves": {m: len(h) for m, h in curves.histories.items()}}')
     runs = got["runs"]
     assert got["mode"] == "shipped" and got["methods"] == got["wanted"] == ["linear", "vpt-shallow", "vpt-deep", "e2vpt"]
+    assert load_results()["notebooks"]["methods_trained"]["01_train_cub"] == len(got["wanted"])  # what performance.md says
     assert all(run["source"] == "shipped" and run["epochs"] == 100 for run in runs.values())
     assert got["curves"] == {m: 100 for m in got["methods"]}  # the recorded histories, drawn
     for method, run in runs.items():  # computed now, and equal to what the command recorded
@@ -211,6 +213,7 @@ def test_04_parameter_counts_order_the_methods(lesson):
                        '"classes": num_classes}')
     runs = got["runs"]
     assert len(got["methods"]) == len(METHODS) == 21 and set(got["methods"]) == set(METHODS)  # the library's methods
+    assert load_results()["notebooks"]["methods_trained"]["04_method_zoo"] == len(got["methods"])  # performance.md
     assert list(runs) == [m for m in got["methods"] if shipped_seeds(m)]  # in order; one not shipped yet is left out
     assert set(LESSON_METHODS) <= set(runs)
     assert all(run["counted"] and run["epochs"] == 100 for run in runs.values())

@@ -287,7 +287,8 @@ def performance_text(r: dict[str, dict]) -> str:
         f"- **Lessons**: in their default mode (the shipped runs evaluated now) see [how long a lesson "
         "takes](lessons.md#how-long-a-lesson-takes) on 2 CPU cores. Training every method "
         f"now (`TRAIN = \"full\"`, commit {_commit(nb)}): at the full 100-epoch schedule on the offline starter each "
-        f"method takes about {nb['minutes_per_method'][0]} to {nb['minutes_per_method'][1]} minutes on 2 CPU cores; "
+        f"of the calibrated methods takes about {nb['minutes_per_method'][0]} to {nb['minutes_per_method'][1]} minutes "
+        "on 2 CPU cores, and the zoo's train at the images/s of [the cost table](methods.md#what-each-method-costs); "
         f"methods trained per notebook: {trained} (03 also rewinds {nb['rewound_candidates_03']} candidates).",
         f"- **Unread tokens** (commit {_commit(skip)}, torch {skip['torch']}): not computing them saves "
         f"{skip['starter_epoch_saving_pct']}% of a starter epoch (E²VPT).",
@@ -365,7 +366,9 @@ def zoo_search_text(root: Path) -> str:
                             "in the starter config"], rows)
             + f"\n\n{schedule['epochs']} epochs ({schedule['warmup_epochs']} warm-up), {schedule['optimizer']} with "
             f"weight decay {schedule['weight_decay']}, seed {search['seed']}, {search['torch_threads']} torch threads; "
-            f"chosen on {search['selection']} (ties: the smaller lr). "
+            f"chosen on {search['selection']} (ties: the smaller lr); a choice whose seed-42 run at the full "
+            f"schedule diverged (its last epoch's train accuracy under half its best) is rejected for the next best "
+            f"lr, and the lr is marked. "
             f"`{manifest['stage_commands'].get('zoo-search', 'python -m e2vpt_viz lesson-results --stages zoo-search')}`"
             + (f". Not searched yet: {', '.join(missing)}." if missing else "."))
 

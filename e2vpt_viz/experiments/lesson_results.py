@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 
 from .. import __version__, pruning
 from ..checkpoint import load_prompts, save_prompts, write_json
-from ..run_folder import RunFolderBusyError, owning
+from ..run_folder import LOCK_FILE, RunFolderBusyError, owning
 from ..training import PROMPTS_FILE, short_schedule_warmup
 from .config import RunConfig, load_run_config, settings_digest
 from .fewshot import few_shot_comparison, packaged_prompts
@@ -201,7 +201,8 @@ def _zoo_search(cfg: RunConfig, work: Path, out: Path, methods: Sequence[str], p
     """Each zoo method at :data:`ZOO_SEARCH`'s lrs (one seed, short schedule), the best last-epoch validation accuracy
     chosen (ties: the smaller lr), into ``zoo_search.json``; when the best is the largest lr, the grid grows upward by
     a factor of 4, at most twice. Finished runs are read back, and a method the export already holds with the same
-    settings is not searched again, so it resumes (also without its work folder)."""
+    settings is not searched again, so it resumes (also without its work folder). Each choice is then checked against
+    the full schedule (:func:`_reject_diverged`)."""
     from .run import grid_search
 
     path = out / "zoo_search.json"
@@ -210,26 +211,92 @@ def _zoo_search(cfg: RunConfig, work: Path, out: Path, methods: Sequence[str], p
         base = cfg.with_presets(method).replace(train={
             "seed": SEEDS[0], "epochs": ZOO_SEARCH["epochs"], "warmup_epochs": ZOO_SEARCH["warmup_epochs"],
             "optimizer": ZOO_SEARCH["optimizer"], "weight_decay": ZOO_SEARCH["weight_decay"]})
-        done = found.get(method)
-        if done and done["method"] == base.to_dict()["method"] and \
-                [r["base_lr"] for r in done["runs"]][:len(ZOO_SEARCH["base_lrs"])] == list(ZOO_SEARCH["base_lrs"]):
-            continue  # searched before with these settings (its work folder may be gone: the export holds it)
-        lrs = list(ZOO_SEARCH["base_lrs"])
-        while True:  # a choice at the grid's top edge extends the grid upward (x4), twice at most
-            search = grid_search(base, lrs, [ZOO_SEARCH["weight_decay"]], work / "zoo_search" / method,
-                                 progress=progress)
-            if search["best"]["base_lr"] != lrs[-1] or len(lrs) >= len(ZOO_SEARCH["base_lrs"]) + 2:
-                break
-            lrs.append(round(4 * lrs[-1], 6))
-        found[method] = {"method": base.to_dict()["method"],
-                         "runs": [{k: r[k] for k in ("base_lr", "val_acc", "test_acc")} for r in search["runs"]],
-                         "chosen": {"train.base_lr": search["best"]["base_lr"], "train.optimizer": ZOO_SEARCH["optimizer"],
-                                    "train.weight_decay": ZOO_SEARCH["weight_decay"]}}
-        log(f"  {method}: val " + ", ".join(f"lr {r['base_lr']:g} {100 * r['val_acc']:.1f}%" for r in search["runs"])
-            + f" -> lr {search['best']['base_lr']:g}")
-        write_json(path, {"schedule": {k: v for k, v in ZOO_SEARCH.items() if k != "base_lrs"},
-                          "base_lrs": list(ZOO_SEARCH["base_lrs"]), "seed": SEEDS[0], "selection": "last-epoch val_acc",
-                          "torch_threads": torch.get_num_threads(), "methods": found})
+        entry = found.get(method)
+        if not (entry and entry["method"] == base.to_dict()["method"] and
+                [r["base_lr"] for r in entry["runs"]][:len(ZOO_SEARCH["base_lrs"])] == list(ZOO_SEARCH["base_lrs"])):
+            lrs = list(ZOO_SEARCH["base_lrs"])  # not searched before with these settings (the export would hold it)
+            while True:  # a choice at the grid's top edge extends the grid upward (x4), twice at most
+                search = grid_search(base, lrs, [ZOO_SEARCH["weight_decay"]], work / "zoo_search" / method,
+                                     progress=progress)
+                if search["best"]["base_lr"] != lrs[-1] or len(lrs) >= len(ZOO_SEARCH["base_lrs"]) + 2:
+                    break
+                lrs.append(round(4 * lrs[-1], 6))
+            entry = {"method": base.to_dict()["method"],
+                     "runs": [{k: r[k] for k in ("base_lr", "val_acc", "test_acc")} for r in search["runs"]]}
+            entry["chosen"] = _zoo_choice(entry)
+            log(f"  {method}: val " + ", ".join(f"lr {r['base_lr']:g} {100 * r['val_acc']:.1f}%" for r in search["runs"])
+                + f" -> lr {entry['chosen']['train.base_lr']:g}")
+        entry = _reject_diverged(cfg, method, entry, work, out, log)
+        if entry != found.get(method):
+            found[method] = entry
+            write_json(path, {"schedule": {k: v for k, v in ZOO_SEARCH.items() if k != "base_lrs"},
+                              "base_lrs": list(ZOO_SEARCH["base_lrs"]), "seed": SEEDS[0],
+                              "selection": "last-epoch val_acc", "torch_threads": torch.get_num_threads(),
+                              "methods": found})
+
+
+def _zoo_choice(entry: dict) -> dict:
+    """The settings a search entry chooses: the best last-epoch validation accuracy (ties: the smaller lr) among the
+    lrs not rejected at the full schedule (``entry["diverged"]``)."""
+    rejected = {d["base_lr"] for d in entry.get("diverged", [])}
+    best = max((r for r in entry["runs"] if r["base_lr"] not in rejected), key=lambda r: (r["val_acc"], -r["base_lr"]))
+    return {"train.base_lr": best["base_lr"], "train.optimizer": ZOO_SEARCH["optimizer"],
+            "train.weight_decay": ZOO_SEARCH["weight_decay"]}
+
+
+def diverged(history: Sequence[dict]) -> bool:
+    """Whether a run fell apart: its last epoch's training accuracy is below half of its best epoch's (the loss
+    blew up and never came back; a run that merely stops improving keeps its accuracy)."""
+    accuracy = [h["train_acc"] for h in history]
+    return bool(accuracy) and accuracy[-1] < 0.5 * max(accuracy)
+
+
+def _reject_diverged(cfg: RunConfig, method: str, entry: dict, work: Path, out: Path,
+                     log: Callable[[str], None]) -> dict:
+    """A search's choice checked at the full schedule: the short search cannot see a loss that blows up later. When the
+    method's seed-42 run of the ``methods-seed42`` stage (in ``work``) finished with the chosen settings and
+    :func:`diverged`, its lr is recorded under ``entry["diverged"]`` with the evidence, the next best lr on
+    validation is chosen, and the method's runs at the rejected settings are set aside: their work folders move to
+    ``work/zoo_search/<method>/diverged-lr<lr>/`` and their exported files are removed, so that the methods stages
+    train the new choice (once the starter config's ``compare`` preset holds it). Returns the entry (unchanged when
+    there is nothing to reject)."""
+    while True:
+        chosen = entry["chosen"]
+        metrics_path = runs_dir(work) / run_name(method, SEEDS[0]) / "metrics.json"
+        if not metrics_path.is_file():
+            return entry
+        record = json.loads(metrics_path.read_text())
+        train = record["config"]["train"]
+        if record["config"]["method"] != entry["method"] or train["epochs"] != cfg.train.epochs or \
+                {f"train.{k}": train[k] for k in ("base_lr", "optimizer", "weight_decay")} != chosen or \
+                not diverged(record["history"]):
+            return entry
+        best = max(range(len(record["history"])), key=lambda i: record["history"][i]["train_acc"])
+        evidence = {"base_lr": chosen["train.base_lr"], "seed": SEEDS[0], "epochs": train["epochs"],
+                    "best_train_acc": record["history"][best]["train_acc"], "best_epoch": best + 1,
+                    "last_train_acc": record["history"][-1]["train_acc"], "test_acc": record["test_acc"]}
+        entry = {**entry, "diverged": [*entry.get("diverged", []), evidence]}
+        entry["chosen"] = _zoo_choice(entry)
+        aside = work / "zoo_search" / method / f"diverged-lr{chosen['train.base_lr']:g}"
+        for backbone_runs in (runs_dir(work), runs_dir(out)):
+            for seed_path in sorted(backbone_runs.glob(f"{method}-seed*")):
+                if seed_path.is_dir():  # a work folder: trained (or training) with the rejected preset
+                    aside.mkdir(parents=True, exist_ok=True)
+                    with owning(seed_path):  # not while another process trains in it
+                        seed_path.rename(aside / seed_path.name)
+                    (aside / seed_path.name / LOCK_FILE).unlink(missing_ok=True)
+                elif seed_path.suffix == ".json" and _trained_with(seed_path, chosen):
+                    seed_path.unlink()
+                    seed_path.with_suffix(".safetensors").unlink(missing_ok=True)
+        log(f"  {method}: lr {chosen['train.base_lr']:g} diverged at {train['epochs']} epochs (seed {SEEDS[0]}: train "
+            f"acc {100 * evidence['best_train_acc']:.1f}% at epoch {best + 1}, {100 * evidence['last_train_acc']:.1f}% "
+            f"at the end) -> lr {entry['chosen']['train.base_lr']:g}; its runs moved to {aside}")
+
+
+def _trained_with(record_path: Path, chosen: dict) -> bool:
+    """Whether an exported run record was trained with the settings ``chosen`` (``{"train.base_lr": ..., ...}``)."""
+    train = json.loads(record_path.read_text())["config"]["train"]
+    return all(train.get(key.split(".", 1)[1]) == value for key, value in chosen.items())
 
 
 def file_digest(path: Path) -> str:
@@ -574,11 +641,16 @@ def runs_markdown(results: Sequence[dict]) -> str:
 
 def search_cells(entry: dict, accuracy: Sequence[str] = ("val_acc", "test_acc")) -> str:
     """One method's settings search (a ``zoo_search.json`` entry) in one cell: ``lr <base lr>: <accuracy %> / ...``
-    per searched lr, ``; ``-separated, the chosen lr in bold."""
+    per searched lr, ``; ``-separated, the chosen lr in bold, an lr rejected at the full schedule with its evidence."""
     chosen = entry["chosen"]["train.base_lr"]
+    rejected = {d["base_lr"]: d for d in entry.get("diverged", [])}
     cells = []
     for run in entry["runs"]:
         cell = f"lr {run['base_lr']:g}: " + " / ".join(f"{100 * run[k]:.1f}" for k in accuracy)
+        if run["base_lr"] in rejected:
+            d = rejected[run["base_lr"]]
+            cell += (f" (diverged at {d['epochs']} epochs: train acc {100 * d['best_train_acc']:.0f}% at epoch "
+                     f"{d['best_epoch']}, {100 * d['last_train_acc']:.0f}% at the end)")
         cells.append(f"**{cell}**" if run["base_lr"] == chosen else cell)
     return "; ".join(cells)
 

@@ -422,6 +422,8 @@ def test_the_zoo_search_picks_each_methods_lr_on_validation_and_resumes(tiny_roo
         lines["chosen"]["ssf"] and f"adamw, base lr {chosen:g}, weight decay 0.01" in lines["chosen"]["ssf"]
     assert lines["other"]["ssf"].endswith("| the run config's `compare` section |")  # not the lr the search chose
     assert "calibration" in lines["chosen"]["linear"]
+    bare = lr.method_settings_markdown(cfg.replace(compare={}), ["dora"], root=tmp_path / "out").splitlines()[2]
+    assert bare.endswith("| no `compare` preset: the run config's own `train` settings (those of e2vpt) |")
 
     # the choice at the full schedule: a seed-42 methods-stage run at the chosen lr whose accuracy collapsed rejects it
     work_runs, out_runs = lr.runs_dir(tmp_path / "work"), lr.runs_dir(tmp_path / "out")

@@ -678,8 +678,10 @@ def method_settings_markdown(cfg: RunConfig, methods: Sequence[str], root: Union
                       + search_cells(entry, ("val_acc",)))
         elif starter and method in LESSON_METHODS:
             origin = "the starter's calibration on validation (`docs/calibration.md`)"
-        else:
+        elif method in cfg.compare:
             origin = "the run config's `compare` section"
+        else:
+            origin = f"no `compare` preset: the run config's own `train` settings (those of {cfg.method_name})"
         rows.append((method, ", ".join(options) or "defaults", train, origin))
     return markdown_table(("method", "options (others: the method's defaults)", "training", "where the lr comes from"),
                           rows)

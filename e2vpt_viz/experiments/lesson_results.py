@@ -260,43 +260,43 @@ def _reject_diverged(cfg: RunConfig, method: str, entry: dict, work: Path, out: 
     ``work/zoo_search/<method>/diverged-lr<lr>/`` and their exported files are removed, so that the methods stages
     train the new choice (once the starter config's ``compare`` preset holds it). Returns the entry (unchanged when
     there is nothing to reject)."""
-    while True:
-        chosen = entry["chosen"]
-        metrics_path = runs_dir(work) / run_name(method, SEEDS[0]) / "metrics.json"
-        if not metrics_path.is_file():
-            return entry
-        record = json.loads(metrics_path.read_text())
-        train = record["config"]["train"]
-        if record["config"]["method"] != entry["method"] or train["epochs"] != cfg.train.epochs or \
-                {f"train.{k}": train[k] for k in ("base_lr", "optimizer", "weight_decay")} != chosen or \
-                not diverged(record["history"]):
-            return entry
-        best = max(range(len(record["history"])), key=lambda i: record["history"][i]["train_acc"])
-        evidence = {"base_lr": chosen["train.base_lr"], "seed": SEEDS[0], "epochs": train["epochs"],
-                    "best_train_acc": record["history"][best]["train_acc"], "best_epoch": best + 1,
-                    "last_train_acc": record["history"][-1]["train_acc"], "test_acc": record["test_acc"]}
-        entry = {**entry, "diverged": [*entry.get("diverged", []), evidence]}
-        entry["chosen"] = _zoo_choice(entry)
-        aside = work / "zoo_search" / method / f"diverged-lr{chosen['train.base_lr']:g}"
-        for backbone_runs in (runs_dir(work), runs_dir(out)):
-            for seed_path in sorted(backbone_runs.glob(f"{method}-seed*")):
-                if seed_path.is_dir():  # a work folder: trained (or training) with the rejected preset
-                    aside.mkdir(parents=True, exist_ok=True)
-                    with owning(seed_path):  # not while another process trains in it
-                        seed_path.rename(aside / seed_path.name)
-                    (aside / seed_path.name / LOCK_FILE).unlink(missing_ok=True)
-                elif seed_path.suffix == ".json" and _trained_with(seed_path, chosen):
-                    seed_path.unlink()
-                    seed_path.with_suffix(".safetensors").unlink(missing_ok=True)
-        log(f"  {method}: lr {chosen['train.base_lr']:g} diverged at {train['epochs']} epochs (seed {SEEDS[0]}: train "
-            f"acc {100 * evidence['best_train_acc']:.1f}% at epoch {best + 1}, {100 * evidence['last_train_acc']:.1f}% "
-            f"at the end) -> lr {entry['chosen']['train.base_lr']:g}; its runs moved to {aside}")
+    chosen = entry["chosen"]
+    metrics_path = runs_dir(work) / run_name(method, SEEDS[0]) / "metrics.json"
+    if not metrics_path.is_file():
+        return entry
+    record = json.loads(metrics_path.read_text())
+    train = record["config"]["train"]
+    if record["config"]["method"] != entry["method"] or train["epochs"] != cfg.train.epochs or \
+            search_settings(train) != chosen or not diverged(record["history"]):
+        return entry
+    best = max(range(len(record["history"])), key=lambda i: record["history"][i]["train_acc"])
+    evidence = {"base_lr": chosen["train.base_lr"], "seed": SEEDS[0], "epochs": train["epochs"],
+                "best_train_acc": record["history"][best]["train_acc"], "best_epoch": best + 1,
+                "last_train_acc": record["history"][-1]["train_acc"], "test_acc": record["test_acc"]}
+    entry = {**entry, "diverged": [*entry.get("diverged", []), evidence]}
+    entry["chosen"] = _zoo_choice(entry)
+    aside = work / "zoo_search" / method / f"diverged-lr{chosen['train.base_lr']:g}"
+    for folder in (runs_dir(work), runs_dir(out)):
+        for seed_path in sorted(folder.glob(f"{method}-seed*")):
+            if seed_path.is_dir():  # a work folder: trained (or training) with the rejected preset
+                aside.mkdir(parents=True, exist_ok=True)
+                with owning(seed_path):  # not while another process trains in it
+                    seed_path.rename(aside / seed_path.name)
+                (aside / seed_path.name / LOCK_FILE).unlink(missing_ok=True)
+            elif seed_path.suffix == ".json" and \
+                    search_settings(json.loads(seed_path.read_text())["config"]["train"]) == chosen:
+                seed_path.unlink()  # an exported run trained with the rejected preset
+                seed_path.with_suffix(".safetensors").unlink(missing_ok=True)
+    log(f"  {method}: lr {chosen['train.base_lr']:g} diverged at {train['epochs']} epochs (seed {SEEDS[0]}: train "
+        f"acc {100 * evidence['best_train_acc']:.1f}% at epoch {best + 1}, {100 * evidence['last_train_acc']:.1f}% "
+        f"at the end) -> lr {entry['chosen']['train.base_lr']:g}; its runs moved to {aside}")
+    return entry
 
 
-def _trained_with(record_path: Path, chosen: dict) -> bool:
-    """Whether an exported run record was trained with the settings ``chosen`` (``{"train.base_lr": ..., ...}``)."""
-    train = json.loads(record_path.read_text())["config"]["train"]
-    return all(train.get(key.split(".", 1)[1]) == value for key, value in chosen.items())
+def search_settings(train: dict) -> dict:
+    """The settings a zoo search chooses among, read from a run config's ``train`` section (as ``to_dict`` writes it):
+    ``{"train.base_lr": ..., "train.optimizer": ..., "train.weight_decay": ...}``, the form of ``chosen``."""
+    return {f"train.{key}": train.get(key) for key in ("base_lr", "optimizer", "weight_decay")}
 
 
 def file_digest(path: Path) -> str:
@@ -671,9 +671,8 @@ def method_settings_markdown(cfg: RunConfig, methods: Sequence[str], root: Union
         options = [f"{k.split('.', 1)[1]} {v}" for k, v in cfg.compare.get(method, {}).items() if k.startswith("method.")]
         train = f"{run.train.optimizer}, base lr {run.train.base_lr:g}, weight decay {run.train.weight_decay:g}"
         entry = search["methods"].get(method)
-        if entry and entry["method"] == run.to_dict()["method"] and entry["chosen"] == {
-                "train.base_lr": run.train.base_lr, "train.optimizer": run.train.optimizer,
-                "train.weight_decay": run.train.weight_decay}:
+        if entry and entry["method"] == run.to_dict()["method"] and \
+                entry["chosen"] == search_settings(run.to_dict()["train"]):
             origin = (f"validation search, {search['schedule']['epochs']} epochs, val acc (%): "
                       + search_cells(entry, ("val_acc",)))
         elif starter and method in LESSON_METHODS:
